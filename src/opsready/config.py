@@ -1,0 +1,479 @@
+"""Environment configuration: YAML with ``${VAR}`` interpolation, validated by pydantic.
+
+Every section is optional. A check whose section (or key) is missing skips with
+``not configured: <section.key>``, so an empty file is a valid environment.
+Every secret is a ``SecretStr`` and is registered with redaction as soon as it is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from opsready._errors import ConfigError
+
+__all__ = [
+    "INTRUSIVE_PROBES",
+    "BackupsConfig",
+    "CorsConfig",
+    "Environment",
+    "GithubConfig",
+    "GrafanaConfig",
+    "OtelConfig",
+    "PrometheusConfig",
+    "RailwayConfig",
+    "RateLimitConfig",
+    "RestoreDrillConfig",
+    "RunbooksConfig",
+    "S3Config",
+    "SecurityHeadersConfig",
+    "ServiceConfig",
+    "SloConfig",
+    "SloSpec",
+    "WebhooksConfig",
+    "interpolate",
+    "load_environment",
+    "resolve_environment_path",
+    "secret_values",
+]
+
+# The names an environment may list under ``allow_intrusive``. Each names one probe that
+# writes or loads something on the target.
+INTRUSIVE_PROBES: dict[str, str] = {
+    "rate_limit_burst": "sends a bounded burst of requests until the service answers 429",
+    "webhook_e2e": "triggers a real event on the platform and registers a receiver",
+    "otel_probe_span": "sends one probe span to the OTel collector",
+    "restore_drill": "restores the latest backup into a scratch database, then drops it",
+    "rollback_drill": "rolls the service back on Railway and forward again (staging only)",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecurityHeadersConfig(_Section):
+    hsts_min_max_age: int = 31536000
+    require_csp: bool = True
+    content_type_options: str = "nosniff"
+    referrer_policy: str = "strict-origin-when-cross-origin"
+
+
+class RateLimitConfig(_Section):
+    """A bounded burst: at most ``max_requests`` requests and ``max_seconds`` seconds."""
+
+    path: str = "/api/v1/actions"
+    method: str = "GET"
+    max_requests: int = Field(default=300, ge=1, le=5000)
+    max_seconds: float = Field(default=15.0, gt=0, le=120)
+    concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class ServiceConfig(_Section):
+    base_url: str
+    health_path: str = "/health"
+    metrics_path: str = "/metrics"
+    version_field: str = "version"
+    api_key: SecretStr | None = None
+    admin_key: SecretStr | None = None
+    api_key_header: str = "X-API-Key"
+    light_path: str = "/api/v1/actions"
+    security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    # The counter the rate limiter increments on every 429, and the pool gauges.
+    rate_limit_metric: str = "rate_limit_breaches_total"
+    pool_metrics: list[str] = [
+        "db_connection_pool_size",
+        "db_connection_pool_in_use",
+        "db_connection_pool_available",
+        "db_connection_pool_waiting",
+    ]
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+
+class CorsConfig(_Section):
+    path: str = "/api/v1/actions"
+    allowed_origins: list[str] = [
+        "https://relay-studio-one.vercel.app",
+        "http://localhost:3000",
+    ]
+    disallowed_origins: list[str] = ["https://evil.example.com"]
+    method: str = "POST"
+    request_headers: list[str] = ["Idempotency-Key", "X-Signature", "X-API-Key"]
+    credentials: bool = True
+
+
+class WebhooksConfig(_Section):
+    scheme: Literal["hex", "stripe", "standard-webhooks"] = "hex"
+    secret: SecretStr
+    # hex scheme: the header carrying ``sha256=<hex>`` and the optional timestamp header.
+    signature_header: str = "X-Signature"
+    timestamp_header: str | None = "X-Webhook-Timestamp"
+    tolerance_s: int = Field(default=300, ge=1)
+    # Where the receiver listens, and the URL the platform should use to reach it.
+    receiver_bind: str = "127.0.0.1"
+    receiver_port: int = Field(default=0, ge=0, le=65535)
+    receiver_public_url: str | None = None
+    # How the receiver gets registered: through the platform's API, or a static target
+    # that is already configured on the platform side (then receiver_port must be fixed).
+    register_path: str | None = "/api/v1/webhooks/endpoints"
+    trigger_path: str = "/api/v1/actions/execute"
+    trigger_body: dict[str, Any] = {"action": "opsready.probe"}
+    delivery_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+class PrometheusConfig(_Section):
+    url: str
+    bearer_token: SecretStr | None = None
+    service_job: str = "relay"
+    alert_rules: list[str] = []
+    pool_alert_rule: str | None = None
+    slo_recording_rules: list[str] = []
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+
+class GrafanaConfig(_Section):
+    url: str
+    token: SecretStr | None = None
+    dashboards: list[str] = []
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+
+class OtelConfig(_Section):
+    collector_health_url: str | None = None
+    otlp_http_url: str | None = None
+    trace_backend: Literal["jaeger", "tempo"] = "jaeger"
+    trace_api_url: str | None = None
+    service_name: str = "relay-api"
+    traced_path: str = "/api/v1/actions"
+    read_back_timeout_s: float = Field(default=15.0, gt=0, le=300)
+
+
+class GithubConfig(_Section):
+    api_url: str = "https://api.github.com"
+    token: SecretStr | None = None
+    repo: str
+    branch: str = "main"
+    prs: list[int] = [29, 30]
+    secrets: list[str] = ["RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY", "DEV_KEY"]
+    deploy_workflow: str = "deploy.yml"
+    backup_workflow: str = "backup.yml"
+    slo_report_workflow: str = "slo-report.yml"
+    slo_report_max_age_days: float = 8
+    drill_workflow: str = "restore-drill.yml"
+    rollback_script: str = "scripts/rollback.py"
+    rate_limit_wait_max_s: float = Field(default=60.0, ge=0, le=3600)
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError("expected owner/name, e.g. acme/relay")
+        return v
+
+
+class RailwayConfig(_Section):
+    api_url: str = "https://backboard.railway.com/graphql/v2"
+    token: SecretStr
+    token_kind: Literal["project", "account", "team"] = "project"
+    project_id: str
+    environment_id: str
+    service_id: str
+    drill_timeout_s: float = Field(default=120.0, gt=0, le=1800)
+
+
+class S3Config(_Section):
+    bucket: str
+    prefix: str = "backups/"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class BackupsConfig(_Section):
+    s3: S3Config
+    rpo_hours: float = Field(default=26.0, gt=0)
+    min_size_bytes: int = Field(default=1024, ge=0)
+    max_shrink_fraction: float = Field(default=0.5, ge=0, le=1)
+    sidecar_suffix: str = ".sha256"
+    # Where the last drill is recorded, for the "drill is scheduled or recent" criterion.
+    drill_record_key: str | None = "drills/last-drill.json"
+    drill_max_age_days: float = 31
+    retention_days: int = Field(default=365, ge=1)
+    daily_window_days: int = Field(default=30, ge=1)
+    daily_min_days: int = Field(default=28, ge=1)
+
+
+class RestoreDrillConfig(_Section):
+    # A maintenance database on the scratch server; the drill creates its own database there.
+    scratch_dsn: SecretStr
+    # Optional read-only DSN of the source, used only to compare row counts.
+    source_dsn: SecretStr | None = None
+    expected_tables: list[str] = ["workspaces", "api_keys", "audit_logs", "sessions"]
+    min_rows: dict[str, int] = {}
+    row_tolerance: float = Field(default=0.05, ge=0, le=1)
+    rto_target_s: float = Field(default=600.0, gt=0)
+    jobs: int = Field(default=2, ge=1, le=16)
+    pg_restore: str = "pg_restore"
+    psql: str = "psql"
+    statement_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class SloSpec(_Section):
+    name: str
+    target: float
+    # ``le``: the SLI must stay at or below the target (latency, error rate);
+    # ``ge``: at or above it (availability).
+    objective: Literal["le", "ge"]
+    unit: str = ""
+    query: str
+    # The fraction of events allowed to be bad, for the error-budget column.
+    # Defaults from the target for ratio SLOs; latency SLOs give it explicitly.
+    budget_fraction: float | None = None
+
+
+def _default_slos() -> list[SloSpec]:
+    return [
+        SloSpec(
+            name="light endpoint p99 latency",
+            target=0.05,
+            objective="le",
+            unit="s",
+            budget_fraction=0.01,
+            query='histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{path="/api/v1/actions"}[5m])))',
+        ),
+        SloSpec(
+            name="webhook p95 latency",
+            target=1.2,
+            objective="le",
+            unit="s",
+            budget_fraction=0.05,
+            query="histogram_quantile(0.95, sum by (le) (rate(webhook_delivery_duration_seconds_bucket[5m])))",
+        ),
+        SloSpec(
+            name="error rate",
+            target=0.01,
+            objective="le",
+            query='sum(rate(http_requests_total{status=~"5.."}[5m])) / clamp_min(sum(rate(http_requests_total[5m])), 1e-9)',
+        ),
+        SloSpec(
+            name="availability",
+            target=0.999,
+            objective="ge",
+            query='1 - (sum(rate(http_requests_total{status=~"5.."}[5m])) / clamp_min(sum(rate(http_requests_total[5m])), 1e-9))',
+        ),
+    ]
+
+
+class SloConfig(_Section):
+    window_days: float = Field(default=30, gt=0)
+    slos: list[SloSpec] = Field(default_factory=_default_slos)
+
+
+class RunbooksConfig(_Section):
+    source: Literal["github", "local"] = "github"
+    # Runbook topic -> path (in the GitHub repo, or on disk relative to the environment file).
+    paths: dict[str, str] = {
+        "outage": "docs/runbooks/outage.md",
+        "db-connections": "docs/runbooks/db-connections.md",
+        "rate-limit-breaches": "docs/runbooks/rate-limit-breaches.md",
+    }
+    sections: list[str] = ["Symptoms", "Impact", "Diagnosis", "Mitigation", "Escalation"]
+
+
+class Environment(_Section):
+    """One environment file. ``source`` is the file it came from (not a YAML key)."""
+
+    name: str = ""
+    gate: list[Literal["P0", "P1", "P2", "P3"]] = ["P0", "P1"]
+    allow_intrusive: list[str] = []
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    service: ServiceConfig | None = None
+    cors: CorsConfig | None = None
+    webhooks: WebhooksConfig | None = None
+    prometheus: PrometheusConfig | None = None
+    grafana: GrafanaConfig | None = None
+    otel: OtelConfig | None = None
+    github: GithubConfig | None = None
+    railway: RailwayConfig | None = None
+    backups: BackupsConfig | None = None
+    restore_drill: RestoreDrillConfig | None = None
+    slo: SloConfig | None = None
+    runbooks: RunbooksConfig | None = None
+    source: str = Field(default="", exclude=True)
+
+    @field_validator("allow_intrusive")
+    @classmethod
+    def _known_intrusive(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in INTRUSIVE_PROBES:
+                hint = difflib.get_close_matches(name, INTRUSIVE_PROBES, n=1)
+                known = ", ".join(sorted(INTRUSIVE_PROBES))
+                extra = f"did you mean '{hint[0]}'? " if hint else ""
+                raise ValueError(f"unknown intrusive probe '{name}'; {extra}known: {known}")
+        return v
+
+    def allows(self, probe: str) -> bool:
+        return probe in self.allow_intrusive
+
+
+def _check_url(v: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError("expected an http:// or https:// URL")
+    return v.rstrip("/")
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str], file: str, field: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, file, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, file, f"{field}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            file, field, f"${{{name}}} is not set",
+            f"export {name}, or give a default as ${{{name}:-value}}",
+        )
+
+    return _VAR.sub(sub, value)
+
+
+def resolve_environment_path(name_or_path: str, root: Path) -> Path:
+    """``NAME`` means ``config/environments/NAME.yaml`` under ``root``; anything else is a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path or "/" in name_or_path:
+        return candidate
+    return root / "config" / "environments" / f"{name_or_path}.yaml"
+
+
+def load_environment(name_or_path: str, root: Path, env: dict[str, str] | None = None) -> Environment:
+    """Load and validate one environment. Raises ``ConfigError`` with a one-line message."""
+    path = resolve_environment_path(name_or_path, root)
+    file = str(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in (root / "config" / "environments").glob("*.yaml"))
+        listed = ", ".join(known) if known else "none"
+        raise ConfigError(
+            file, "", "no such environment file",
+            f"pass --env NAME (known: {listed}) or a path to a YAML file",
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(file, where, "is not valid YAML", "fix the syntax at that line") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "", "top level is not a mapping", "write `key: value` sections")
+    data = interpolate(raw, dict(os.environ if env is None else env), file)
+    data.setdefault("name", path.stem)
+    try:
+        model = Environment.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(file, exc, data) from None
+    return model.model_copy(update={"source": file})
+
+
+def _config_error(file: str, exc: ValidationError, data: dict[str, Any]) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(Environment, loc[:-1])
+        known = list(parent.model_fields) if parent else []
+        known = [k for k in known if k != "source"]
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        fix = f"did you mean '{hint[0]}'?" if hint else f"known keys: {', '.join(known)}"
+        return ConfigError(file, field, "unknown key", f"remove it; {fix}")
+    if kind == "missing":
+        return ConfigError(file, field, "is required", f"add `{loc[-1]}:` to the section")
+    value = err.get("input")
+    shown = "<secret>" if _is_secret_field(loc) else repr(value)
+    if isinstance(shown, str) and len(shown) > 60:
+        shown = shown[:57] + "..."
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(file, field, f"value {shown} is invalid", msg)
+
+
+def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    current: type[BaseModel] | None = model
+    for part in path:
+        if current is None or part.isdigit():
+            continue
+        info = current.model_fields.get(part)
+        if info is None:
+            return None
+        current = _model_in(info.annotation)
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_secret_field(loc: list[str]) -> bool:
+    return any(p in {"token", "secret", "api_key", "admin_key", "bearer_token"} or "dsn" in p
+               or "secret" in p for p in loc)
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """Every ``SecretStr`` value in a model tree, for redaction."""
+    found: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, SecretStr):
+            value = obj.get_secret_value()
+            if value:
+                found.append(value)
+        elif isinstance(obj, BaseModel):
+            for name in type(obj).model_fields:
+                walk(getattr(obj, name))
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list | tuple):
+            for v in obj:
+                walk(v)
+
+    walk(model)
+    return found

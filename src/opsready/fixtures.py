@@ -1,0 +1,163 @@
+"""Fixtures that hand checks ready probes.
+
+A check never builds a client itself: it names a fixture. A fixture whose environment section
+is missing skips the criterion with ``not configured: <section>``, so an empty environment
+file is valid and every criterion says why it did not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from opsready.config import Environment
+from opsready.evidence import Evidence
+
+if TYPE_CHECKING:
+    from opsready.config import CorsConfig, RunbooksConfig, SloConfig, WebhooksConfig
+    from opsready.probes.github import GithubProbe
+    from opsready.probes.grafana import GrafanaProbe
+    from opsready.probes.http import ServiceProbe
+    from opsready.probes.otel import OtelProbe
+    from opsready.probes.postgres import ScratchServer
+    from opsready.probes.prometheus import PrometheusProbe
+    from opsready.probes.railway import RailwayProbe
+    from opsready.probes.s3 import BackupStore
+
+__all__ = [
+    "backups",
+    "cors_config",
+    "evidence",
+    "github",
+    "grafana",
+    "opsready_env",
+    "otel",
+    "prometheus",
+    "railway",
+    "runbooks_config",
+    "scratch_server",
+    "service",
+    "slo_config",
+    "webhooks_config",
+]
+
+T = TypeVar("T")
+
+ENV_KEY = pytest.StashKey[Environment]()
+EVIDENCE_KEY = pytest.StashKey[Evidence]()
+
+
+def section(env: Environment, name: str) -> Any:
+    """The environment section ``name``, or a skip saying it is not configured."""
+    value = getattr(env, name)
+    if value is None:
+        pytest.skip(f"not configured: {name} (add a `{name}:` section to {env.source or 'the environment file'})")
+    return value
+
+
+def _closing(probe: T) -> Iterator[T]:
+    try:
+        yield probe
+    finally:
+        close = getattr(probe, "close", None)
+        if close is not None:
+            close()
+
+
+@pytest.fixture(scope="session")
+def opsready_env(request: pytest.FixtureRequest) -> Environment:
+    """The validated environment of this run."""
+    env = request.config.stash.get(ENV_KEY, None)
+    if env is None:
+        pytest.skip("no environment: run through `opsready verify` or pass --opsready-env NAME")
+    return env
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Evidence:
+    """Where a criterion records what it saw. Redacted on the way in."""
+    ev = Evidence()
+    request.node.stash[EVIDENCE_KEY] = ev
+    return ev
+
+
+@pytest.fixture(scope="session")
+def service(opsready_env: Environment) -> Iterator[ServiceProbe]:
+    from opsready.probes.http import ServiceProbe
+
+    yield from _closing(ServiceProbe(section(opsready_env, "service"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def cors_config(opsready_env: Environment) -> CorsConfig:
+    cfg: CorsConfig = section(opsready_env, "cors")
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def webhooks_config(opsready_env: Environment) -> WebhooksConfig:
+    cfg: WebhooksConfig = section(opsready_env, "webhooks")
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def slo_config(opsready_env: Environment) -> SloConfig:
+    cfg: SloConfig = section(opsready_env, "slo")
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def runbooks_config(opsready_env: Environment) -> RunbooksConfig:
+    cfg: RunbooksConfig = section(opsready_env, "runbooks")
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def prometheus(opsready_env: Environment) -> Iterator[PrometheusProbe]:
+    from opsready.probes.prometheus import PrometheusProbe
+
+    yield from _closing(PrometheusProbe(section(opsready_env, "prometheus"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def grafana(opsready_env: Environment) -> Iterator[GrafanaProbe]:
+    from opsready.probes.grafana import GrafanaProbe
+
+    yield from _closing(GrafanaProbe(section(opsready_env, "grafana"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def otel(opsready_env: Environment) -> Iterator[OtelProbe]:
+    from opsready.probes.otel import OtelProbe
+
+    yield from _closing(OtelProbe(section(opsready_env, "otel"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def github(opsready_env: Environment) -> Iterator[GithubProbe]:
+    from opsready.probes.github import GithubProbe
+
+    yield from _closing(GithubProbe(section(opsready_env, "github"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def railway(opsready_env: Environment) -> Iterator[RailwayProbe]:
+    from opsready.probes.railway import RailwayProbe
+
+    yield from _closing(RailwayProbe(section(opsready_env, "railway"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def backups(opsready_env: Environment) -> Iterator[BackupStore]:
+    from opsready.probes.s3 import BackupStore
+
+    yield from _closing(BackupStore(section(opsready_env, "backups"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def scratch_server(opsready_env: Environment) -> Iterator[ScratchServer]:
+    from opsready.probes.postgres import ScratchServer
+
+    yield from _closing(ScratchServer(section(opsready_env, "restore_drill"), timeout=opsready_env.timeout_s))

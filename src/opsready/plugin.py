@@ -1,0 +1,1 @@
+"""pytest hooks only: options, markers, collection rules, roll-up, exit code."""
