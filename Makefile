@@ -1,0 +1,44 @@
+# opsready: `make demo` runs everything against the reference stack; `make test` runs our own tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OPSREADY := $(BIN)/opsready
+ENV ?= local
+GATE ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup verify demo test lint bench prometheus clean
+
+# Idempotent: re-installs only when pyproject.toml changed since the last install.
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# The real Prometheus binary for the reference stack (Debian package), when it is missing.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { echo "installing the Debian prometheus package (needs root)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+verify: setup
+	@$(OPSREADY) verify --env $(ENV) $(if $(GATE),--gate $(GATE),)
+
+demo: setup prometheus
+	@$(BIN)/python -m opsready_stack.demo
+
+test: setup prometheus
+	@$(BIN)/python -m pytest -q tests
+
+lint: setup
+	@$(BIN)/ruff check src stack checks tests
+	@$(BIN)/mypy src/opsready
+
+bench: setup prometheus
+	@$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

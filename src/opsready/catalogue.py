@@ -1,0 +1,102 @@
+"""The ticket catalogue: ``config/tickets.yaml``, validated on load."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from opsready._errors import ConfigError
+
+__all__ = ["PRIORITIES", "Catalogue", "Ticket", "load_catalogue", "module_ticket_id"]
+
+PRIORITIES = ("P0", "P1", "P2", "P3")
+_ID = re.compile(r"^P[0-3]-\d{3}$")
+
+
+class Ticket(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    title: str
+    priority: Literal["P0", "P1", "P2", "P3"]
+    category: str
+    size: Literal["XS", "S", "M", "L", "XL"]
+    hours: str
+    sprint: int
+    week: int | None = None
+    summary: str
+    impact: str
+    actions: list[str]
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("ids look like P0-001: a priority P0..P3, a dash and three digits")
+        return v
+
+    @model_validator(mode="after")
+    def _priority_matches_id(self) -> Ticket:
+        if self.id[:2] != self.priority:
+            raise ValueError(f"priority {self.priority} does not match id {self.id}; use {self.id[:2]}")
+        return self
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = ""
+    tickets: list[Ticket]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Catalogue:
+        seen: set[str] = set()
+        for t in self.tickets:
+            if t.id in seen:
+                raise ValueError(f"ticket id {t.id} appears twice; ids must be unique")
+            seen.add(t.id)
+        return self
+
+    def get(self, ticket_id: str) -> Ticket | None:
+        return next((t for t in self.tickets if t.id == ticket_id), None)
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.id for t in self.tickets]
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    file = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "", "the ticket catalogue is missing",
+                          "run from the project root or pass --catalogue PATH") from None
+    except yaml.YAMLError:
+        raise ConfigError(file, "", "is not valid YAML", "fix the syntax") from None
+    try:
+        return Catalogue.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"]
+        field = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "tickets" and isinstance(loc[1], int):
+            tickets = (raw or {}).get("tickets") or []
+            if loc[1] < len(tickets) and isinstance(tickets[loc[1]], dict):
+                field = f"tickets[{tickets[loc[1]].get('id', loc[1])}]" + "".join(f".{p}" for p in loc[2:])
+        msg = err["msg"].removeprefix("Value error, ")
+        shown = repr(err.get("input")) if err["type"] != "missing" else "missing"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return_error = ConfigError(file, field, f"value {shown} is invalid", msg)
+        raise return_error from None
+
+
+def module_ticket_id(filename: str) -> str | None:
+    """``test_p2_002_cors.py`` -> ``P2-002``; None when the name carries no ticket id."""
+    m = re.match(r"^test_p([0-3])_(\d{3})(?:_|\.py$)", filename)
+    return f"P{m.group(1)}-{m.group(2)}" if m else None
