@@ -18,7 +18,7 @@ from pydantic import BaseModel
 import opsready
 from opsready._errors import ConfigError, OpsreadyError
 from opsready.catalogue import Catalogue, load_catalogue, module_ticket_id
-from opsready.config import Environment, load_environment, secret_values
+from opsready.config import INTRUSIVE_PROBES, Environment, load_environment, secret_values
 from opsready.evidence import redactor
 from opsready.report import files, html
 from opsready.report.model import CriterionResult, build_readiness
@@ -122,7 +122,10 @@ class RunState:
             allowed = list(env.allow_intrusive)
         else:
             allowed = [n for n in intrusive if n.lower() != "none"]
-            Environment.model_validate({"allow_intrusive": allowed})  # same validation as the file
+            for name in allowed:
+                if name not in INTRUSIVE_PROBES:
+                    raise ConfigError("--allow-intrusive", name, "is not an intrusive probe",
+                                      f"use one of {', '.join(sorted(INTRUSIVE_PROBES))}, or none")
         started = utc_now()
         if opt("opsready_out"):
             out = Path(opt("opsready_out"))

@@ -107,7 +107,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     from opsready._run import parse_gate
     from opsready.catalogue import load_catalogue
-    from opsready.config import Environment, load_environment
+    from opsready.config import INTRUSIVE_PROBES, load_environment
     from opsready.waivers import load_waivers
 
     root = _root(args.root)
@@ -120,12 +120,10 @@ def _verify(args: argparse.Namespace) -> int:
     for t in args.ticket:
         if t.upper() not in cat.ids:
             raise ConfigError("--ticket", t, "is not a catalogued ticket", f"use one of {', '.join(cat.ids)}")
-    if args.allow_intrusive:
-        try:
-            Environment.model_validate({"allow_intrusive": [n for n in args.allow_intrusive if n != "none"]})
-        except ValueError as exc:
-            reason = str(exc).splitlines()[-1].strip().removeprefix("Value error, ")
-            raise ConfigError("--allow-intrusive", "", reason.split(" [type=")[0], "fix the name") from None
+    for name in args.allow_intrusive or []:
+        if name != "none" and name not in INTRUSIVE_PROBES:
+            raise ConfigError("--allow-intrusive", name, "is not an intrusive probe",
+                              f"use one of {', '.join(sorted(INTRUSIVE_PROBES))}, or none")
     checks = Path(args.checks) if args.checks else root / "checks"
     if not checks.exists():
         raise ConfigError(str(checks), "", "the checks directory does not exist", "pass --checks DIR")

@@ -165,7 +165,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "message": redactor.text(message),
         "evidence": [i.to_dict() for i in ev.items] if ev is not None else [],
     }
-    _redact(report)
+    _redact(report, message if outcome in ("fail", "error") else "")
     return report
 
 
@@ -190,13 +190,16 @@ def _outcome(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[st
     return "error", f"could not judge{phase}"
 
 
-def _redact(report: pytest.TestReport) -> None:
+def _redact(report: pytest.TestReport, headline: str) -> None:
+    """Redact what pytest shows and stores. The traceback becomes text; its first line is the
+    criterion's message, so the short summary names what was found."""
     if report.longrepr is not None:
         if isinstance(report.longrepr, tuple):
             path, line, reason = report.longrepr
             report.longrepr = (path, line, redactor.text(str(reason)))
         else:
-            report.longrepr = redactor.text(str(report.longrepr))
+            text = str(report.longrepr)
+            report.longrepr = redactor.text(f"{headline}\n\n{text}" if headline else text)
     report.sections = [(k, redactor.text(v)) for k, v in report.sections]
 
 

@@ -1,0 +1,356 @@
+"""The readiness plugin through pytester: outcomes, roll-up, gate, waivers, collection rules,
+xdist parity, the diff and redaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opsready.report.model import rollup
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Project:
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.root = pytester.path
+        (self.root / "config").mkdir()
+        shutil.copy(REPO / "config" / "tickets.yaml", self.root / "config" / "tickets.yaml")
+        self.env = self.root / "env.yaml"
+        self.env.write_text("")
+        self.checks = self.root / "checks"
+        self.checks.mkdir()
+        self.runs = 0
+
+    def check(self, name: str, body: str) -> None:
+        (self.checks / name).write_text(textwrap.dedent(body))
+
+    def waivers(self, entries: list[dict[str, Any]]) -> None:
+        import yaml
+
+        (self.root / "config" / "waivers.yaml").write_text(yaml.safe_dump({"waivers": entries}))
+
+    def run(self, *args: str, out: str | None = None) -> tuple[pytest.RunResult, dict[str, Any]]:
+        self.runs += 1
+        out_dir = self.root / "reports" / (out or f"run{self.runs}")
+        result = self.pytester.runpytest_subprocess(
+            str(self.checks), "-p", "no:cacheprovider",
+            "--opsready-env", str(self.env), "--opsready-root", str(self.root),
+            "--opsready-out", str(out_dir), *args,
+        )
+        path = out_dir / "readiness.json"
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        return result, data
+
+
+def statuses(data: dict[str, Any]) -> dict[str, str]:
+    return {t["id"]: t["status"] for t in data["tickets"]}
+
+
+def criteria(data: dict[str, Any], ticket: str) -> dict[str, dict[str, Any]]:
+    t = next(t for t in data["tickets"] if t["id"] == ticket)
+    return {c["id"].split("::", 1)[1]: c for c in t["criteria"]}
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Project:
+    return Project(pytester)
+
+
+OUTCOMES_MODULE = """
+import pytest
+from opsready import TargetUnreachable
+
+pytestmark = [pytest.mark.ticket("P2-002")]
+
+@pytest.fixture
+def broken():
+    raise TargetUnreachable("service: GET http://127.0.0.1:1/ could not be reached")
+
+def test_pass(evidence):
+    '''It holds.'''
+    evidence.record("seen", {"a": 1})
+
+def test_fail():
+    '''It does not hold.'''
+    assert False, "header X was 'y', expected 'z'"
+
+def test_probe_error():
+    '''The target cannot be reached.'''
+    raise TargetUnreachable("service: connection refused")
+
+def test_bug():
+    '''The check itself is broken.'''
+    {}["missing"]
+
+def test_setup_error(broken):
+    '''A fixture could not reach the target.'''
+
+def test_skip():
+    '''Not applicable here.'''
+    pytest.skip("not configured: cors")
+"""
+
+
+def test_rollup_rules_in_design_order() -> None:
+    assert rollup(["pass", "fail", "error", "waived"]) == "open"
+    assert rollup(["pass", "error"]) == "unverified"
+    assert rollup(["skip", "skip"]) == "unverified"
+    assert rollup([]) == "unverified"
+    assert rollup(["pass", "waived", "skip"]) == "waived"
+    assert rollup(["waived"]) == "waived"
+    assert rollup(["pass", "skip"]) == "done"
+
+
+def test_every_outcome_is_classified(project: Project) -> None:
+    project.check("test_p2_002_outcomes.py", OUTCOMES_MODULE)
+    result, data = project.run("--opsready-gate", "none")
+    assert result.ret == 0, result.stdout.str()
+    crit = criteria(data, "P2-002")
+    assert crit["test_pass"]["outcome"] == "pass"
+    assert crit["test_pass"]["title"] == "It holds."
+    assert crit["test_pass"]["evidence"] == [{"name": "seen", "kind": "value", "value": {"a": 1}}]
+    assert crit["test_fail"]["outcome"] == "fail"
+    assert crit["test_fail"]["message"] == "header X was 'y', expected 'z'"
+    assert crit["test_probe_error"]["outcome"] == "error"
+    assert "connection refused" in crit["test_probe_error"]["message"]
+    assert crit["test_bug"]["outcome"] == "error"
+    assert "KeyError" in crit["test_bug"]["message"]
+    assert crit["test_setup_error"]["outcome"] == "error"
+    assert "during setup" in crit["test_setup_error"]["message"]
+    assert crit["test_skip"]["outcome"] == "skip"
+    assert crit["test_skip"]["message"] == "not configured: cors"
+    assert statuses(data)["P2-002"] == "open"
+    assert data["schema"] == "opsready.readiness/v1"
+    assert {"criterion": "P2-002::test_skip", "reason": "not configured: cors"} in data["scope"]["skipped"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("def test_a():\n    '''a'''\n", "done"),
+        ("from opsready import ProbeTimeout\ndef test_a():\n    '''a'''\n    raise ProbeTimeout('slow')\n"
+         "def test_b():\n    '''b'''\n", "unverified"),
+        ("import pytest\ndef test_a():\n    '''a'''\n    pytest.skip('n/a')\n", "unverified"),
+    ],
+    ids=["done", "error-is-unverified", "all-skipped-is-unverified"],
+)
+def test_ticket_rollup_through_the_plugin(project: Project, body: str, expected: str) -> None:
+    project.check("test_p3_002_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P3-002')]\n" + body)
+    _, data = project.run("--opsready-gate", "none")
+    assert statuses(data)["P3-002"] == expected
+    # Every other catalogued ticket has no module: unverified, with the reason.
+    other = next(t for t in data["tickets"] if t["id"] == "P0-001")
+    assert other["status"] == "unverified"
+    assert "no automated check" in other["note"]
+
+
+def test_gate_exit_codes(project: Project) -> None:
+    project.check("test_p0_001_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P0-001')]\n"
+                  "def test_a():\n    '''a'''\n")
+    project.check("test_p1_002_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P1-002')]\n"
+                  "def test_a():\n    '''a'''\n    assert False, 'backup is 40 h old, expected < 26 h'\n")
+    assert project.run("--opsready-gate", "P0")[0].ret == 0
+    result, data = project.run("--opsready-gate", "P0,P1")
+    assert result.ret == 1
+    assert data["gate"] == {"priorities": ["P0", "P1"], "passed": False, "blocking": ["P1-002", "P1-003", "P1-004"]}
+    assert project.run("--opsready-gate", "none")[0].ret == 0
+    # The environment's own gate applies when no --gate is given.
+    project.env.write_text("gate: [P0]\n")
+    assert project.run()[0].ret == 0
+
+
+def test_waivers(project: Project) -> None:
+    project.check("test_p3_003_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P3-003')]\n"
+                  "def test_a():\n    '''a'''\n    assert False, 'versioning is Suspended'\n"
+                  "def test_b():\n    '''b'''\n")
+    today = dt.date.today()
+    valid = {"ticket": "P3-003", "reason": "bucket migration in progress", "requested_by": "ana",
+             "approved_by": "ben", "expires": (today + dt.timedelta(days=30)).isoformat()}
+    project.waivers([valid])
+    _, data = project.run("--opsready-gate", "P3")
+    assert statuses(data)["P3-003"] == "waived"
+    assert "P3-003" not in data["gate"]["blocking"]
+    assert criteria(data, "P3-003")["test_a"]["waiver"]["approved_by"] == "ben"
+
+    expired = {**valid, "expires": (today - dt.timedelta(days=1)).isoformat()}
+    self_approved = {**valid, "approved_by": "Ana"}
+    unknown = {**valid, "ticket": "P9-999"}
+    project.waivers([expired, self_approved, unknown])
+    result, data = project.run("--opsready-gate", "P3")
+    assert result.ret == 1
+    assert statuses(data)["P3-003"] == "open"
+    assert "P3-003" in data["gate"]["blocking"]
+    warnings = " | ".join(data["waivers"]["warnings"])
+    assert "expired on" in warnings
+    assert "approved_by is the requester" in warnings
+    assert "unknown ticket" in warnings
+    assert "waiver not applied" in result.stdout.str()
+    # Waivers expiring within 14 days show in the diff.
+    project.waivers([{**valid, "expires": (today + dt.timedelta(days=3)).isoformat()}])
+    _, data = project.run("--opsready-gate", "P3")
+    assert [w["target"] for w in data["diff"]["expiring_waivers"]] == ["P3-003"]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "fragment"),
+    [
+        ("test_cors.py", "import pytest\npytestmark = [pytest.mark.ticket('P2-002')]\ndef test_a(): pass\n",
+         "carries no ticket id"),
+        ("test_p2_002_x.py", "def test_a(): pass\n", "no ticket marker"),
+        ("test_p2_002_y.py", "import pytest\npytestmark = [pytest.mark.ticket('P2-003')]\ndef test_a(): pass\n",
+         "the marker says P2-003 but the file name says P2-002"),
+        ("test_p2_009_z.py", "import pytest\npytestmark = [pytest.mark.ticket('P2-009')]\ndef test_a(): pass\n",
+         "is not in the catalogue"),
+    ],
+    ids=["no-id-in-name", "no-marker", "mismatch", "unknown-id"],
+)
+def test_collection_rules(project: Project, name: str, body: str, fragment: str) -> None:
+    project.check(name, body)
+    result, _ = project.run("--opsready-gate", "none")
+    assert result.ret == 4
+    assert fragment in result.stdout.str()
+    assert name in result.stdout.str()
+
+
+def test_intrusive_probe_skips_with_reason_unless_allowed(project: Project) -> None:
+    project.check("test_p2_003_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P2-003')]\n"
+                  "@pytest.mark.intrusive('rate_limit_burst')\ndef test_a():\n    '''a'''\n"
+                  "def test_b():\n    '''b'''\n")
+    _, data = project.run("--opsready-gate", "none")
+    skipped = criteria(data, "P2-003")["test_a"]
+    assert skipped["outcome"] == "skip"
+    assert "intrusive probe 'rate_limit_burst'" in skipped["message"]
+    assert "allow_intrusive" in skipped["message"]
+    _, data = project.run("--opsready-gate", "none", "--opsready-allow-intrusive", "rate_limit_burst")
+    assert criteria(data, "P2-003")["test_a"]["outcome"] == "pass"
+    project.env.write_text("allow_intrusive: [rate_limit_burst]\n")
+    _, data = project.run("--opsready-gate", "none")
+    assert criteria(data, "P2-003")["test_a"]["outcome"] == "pass"
+
+
+def test_ticket_selection(project: Project) -> None:
+    project.check("test_p2_002_outcomes.py", OUTCOMES_MODULE)
+    project.check("test_p3_002_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P3-002')]\n"
+                  "def test_a():\n    '''a'''\n")
+    _, data = project.run("--opsready-gate", "none", "--opsready-ticket", "P3-002")
+    assert statuses(data)["P3-002"] == "done"
+    p2 = next(t for t in data["tickets"] if t["id"] == "P2-002")
+    assert p2["status"] == "unverified"
+    assert p2["note"] == "not selected in this run (--ticket)"
+
+
+def test_xdist_gives_the_same_tickets(project: Project) -> None:
+    project.check("test_p2_002_outcomes.py", OUTCOMES_MODULE)
+    project.check("test_p3_002_x.py", "import pytest\npytestmark = [pytest.mark.ticket('P3-002')]\n"
+                  "def test_a(evidence):\n    '''a'''\n    evidence.attach('doc.md', '# hi', 'text/markdown')\n")
+    _, serial = project.run("--opsready-gate", "none", "-p", "no:xdist")
+    _, parallel = project.run("--opsready-gate", "none", "-n", "2")
+
+    def comparable(data: dict[str, Any]) -> list[Any]:
+        return [
+            (t["id"], t["status"], t["passed"], t["total"],
+             sorted((c["id"], c["outcome"], c["message"], json.dumps(c["evidence"])) for c in t["criteria"]))
+            for t in data["tickets"]
+        ]
+
+    assert comparable(serial) == comparable(parallel)
+
+
+def test_diff_against_the_previous_run(project: Project) -> None:
+    ok = "import pytest\npytestmark = [pytest.mark.ticket('{t}')]\ndef test_a():\n    '''a'''\n"
+    bad = ok + "    assert False, 'nope'\n"
+    project.check("test_p2_002_a.py", ok.format(t="P2-002"))
+    project.check("test_p2_003_a.py", bad.format(t="P2-003"))
+    project.check("test_p2_004_a.py", bad.format(t="P2-004"))
+    result, first = project.run("--opsready-gate", "none")
+    assert first["diff"]["previous_run"] is None
+    project.check("test_p2_002_a.py", bad.format(t="P2-002"))
+    project.check("test_p2_003_a.py", ok.format(t="P2-003"))
+    result, second = project.run("--opsready-gate", "none")
+    diff = second["diff"]
+    assert diff["previous_run"] == "run1"
+    assert diff["regressed"] == ["P2-002"]
+    assert diff["newly_done"] == ["P2-003"]
+    assert diff["still_open"] == ["P2-004"]
+    history = (project.root / "reports" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2
+    assert (project.root / "reports" / "latest").resolve() == (project.root / "reports" / "run2").resolve()
+    # --fail-on-regression turns a regression into exit 1 even when the gate passes.
+    result, _ = project.run("--opsready-gate", "none", "--opsready-fail-on-regression")
+    assert result.ret == 0  # P2-002 was already open in run2: no new regression
+    project.check("test_p2_003_a.py", bad.format(t="P2-003"))
+    result, third = project.run("--opsready-gate", "none", "--opsready-fail-on-regression")
+    assert third["diff"]["regressed"] == ["P2-003"]
+    assert result.ret == 1
+
+
+CANARY = "canary-s3cr3t-7f3a9c21e4"
+
+
+def test_a_canary_secret_reaches_no_output(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSREADY_TEST_TOKEN", CANARY)
+    project.env.write_text(
+        "service:\n  base_url: http://127.0.0.1:9\n  api_key: ${OPSREADY_TEST_TOKEN}\n"
+        "grafana:\n  url: http://127.0.0.1:9\n  token: " + CANARY + "x\n"
+    )
+    project.check("test_p2_002_leak.py", f"""
+import pytest
+pytestmark = [pytest.mark.ticket("P2-002")]
+
+def test_leaky(evidence, opsready_env):
+    '''A check that tries hard to leak.'''
+    key = opsready_env.service.api_key.get_secret_value()
+    print("stdout:", key)
+    evidence.record("headers", {{"X-Custom": key, "url": "postgresql://u:" + key + "@db/x"}})
+    evidence.attach("log.txt", "token " + key)
+    assert key == "other", f"key was {{key}}"
+
+def test_dsn_and_token_shapes(evidence):
+    '''Shapes of secrets that were never configured.'''
+    evidence.record("dsn", "postgresql://admin:hunter2hunter2@db:5432/relay")
+    evidence.record("gh", "ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+    evidence.record("hdr", {{"Authorization": "Bearer abc.def.ghi", "X-API-Key": "short"}})
+""")
+    result, data = project.run("--opsready-gate", "none", out="leak")
+    out_dir = project.root / "reports" / "leak"
+    outputs = {
+        "console": result.stdout.str() + result.stderr.str(),
+        "json": (out_dir / "readiness.json").read_text(),
+        "html": (out_dir / "index.html").read_text(),
+        "junit": (out_dir / "junit.xml").read_text(),
+    }
+    for name, text in outputs.items():
+        assert CANARY not in text, f"the canary secret leaked into the {name} output"
+        assert "hunter2hunter2" not in text, f"a DSN password leaked into the {name} output"
+        assert "ghp_abcdefghijklmnopqrstuvwxyz0123456789" not in text, f"a GitHub token leaked into {name}"
+    crit = criteria(data, "P2-002")["test_leaky"]
+    assert crit["outcome"] == "fail"
+    assert "[redacted]" in json.dumps(crit)
+    assert "abc.def.ghi" not in outputs["json"]
+
+
+def test_html_report_opens_with_the_readiness_table(project: Project) -> None:
+    project.check("test_p2_002_outcomes.py", OUTCOMES_MODULE.replace(
+        "evidence.record(\"seen\", {\"a\": 1})", "evidence.record(\"seen\", \"<script>alert(1)</script>\")"))
+    project.run("--opsready-gate", "none", out="html")
+    page = (project.root / "reports" / "html" / "index.html").read_text()
+    body = page[page.index("<body>"):]
+    assert body.index('id="opsready"') < body.index("<h1")
+    section = body[body.index('id="opsready"'):body.index("Test log")]
+    assert "<h2>Readiness</h2>" in section
+    headings = ["<h2>Readiness</h2>", "<h2>Gate</h2>", "<h2>Run</h2>", "<h2>Waivers</h2>", "<h2>Criteria</h2>"]
+    positions = [section.index(h) for h in headings]
+    assert positions == sorted(positions)
+    assert "<script>alert(1)</script>" not in section
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "http" not in page.split("<style", 1)[0].lower().replace("http-equiv", "")  # nothing loaded from outside
