@@ -6,6 +6,7 @@ import argparse
 import datetime
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import opsready
 from opsready._errors import ConfigError
@@ -19,13 +20,20 @@ DEFAULT_WORKERS = 4
 EXIT_USAGE = 4
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors exit 4, like every other opsready usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="opsready",
         description="Verify ops-readiness: every audit ticket is probed against the running platform.",
     )
     parser.add_argument("--version", action="version", version=f"opsready {opsready.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     v = sub.add_parser("verify", help="run the checks and write the report")
     v.add_argument("--env", default="local",
