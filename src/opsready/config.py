@@ -73,6 +73,9 @@ class RateLimitConfig(_Section):
     max_requests: int = Field(default=300, ge=1, le=5000)
     max_seconds: float = Field(default=15.0, gt=0, le=120)
     concurrency: int = Field(default=8, ge=1, le=64)
+    # Where the burst is not allowed, a breach already counted within this window (a PromQL
+    # duration) still shows the breach metric at work.
+    found_breach_window: str = Field(default="24h", pattern=r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
 class ServiceConfig(_Section):
@@ -240,6 +243,10 @@ class RestoreDrillConfig(_Section):
 
 
 class SloSpec(_Section):
+    """One SLO. ``query`` and ``bad_query`` may contain ``$window``: it becomes a PromQL
+    duration, ``slo.current_window`` for the current value and the burn rate, and the SLO
+    window (``slo.window_days``) for the budget."""
+
     name: str
     target: float
     # ``le``: the SLI must stay at or below the target (latency, error rate);
@@ -249,10 +256,17 @@ class SloSpec(_Section):
     query: str
     # The fraction of events allowed to be bad, for the error-budget column.
     # Defaults from the target for ratio SLOs; latency SLOs give it explicitly.
-    budget_fraction: float | None = None
+    budget_fraction: float | None = Field(default=None, gt=0, le=1)
+    # The fraction of bad events over ``$window`` (e.g. requests slower than the target).
+    # Ratio SLOs (no unit) derive it from the SLI itself; a latency SLO needs it for the
+    # budget and burn-rate columns.
+    bad_query: str | None = None
 
 
 def _default_slos() -> list[SloSpec]:
+    light = 'path="/api/v1/actions"'
+    errors = 'sum(rate(http_requests_total{status=~"5.."}[$window]))'
+    total = "sum(rate(http_requests_total[$window]))"
     return [
         SloSpec(
             name="light endpoint p99 latency",
@@ -260,7 +274,14 @@ def _default_slos() -> list[SloSpec]:
             objective="le",
             unit="s",
             budget_fraction=0.01,
-            query='histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{path="/api/v1/actions"}[5m])))',
+            query=(
+                "histogram_quantile(0.99, sum by (le) "
+                f"(rate(http_request_duration_seconds_bucket{{{light}}}[$window])))"
+            ),
+            bad_query=(
+                f'1 - sum(rate(http_request_duration_seconds_bucket{{{light},le="0.05"}}[$window]))'
+                f" / sum(rate(http_request_duration_seconds_count{{{light}}}[$window]))"
+            ),
         ),
         SloSpec(
             name="webhook p95 latency",
@@ -268,26 +289,43 @@ def _default_slos() -> list[SloSpec]:
             objective="le",
             unit="s",
             budget_fraction=0.05,
-            query="histogram_quantile(0.95, sum by (le) (rate(webhook_delivery_duration_seconds_bucket[5m])))",
+            query=(
+                "histogram_quantile(0.95, sum by (le) "
+                "(rate(webhook_delivery_duration_seconds_bucket[$window])))"
+            ),
+            bad_query=(
+                '1 - sum(rate(webhook_delivery_duration_seconds_bucket{le="1.2"}[$window]))'
+                " / sum(rate(webhook_delivery_duration_seconds_count[$window]))"
+            ),
         ),
+        # ``or vector(0)``: with no 5xx at all the numerator has no series; the ratio is 0.
         SloSpec(
             name="error rate",
             target=0.01,
             objective="le",
-            query='sum(rate(http_requests_total{status=~"5.."}[5m])) / clamp_min(sum(rate(http_requests_total[5m])), 1e-9)',
+            query=f"({errors} or vector(0)) / {total}",
         ),
         SloSpec(
             name="availability",
             target=0.999,
             objective="ge",
-            query='1 - (sum(rate(http_requests_total{status=~"5.."}[5m])) / clamp_min(sum(rate(http_requests_total[5m])), 1e-9))',
+            query=f"1 - ({errors} or vector(0)) / {total}",
         ),
     ]
 
 
 class SloConfig(_Section):
     window_days: float = Field(default=30, gt=0)
+    # The recent window of the "current value" and burn-rate columns (a PromQL duration).
+    current_window: str = "1h"
     slos: list[SloSpec] = Field(default_factory=_default_slos)
+
+    @field_validator("current_window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", v):
+            raise ValueError("expected a PromQL duration such as 1h or 30m")
+        return v
 
 
 class RunbooksConfig(_Section):

@@ -1,0 +1,115 @@
+"""P3-002: incident runbooks exist for an outage, DB connection trouble and rate-limit breaches,
+have the agreed sections, and every alert rule links a runbook that resolves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from opsready.probes.runbooks import RunbookLibrary, missing_sections
+
+if TYPE_CHECKING:
+    from opsready.config import Environment, RunbooksConfig
+    from opsready.evidence import Evidence
+    from opsready.probes.prometheus import PrometheusProbe
+
+pytestmark = [pytest.mark.ticket("P3-002")]
+
+
+@pytest.fixture(scope="module")
+def runbooks(runbooks_config: RunbooksConfig, opsready_env: Environment,
+             request: pytest.FixtureRequest) -> Iterator[RunbookLibrary]:
+    """The runbook library: GitHub when configured (needed for ``github:`` links too)."""
+    github = request.getfixturevalue("github") if opsready_env.github is not None else None
+    if runbooks_config.source == "github" and github is None:
+        pytest.skip("not configured: github (runbooks.source is github)")
+    base = Path(opsready_env.source).parent if opsready_env.source else Path.cwd()
+    library = RunbookLibrary(runbooks_config, timeout=opsready_env.timeout_s, github=github,
+                             base_dir=base)
+    yield library
+    library.close()
+
+
+@pytest.fixture(scope="module")
+def runbook_texts(runbooks: RunbookLibrary) -> dict[str, str | None]:
+    return {topic: runbooks.read(path) for topic, path in runbooks.cfg.paths.items()}
+
+
+def _where(runbooks: RunbookLibrary) -> str:
+    return "the repository" if runbooks.cfg.source == "github" else str(runbooks.base_dir)
+
+
+def test_runbooks_exist(runbooks: RunbookLibrary, runbook_texts: dict[str, str | None],
+                        evidence: Evidence) -> None:
+    """Runbooks exist for an outage, DB connection trouble and rate-limit breaches"""
+    paths = runbooks.cfg.paths
+    if not paths:
+        pytest.skip("not configured: runbooks.paths")
+    evidence.record("runbooks", {topic: {"path": paths[topic], "exists": text is not None,
+                                         "chars": None if text is None else len(text)}
+                                 for topic, text in runbook_texts.items()})
+    missing = [f"{topic} ({paths[topic]})" for topic, text in runbook_texts.items()
+               if text is None]
+    assert not missing, (
+        f"runbooks ({runbooks.cfg.source}): {', '.join(missing)} not found in "
+        f"{_where(runbooks)}; expected a runbook for each configured topic; write them (or fix "
+        f"runbooks.paths)"
+    )
+
+
+def test_runbook_sections(runbooks: RunbookLibrary, runbook_texts: dict[str, str | None],
+                          evidence: Evidence) -> None:
+    """Each runbook has the sections Symptoms, Impact, Diagnosis, Mitigation and Escalation"""
+    sections = runbooks.cfg.sections
+    if not sections:
+        pytest.skip("not configured: runbooks.sections")
+    present = {t: text for t, text in runbook_texts.items() if text is not None}
+    assert present, (
+        f"runbooks ({runbooks.cfg.source}): none of {', '.join(runbooks.cfg.paths.values())} "
+        f"exists, so no sections can be checked; write the runbooks first"
+    )
+    gaps = {topic: missing_sections(text, sections) for topic, text in present.items()}
+    evidence.record("runbook_sections", {t: {"missing": m} for t, m in gaps.items()})
+    bad = [f"{runbooks.cfg.paths[t]} lacks {', '.join(m)}" for t, m in gaps.items() if m]
+    assert not bad, (
+        f"runbooks ({runbooks.cfg.source}): {'; '.join(bad)}; expected headings "
+        f"{', '.join(sections)} in each; add them as markdown headings"
+    )
+
+
+def test_alert_runbook_links_resolve(prometheus: PrometheusProbe, runbooks: RunbookLibrary,
+                                     evidence: Evidence) -> None:
+    """Every alert rule has a runbook_url that resolves"""
+    rules = prometheus.alert_rules()
+    configured = prometheus.cfg.alert_rules
+    loaded = {r.name for r in rules}
+    absent = [n for n in configured if n not in loaded]
+    found = ("no alert rules are loaded" if not rules
+             else f"alert rules {', '.join(absent)} are not loaded")
+    assert rules and not absent, (
+        f"Prometheus at {prometheus.url}: {found}, so their runbook links cannot be followed; "
+        f"expected every alert rule loaded with a runbook_url; import the alert rules"
+    )
+    links = {}
+    for rule in rules:
+        url = rule.annotations.get("runbook_url", "").strip()
+        links[rule.name] = runbooks.resolve(url) if url else None
+    evidence.record("runbook_links", {
+        name: {"runbook_url": None} if check is None else
+        {"runbook_url": check.url, "resolves": check.resolves, "detail": check.detail}
+        for name, check in links.items()
+    })
+    no_link = [name for name, check in links.items() if check is None]
+    assert not no_link, (
+        f"Prometheus at {prometheus.url}: alert rules {', '.join(no_link)} have no runbook_url "
+        f"annotation; expected every alert to link its runbook; add annotations.runbook_url"
+    )
+    broken = [f"{name} -> {check.url} ({check.detail})" for name, check in links.items()
+              if check is not None and not check.resolves]
+    assert not broken, (
+        f"runbook links do not resolve: {'; '.join(broken)}; expected HTTP 200 or an existing "
+        f"file in the repository; fix the link or restore the runbook"
+    )

@@ -1,0 +1,507 @@
+"""The observability probes against mocked servers: Prometheus, Grafana, the OTel collector and
+trace backends, and runbook links."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opsready._errors import (
+    AccessRefused,
+    MissingInput,
+    ProbeTimeout,
+    TargetUnreachable,
+    UnexpectedResponse,
+)
+from opsready.config import (
+    GrafanaConfig,
+    OtelConfig,
+    PrometheusConfig,
+    RunbooksConfig,
+    SloConfig,
+    SloSpec,
+)
+from opsready.probes.grafana import GrafanaProbe
+from opsready.probes.otel import OtelProbe, TraceContext, normalise_id
+from opsready.probes.prometheus import PrometheusProbe, promql_duration
+from opsready.probes.runbooks import RunbookLibrary, headings, missing_sections
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _prom(handler: Handler, **cfg: Any) -> PrometheusProbe:
+    return PrometheusProbe(PrometheusConfig(url="http://prom.test", **cfg), timeout=2,
+                           transport=httpx.MockTransport(handler))
+
+
+def _ok(data: Any) -> httpx.Response:
+    return httpx.Response(200, json={"status": "success", "data": data})
+
+
+RULES = {"groups": [
+    {"name": "relay-alerts", "file": "/etc/prometheus/alerts.yml", "interval": 15, "rules": [
+        {"type": "alerting", "name": "DBPoolExhausted", "health": "ok", "state": "inactive",
+         "query": 'db_connection_pool_waiting{job="relay"} > 0 and '
+                  'db_connection_pool_available{job="relay"} == 0',
+         "labels": {"severity": "critical"},
+         "annotations": {"runbook_url": "github:docs/runbooks/db-connections.md"}},
+        {"type": "alerting", "name": "Broken", "health": "err", "lastError": "bad expr",
+         "query": "foo(", "labels": {}, "annotations": {}},
+    ]},
+    {"name": "relay-slo", "file": "/etc/prometheus/slo.yml", "interval": 15, "rules": [
+        {"type": "recording", "name": "slo:http_error_ratio:rate5m", "health": "ok",
+         "query": "sum(rate(x[5m]))"},
+    ]},
+]}
+
+
+# -- Prometheus: rules, targets, envelope ------------------------------------------------------
+
+
+def test_rules_are_parsed_and_filtered_by_type() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return _ok(RULES)
+
+    probe = _prom(handler)
+    rules = probe.alert_rules()
+    assert seen == ["http://prom.test/api/v1/rules?type=alert"]
+    names = {r.name: r for r in rules}
+    pool = names["DBPoolExhausted"]
+    assert pool.kind == "alerting" and pool.health == "ok" and pool.group == "relay-alerts"
+    assert pool.annotations["runbook_url"] == "github:docs/runbooks/db-connections.md"
+    assert pool.uses("db_connection_pool_waiting")
+    assert not pool.uses("db_connection_pool")  # a prefix is not the metric
+    assert names["Broken"].last_error == "bad expr"
+    # Without a filter both kinds come back.
+    assert {r.kind for r in probe.rules()} == {"alerting", "recording"}
+
+
+def test_a_missing_rule_is_data_not_an_error() -> None:
+    probe = _prom(lambda r: _ok({"groups": []}))
+    assert probe.alert_rules() == []
+    assert probe.recording_rules() == []
+
+
+@pytest.mark.parametrize(("status", "body", "error", "text"), [
+    (400, {"status": "error", "errorType": "bad_data", "error": "invalid parameter 'type'"},
+     UnexpectedResponse, "bad_data error: invalid parameter 'type'"),
+    (422, {"status": "error", "errorType": "execution", "error": "many-to-many matching"},
+     UnexpectedResponse, "execution error"),
+    (503, {"status": "error", "errorType": "timeout", "error": "query timed out"},
+     ProbeTimeout, "timeout error"),
+    (401, {"message": "unauthorised"}, AccessRefused, "prometheus.bearer_token"),
+    (200, "<html>a login page</html>", UnexpectedResponse, "API envelope"),
+    (502, "bad gateway", UnexpectedResponse, "answered 502"),
+])
+def test_api_errors_are_probe_errors(status: int, body: Any, error: type[Exception],
+                                     text: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body)
+
+    with pytest.raises(error, match=re.escape(text)):
+        _prom(handler).alert_rules()
+
+
+def test_bearer_token_is_sent() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == "Bearer s3cr3t-token"
+        return _ok({"version": "2.42.0", "revision": "abc"})
+
+    assert _prom(handler, bearer_token="s3cr3t-token").buildinfo()["version"] == "2.42.0"
+
+
+def test_targets_of_a_job() -> None:
+    data = {"activeTargets": [
+        {"labels": {"job": "relay", "instance": "a:1"}, "scrapePool": "relay",
+         "scrapeUrl": "http://a:1/metrics", "health": "up", "lastError": "",
+         "lastScrape": "2025-10-07T10:00:00Z"},
+        {"labels": {"job": "node"}, "scrapePool": "node", "scrapeUrl": "http://n/metrics",
+         "health": "down", "lastError": "refused", "lastScrape": ""},
+    ]}
+    probe = _prom(lambda r: _ok(data))
+    relay = probe.targets("relay")
+    assert [(t.scrape_url, t.health, t.last_scrape) for t in relay] == [
+        ("http://a:1/metrics", "up", "2025-10-07T10:00:00Z")]
+    assert len(probe.targets()) == 2
+
+
+def test_unreachable_prometheus() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(TargetUnreachable):
+        _prom(handler).targets()
+
+
+# -- Prometheus: PromQL through prometheus-api-client --------------------------------------------
+
+
+class _PromServer:
+    """A tiny HTTP server answering /api/v1/query with whatever the test sets."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: Any = {"status": "success", "data": {"resultType": "vector", "result": []}}
+        self.queries: list[str] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlsplit
+
+                outer.queries.append(parse_qs(urlsplit(self.path).query).get("query", [""])[0])
+                data = json.dumps(outer.body).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def prom_server() -> Iterator[_PromServer]:
+    server = _PromServer()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def _vector(*values: tuple[dict[str, str], str]) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": m, "value": [1700000000.0, v]} for m, v in values]}}
+
+
+def test_query_values(prom_server: _PromServer) -> None:
+    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url), timeout=2)
+    prom_server.body = _vector(({"job": "relay"}, "0.25"))
+    assert probe.value("x") == 0.25
+    assert [dict(s.labels) for s in probe.job_series("db_connection_pool_size")] == [
+        {"job": "relay"}]
+    assert prom_server.queries[-1] == 'db_connection_pool_size{job="relay"}'
+    prom_server.body = _vector()
+    assert probe.value("x") is None
+    prom_server.body = _vector(({}, "NaN"))
+    value = probe.value("x")
+    assert value is not None and math.isnan(value)
+    prom_server.body = _vector(({"a": "1"}, "1"), ({"a": "2"}, "2"))
+    with pytest.raises(UnexpectedResponse, match="returned 2 series"):
+        probe.value("x")
+    probe.close()
+
+
+def test_query_error_envelope_is_an_error(prom_server: _PromServer) -> None:
+    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url), timeout=2)
+    prom_server.status = 400
+    prom_server.body = {"status": "error", "errorType": "bad_data",
+                        "error": 'parse error: unexpected "(" '}
+    with pytest.raises(UnexpectedResponse, match="bad_data error: parse error"):
+        probe.query("rate(")
+    prom_server.status = 503
+    prom_server.body = {"status": "error", "errorType": "timeout", "error": "query timed out"}
+    with pytest.raises(ProbeTimeout):
+        probe.query("x")
+    probe.close()
+
+
+def test_query_to_a_closed_port_is_unreachable_and_quick() -> None:
+    from opsready_stack.part import free_port
+
+    probe = PrometheusProbe(PrometheusConfig(url=f"http://127.0.0.1:{free_port()}"), timeout=2)
+    with pytest.raises(TargetUnreachable, match="could not be reached"):
+        probe.query("up")
+
+
+# -- SLO table --------------------------------------------------------------------------------
+
+
+def _fixed(probe: PrometheusProbe, answers: dict[str, float | None]) -> list[str]:
+    asked: list[str] = []
+
+    def value(promql: str) -> float | None:
+        asked.append(promql)
+        return answers[promql]
+
+    probe.value = value  # type: ignore[method-assign]
+    return asked
+
+
+def test_slo_status_ratio_slo_derives_budget_and_burn() -> None:
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="availability", target=0.999, objective="ge", query="avail[$window]")
+    _fixed(probe, {"avail[1h]": 0.998, "avail[30d]": 0.9995})
+    status = probe.slo_status(spec, SloConfig(window_days=30, current_window="1h", slos=[spec]))
+    assert status.value == 0.998 and status.compliant is False
+    assert status.budget_fraction == pytest.approx(0.001)
+    # 0.05 % bad of a 0.1 % budget over 30 days: half of it is left.
+    assert status.budget_remaining == pytest.approx(0.5)
+    # 0.2 % bad in the last hour: burning twice as fast as the budget allows.
+    assert status.burn_rate == pytest.approx(2.0)
+    row = status.row()
+    assert set(row) == {"slo", "target", "objective", "unit", "value", "compliant",
+                        "budget_remaining", "burn_rate"}
+
+
+def test_slo_status_latency_slo_uses_bad_query() -> None:
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="p99", target=0.05, objective="le", unit="s", budget_fraction=0.01,
+                   query="p99[$window]", bad_query="slow[$window]")
+    _fixed(probe, {"p99[1h]": 0.03, "slow[30d]": 0.002, "slow[1h]": 0.005})
+    status = probe.slo_status(spec, SloConfig(slos=[spec]))
+    assert status.compliant is True
+    assert status.budget_remaining == pytest.approx(0.8)
+    assert status.burn_rate == pytest.approx(0.5)
+
+
+def test_slo_status_without_data_says_why() -> None:
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="webhook p95", target=1.2, objective="le", unit="s", query="q")
+    _fixed(probe, {"q": math.nan})
+    status = probe.slo_status(spec, SloConfig(slos=[spec]))
+    assert status.value is None and status.compliant is None
+    assert status.budget_remaining is None and status.burn_rate is None
+    assert "no value" in status.note and "budget" in status.note
+
+
+def test_promql_duration() -> None:
+    assert promql_duration(30 * 86400) == "30d"
+    assert promql_duration(1.5 * 86400) == "36h"
+    assert promql_duration(90) == "90s"
+    assert promql_duration(120) == "2m"
+
+
+# -- Grafana ----------------------------------------------------------------------------------
+
+
+def _grafana(handler: Handler) -> GrafanaProbe:
+    cfg = GrafanaConfig(url="http://grafana.test", token="glsa_token", dashboards=["a"])
+    return GrafanaProbe(cfg, timeout=2, transport=httpx.MockTransport(handler))
+
+
+def test_grafana_dashboard_found_with_nested_panels() -> None:
+    board = {"uid": "a", "title": "Golden", "version": 3, "panels": [
+        {"type": "row", "title": "Latency", "collapsed": True, "panels": [
+            {"type": "timeseries", "title": "p99"}]},
+        {"type": "stat", "title": "up"},
+    ]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == "Bearer glsa_token"
+        if request.url.path == "/api/dashboards/uid/a":
+            return httpx.Response(200, json={"dashboard": board, "meta": {"folderTitle": "Ops"}})
+        return httpx.Response(404, json={"message": "Dashboard not found"})
+
+    probe = _grafana(handler)
+    found = probe.dashboard("a")
+    assert found is not None
+    assert (found.title, found.panels, found.folder) == ("Golden", 2, "Ops")
+    assert probe.dashboard("missing") is None
+
+
+def test_grafana_refused_token_is_an_error() -> None:
+    probe = _grafana(lambda r: httpx.Response(401, json={"message": "invalid API key"}))
+    with pytest.raises(AccessRefused):
+        probe.dashboard("a")
+
+
+# -- OTel -------------------------------------------------------------------------------------
+
+
+def test_traceparent_is_w3c() -> None:
+    ids = set()
+    for _ in range(50):
+        ctx = TraceContext.new()
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", ctx.traceparent)
+        assert int(ctx.trace_id, 16) and int(ctx.span_id, 16)
+        ids.add(ctx.trace_id)
+    assert len(ids) == 50
+
+
+def test_normalise_id() -> None:
+    hex_id = "5b8efff798038103d269b633813fc60c"
+    b64 = base64.b64encode(bytes.fromhex(hex_id)).decode()
+    assert normalise_id(hex_id.upper()) == hex_id
+    assert normalise_id(b64) == hex_id
+    assert normalise_id(b64.rstrip("=")) == hex_id
+    assert normalise_id(base64.b64encode(bytes.fromhex("eee19b7ec3c1b174")).decode()) == \
+        "eee19b7ec3c1b174"
+
+
+def _otel(handler: Handler, backend: str = "jaeger", **extra: Any) -> OtelProbe:
+    cfg = OtelConfig(collector_health_url="http://collector:13133/",
+                     otlp_http_url="http://collector:4318", trace_backend=backend,
+                     trace_api_url="http://traces:16686", **extra)
+    ticks = iter(range(10_000))
+    return OtelProbe(cfg, timeout=2, transport=httpx.MockTransport(handler),
+                     sleep=lambda s: None, clock=lambda: float(next(ticks)))
+
+
+@pytest.mark.parametrize(("status", "body", "available"), [
+    (200, {"status": "Server available", "upSince": "2025-10-07T10:00:00Z"}, True),
+    (503, {"status": "Server not available"}, False),
+])
+def test_collector_health(status: int, body: dict[str, str], available: bool) -> None:
+    health = _otel(lambda r: httpx.Response(status, json=body)).health()
+    assert health.available is available and health.status_code == status
+
+
+def test_collector_health_other_status_is_an_error() -> None:
+    with pytest.raises(UnexpectedResponse):
+        _otel(lambda r: httpx.Response(404, text="not found")).health()
+
+
+def test_probe_span_is_otlp_json_with_hex_ids() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url == "http://collector:4318/v1/traces"
+        assert request.headers["content-type"] == "application/json"
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"partialSuccess": {}})
+
+    result = _otel(handler).send_probe_span()
+    span = sent[0]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert result.accepted and span["traceId"] == result.trace_id
+    assert re.fullmatch(r"[0-9a-f]{32}", span["traceId"])
+    assert re.fullmatch(r"[0-9a-f]{16}", span["spanId"])
+    assert int(span["endTimeUnixNano"]) > int(span["startTimeUnixNano"])
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (200, {"partialSuccess": {"rejectedSpans": "1", "errorMessage": "bad span"}}),
+    (503, {"code": 14, "message": "unavailable"}),
+])
+def test_probe_span_not_accepted(status: int, body: dict[str, Any]) -> None:
+    result = _otel(lambda r: httpx.Response(status, json=body)).send_probe_span()
+    assert not result.accepted
+
+
+def test_otel_unconfigured_endpoint_is_missing_input() -> None:
+    probe = OtelProbe(OtelConfig(), timeout=2)
+    with pytest.raises(MissingInput, match=r"otel\.otlp_http_url"):
+        probe.send_probe_span()
+
+
+def test_jaeger_read_back_waits_until_the_service_span_appears() -> None:
+    trace_id = "5b8efff798038103d269b633813fc60c"
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == f"/api/traces/{trace_id}"
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return httpx.Response(404, json={"data": None, "errors": [{"code": 404}]})
+        spans = [{"traceID": trace_id, "spanID": "0000000000000001", "operationName": "probe",
+                  "processID": "p1", "references": []}]
+        if calls["n"] >= 3:
+            spans.append({"traceID": trace_id, "spanID": "0000000000000002",
+                          "operationName": "GET /api/v1/actions", "processID": "p2",
+                          "references": [{"refType": "CHILD_OF", "spanID": "0000000000000001"}]})
+        return httpx.Response(200, json={"data": [{
+            "traceID": trace_id, "spans": spans,
+            "processes": {"p1": {"serviceName": "opsready-probe"},
+                          "p2": {"serviceName": "relay-api"}}}]})
+
+    probe = _otel(handler)
+    trace, _ = probe.wait_for_trace(trace_id, until=lambda t: bool(t.spans_of("relay-api")))
+    assert trace is not None and calls["n"] == 3
+    assert trace.services == ["opsready-probe", "relay-api"]
+    assert trace.spans_of("relay-api")[0].parent_span_id == "0000000000000001"
+
+
+def test_read_back_gives_up_after_the_bounded_wait() -> None:
+    probe = _otel(lambda r: httpx.Response(404, json={"data": None}), read_back_timeout_s=5)
+    trace, waited = probe.wait_for_trace("5b8efff798038103d269b633813fc60c")
+    assert trace is None and 5 <= waited < 10
+
+
+def test_tempo_read_back_normalises_base64_ids() -> None:
+    trace_id = "5b8efff798038103d269b633813fc60c"
+    b64 = base64.b64encode(bytes.fromhex(trace_id)).decode()
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path.startswith("/api/v2/"):
+            return httpx.Response(404, text="page not found")  # an older Tempo
+        return httpx.Response(200, json={"batches": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": "relay-api"}}]},
+            "scopeSpans": [{"spans": [{"traceId": b64, "spanId": "7+4ZsFTBsXQ=",
+                                       "name": "GET /health"}]}]}]})
+
+    trace = _otel(handler, backend="tempo").get_trace(trace_id)
+    assert seen == [f"/api/v2/traces/{trace_id}", f"/api/traces/{trace_id}"]
+    assert trace is not None and trace.services == ["relay-api"]
+    assert trace.spans[0].span_id == "efee19b054c1b174"
+
+
+# -- runbooks ---------------------------------------------------------------------------------
+
+
+class _Repo:
+    repo = "acme/relay"
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+        self.asked: list[tuple[str, str | None]] = []
+
+    def get_file(self, path: str, ref: str | None = None) -> str | None:
+        self.asked.append((path, ref))
+        return self.files.get(path)
+
+
+def test_headings_and_sections() -> None:
+    text = "# Runbook\n\n## 1. Symptoms\n\nImpact\n------\n\n```\n## Diagnosis\n```\n" \
+           "### MITIGATION:\n"
+    assert headings(text) == ["Runbook", "1. Symptoms", "Impact", "MITIGATION:"]
+    sections = ["Symptoms", "Impact", "Diagnosis", "Mitigation", "Escalation"]
+    assert missing_sections(text, sections) == ["Diagnosis", "Escalation"]
+
+
+def test_runbook_links_resolve() -> None:
+    repo = _Repo({"docs/runbooks/outage.md": "# Outage"})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200 if request.url.path == "/wiki/ok" else 404)
+
+    lib = RunbookLibrary(RunbooksConfig(), timeout=2, github=repo,
+                         transport=httpx.MockTransport(handler))
+    assert lib.resolve("github:docs/runbooks/outage.md").resolves
+    assert not lib.resolve("github:docs/runbooks/gone.md").resolves
+    blob = lib.resolve("https://github.com/acme/relay/blob/main/docs/runbooks/outage.md")
+    assert blob.resolves and repo.asked[-1] == ("docs/runbooks/outage.md", "main")
+    assert lib.resolve("https://wiki.example.com/wiki/ok").resolves
+    assert lib.resolve("https://wiki.example.com/wiki/missing").detail == "HTTP 404"
+    assert not lib.resolve("see the wiki").resolves
+
+
+def test_local_runbooks(tmp_path: Path) -> None:
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "outage.md").write_text("# Symptoms\n")
+    lib = RunbookLibrary(RunbooksConfig(source="local"), timeout=2, base_dir=tmp_path)
+    assert lib.read("books/outage.md") == "# Symptoms\n"
+    assert lib.read("books/missing.md") is None
+    with pytest.raises(MissingInput, match="github section"):
+        lib.resolve("github:docs/x.md")
