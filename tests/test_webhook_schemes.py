@@ -1,0 +1,292 @@
+"""Webhook signature verification (``opsready.probes.webhooks``) for the three schemes.
+
+Our verifier is checked against the GitHub documentation vector and cross-checked against the
+reference implementations (``stripe``, ``standardwebhooks``) on signatures produced by the
+reference service's own signing code, in both directions where the library can sign.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import pytest
+import standardwebhooks
+import stripe
+from opsready_stack.service.signing import SCHEMES, configured_secret, sign
+
+from opsready._errors import MissingInput, TargetUnreachable
+from opsready.config import WebhooksConfig
+from opsready.probes.webhooks import (
+    WebhookReceiver,
+    check_timestamp,
+    redacted_headers,
+    rejection_cases,
+    verify,
+    verify_signature,
+)
+
+RAW_SECRET = "relay-webhook-secret-for-tests"
+BODY = json.dumps({"id": "evt_1", "type": "action.executed", "data": {"n": 1}},
+                  separators=(",", ":")).encode()
+
+GITHUB_SECRET = "It's a Secret to Everybody"
+GITHUB_BODY = b"Hello, World!"
+GITHUB_DIGEST = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+
+def _headers(scheme: str, *, secret: str | None = None, body: bytes = BODY,
+             ts: int | None = None) -> dict[str, str]:
+    secret = secret or configured_secret(scheme, RAW_SECRET)
+    return sign(scheme, secret, body, msg_id="msg_test1", timestamp=ts or int(time.time()))
+
+
+def _sig_header(scheme: str) -> str:
+    return {"hex": "X-Signature", "stripe": "Stripe-Signature",
+            "standard-webhooks": "webhook-signature"}[scheme]
+
+
+# ----------------------------------------------------------------------- the GitHub vector
+
+
+def test_github_doc_vector_verifies() -> None:
+    headers = {"X-Hub-Signature-256": f"sha256={GITHUB_DIGEST}"}
+    verdict = verify_signature("hex", GITHUB_SECRET, headers, GITHUB_BODY,
+                               signature_header="X-Hub-Signature-256")
+    assert verdict.ok, verdict.reason
+
+
+def test_stack_signs_the_github_doc_vector() -> None:
+    headers = sign("hex", GITHUB_SECRET, GITHUB_BODY, msg_id="m", timestamp=1)
+    assert headers["X-Signature"] == f"sha256={GITHUB_DIGEST}"
+
+
+@pytest.mark.parametrize("body", [b"Hello, World! ", b"hello, World!", b""])
+def test_github_vector_rejects_other_bodies(body: bytes) -> None:
+    headers = {"X-Signature": f"sha256={GITHUB_DIGEST}"}
+    assert not verify_signature("hex", GITHUB_SECRET, headers, body).ok
+
+
+def test_hex_header_must_carry_the_algorithm() -> None:
+    verdict = verify_signature("hex", GITHUB_SECRET, {"X-Signature": GITHUB_DIGEST}, GITHUB_BODY)
+    assert not verdict.ok
+    assert "sha256=<hex>" in verdict.reason
+
+
+def test_header_names_are_case_insensitive() -> None:
+    headers = {"x-signature": f"sha256={GITHUB_DIGEST.upper()}"}
+    assert verify_signature("hex", GITHUB_SECRET, headers, GITHUB_BODY).ok
+
+
+# ----------------------------------------------------------------------- every scheme
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_own_signatures_verify(scheme: str) -> None:
+    secret = configured_secret(scheme, RAW_SECRET)
+    verdict = verify(scheme, secret, _headers(scheme), BODY, time.time())
+    assert verdict.ok, verdict.reason
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_tampered_body_rejected(scheme: str) -> None:
+    secret = configured_secret(scheme, RAW_SECRET)
+    tampered = BODY.replace(b'"n":1', b'"n":2')
+    verdict = verify_signature(scheme, secret, _headers(scheme), tampered,
+                               signature_header=_sig_header(scheme))
+    assert not verdict.ok
+    assert "does not match" in verdict.reason or "no " in verdict.reason
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_wrong_secret_rejected(scheme: str) -> None:
+    wrong = configured_secret(scheme, "another-secret")
+    verdict = verify_signature(scheme, wrong, _headers(scheme), BODY,
+                               signature_header=_sig_header(scheme))
+    assert not verdict.ok
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_missing_signature_rejected(scheme: str) -> None:
+    headers = _headers(scheme)
+    headers.pop(_sig_header(scheme))
+    verdict = verify_signature(scheme, configured_secret(scheme, RAW_SECRET), headers, BODY,
+                               signature_header=_sig_header(scheme))
+    assert not verdict.ok
+    assert "no " in verdict.reason
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_stale_timestamp_rejected(scheme: str) -> None:
+    now = time.time()
+    stale = int(now) - 3600
+    secret = configured_secret(scheme, RAW_SECRET)
+    headers = _headers(scheme, ts=stale)
+    # The signature itself is fine; only the timestamp gives the replay away.
+    assert verify_signature(scheme, secret, headers, BODY,
+                            signature_header=_sig_header(scheme)).ok
+    ts = check_timestamp(scheme, headers, now, tolerance_s=300)
+    assert ts is not None and not ts.ok
+    assert "beyond the tolerance" in ts.reason
+    assert not verify(scheme, secret, headers, BODY, now, tolerance_s=300).ok
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(("skew", "ok"), [(0, True), (300, True), (-300, True), (301, False),
+                                          (-301, False)])
+def test_timestamp_tolerance_edges(scheme: str, skew: int, ok: bool) -> None:
+    now = 1_800_000_000
+    headers = _headers(scheme, ts=now - skew)
+    verdict = check_timestamp(scheme, headers, float(now), tolerance_s=300)
+    assert verdict is not None and verdict.ok is ok, verdict
+
+
+def test_hex_without_timestamp_header_has_no_timestamp_check() -> None:
+    assert check_timestamp("hex", {}, time.time(), tolerance_s=300, timestamp_header=None) is None
+
+
+def test_rejection_cases_on_a_genuine_delivery() -> None:
+    from opsready.probes.webhooks import Delivery
+
+    for scheme in SCHEMES:
+        secret = configured_secret(scheme, RAW_SECRET)
+        cfg = WebhooksConfig(scheme=scheme, secret=secret,  # type: ignore[arg-type]
+                             signature_header=_sig_header(scheme))
+        delivery = Delivery("POST", "/", {k.lower(): v for k, v in _headers(scheme).items()},
+                            BODY, time.time(), time.monotonic())
+        cases = rejection_cases(cfg, delivery)
+        assert set(cases) == {"tampered body", "wrong secret"}
+        assert not any(v.ok for v in cases.values()), (scheme, cases)
+
+
+def test_redacted_headers_hide_every_signature() -> None:
+    for scheme in SCHEMES:
+        cfg = WebhooksConfig(scheme=scheme, secret="s3cret-value")  # type: ignore[arg-type]
+        shown = redacted_headers(_headers(scheme), cfg)
+        assert shown[_sig_header(scheme)] == "[redacted]"
+        sig = _headers(scheme)[_sig_header(scheme)]
+        assert sig not in json.dumps(shown)
+
+
+def test_standard_webhooks_secret_must_be_whsec_base64() -> None:
+    with pytest.raises(MissingInput, match="whsec_"):
+        verify_signature("standard-webhooks", "whsec_not base64!", _headers("standard-webhooks"),
+                         BODY)
+
+
+def test_unknown_scheme_is_not_a_verdict() -> None:
+    with pytest.raises(MissingInput, match="unknown webhook scheme"):
+        verify_signature("md5", "s", {}, BODY)
+
+
+# ----------------------------------------------------------------------- stripe cross-checks
+
+
+def test_stripe_library_accepts_stack_signatures() -> None:
+    headers = _headers("stripe")
+    assert stripe.WebhookSignature.verify_header(BODY.decode(), headers["Stripe-Signature"],
+                                                 RAW_SECRET, tolerance=300)
+    event = stripe.Webhook.construct_event(BODY, headers["Stripe-Signature"], RAW_SECRET)
+    assert event["id"] == "evt_1"
+
+
+def test_stripe_library_and_we_agree_on_rejections() -> None:
+    headers = _headers("stripe")
+    tampered = BODY + b" "
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(tampered, headers["Stripe-Signature"], RAW_SECRET)
+    assert not verify_signature("stripe", RAW_SECRET, headers, tampered).ok
+    stale = _headers("stripe", ts=int(time.time()) - 3600)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(BODY, stale["Stripe-Signature"], RAW_SECRET)
+    assert not verify("stripe", RAW_SECRET, stale, BODY, time.time()).ok
+
+
+def test_we_accept_a_stripe_header_with_several_signatures() -> None:
+    # Stripe sends one v1 per active secret during a rotation, plus a v0 test signature.
+    t = int(time.time())
+    good = hmac.new(RAW_SECRET.encode(), f"{t}.".encode() + BODY, hashlib.sha256).hexdigest()
+    header = f"t={t},v1={'0' * 64},v1={good},v0=abc"
+    assert stripe.WebhookSignature.verify_header(BODY.decode(), header, RAW_SECRET, tolerance=300)
+    assert verify("stripe", RAW_SECRET, {"Stripe-Signature": header}, BODY, time.time()).ok
+
+
+# ----------------------------------------------------------------------- standardwebhooks
+
+
+def test_standardwebhooks_library_accepts_stack_signatures() -> None:
+    secret = configured_secret("standard-webhooks", RAW_SECRET)
+    headers = _headers("standard-webhooks")
+    payload = standardwebhooks.Webhook(secret).verify(BODY, headers)
+    assert payload["id"] == "evt_1"
+
+
+def test_we_accept_standardwebhooks_library_signatures() -> None:
+    secret = configured_secret("standard-webhooks", RAW_SECRET)
+    ts = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    signature = standardwebhooks.Webhook(secret).sign("msg_lib", ts, BODY.decode())
+    headers = {"webhook-id": "msg_lib", "webhook-timestamp": str(int(ts.timestamp())),
+               "webhook-signature": f"v1,{'A' * 44} {signature}"}
+    assert verify("standard-webhooks", secret, headers, BODY, time.time()).ok
+
+
+def test_standardwebhooks_library_and_we_agree_on_rejections() -> None:
+    secret = configured_secret("standard-webhooks", RAW_SECRET)
+    wrong = "whsec_" + base64.b64encode(b"another key").decode()
+    headers = _headers("standard-webhooks")
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(wrong).verify(BODY, headers)
+    assert not verify_signature("standard-webhooks", wrong, headers, BODY).ok
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(secret).verify(BODY + b" ", headers)
+    assert not verify_signature("standard-webhooks", secret, headers, BODY + b" ").ok
+
+
+# ----------------------------------------------------------------------- the receiver
+
+
+def _cfg(**kw: object) -> WebhooksConfig:
+    return WebhooksConfig(secret="s3cret-value", **kw)  # type: ignore[arg-type]
+
+
+def test_receiver_keeps_the_raw_body_and_headers() -> None:
+    raw = b'{ "a" :1,\n "b": "\xc3\xa9" }  '
+    with WebhookReceiver(_cfg()) as receiver:
+        assert receiver.url.startswith("http://127.0.0.1:")
+        resp = httpx.post(receiver.url, content=raw, headers={"X-Signature": "sha256=00"},
+                          timeout=5)
+        assert resp.status_code == 200
+        delivery = receiver.wait_for_delivery(2.0)
+    assert delivery is not None
+    assert delivery.body == raw
+    assert delivery.header("X-Signature") == "sha256=00"
+    assert delivery.method == "POST"
+    assert abs(delivery.received_at - time.time()) < 5
+
+
+def test_receiver_reads_chunked_bodies() -> None:
+    def chunks() -> object:
+        yield b"part one,"
+        yield b"part two"
+
+    with WebhookReceiver(_cfg()) as receiver:
+        httpx.post(receiver.url, content=chunks(), timeout=5)  # type: ignore[arg-type]
+        delivery = receiver.wait_for_delivery(2.0)
+    assert delivery is not None and delivery.body == b"part one,part two"
+
+
+def test_receiver_wait_is_bounded() -> None:
+    with WebhookReceiver(_cfg()) as receiver:
+        begun = time.monotonic()
+        assert receiver.wait_for_delivery(0.3) is None
+        assert time.monotonic() - begun < 1.5
+
+
+def test_receiver_port_in_use_is_a_probe_error() -> None:
+    with WebhookReceiver(_cfg()) as first, pytest.raises(TargetUnreachable, match="cannot listen"):
+        WebhookReceiver(_cfg(receiver_port=first.port)).start()
