@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opsready.config import Environment
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
@@ -21,14 +23,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.ticket("P2-003")]
 
 BURST = "rate_limit_burst"
-
-
-@pytest.fixture
-def burst_allowed(request: pytest.FixtureRequest, opsready_env: Environment) -> bool:
-    """Whether the burst may run: ``--allow-intrusive`` replaces the environment's list."""
-    cli = request.config.getoption("opsready_intrusive", None)
-    allowed = list(opsready_env.allow_intrusive) if cli is None else [n for n in cli if n != "none"]
-    return BURST in allowed
 
 
 def test_breach_counter_exposed(service: ServiceProbe, evidence: Evidence) -> None:
@@ -53,8 +47,9 @@ def test_breach_counter_exposed(service: ServiceProbe, evidence: Evidence) -> No
     )
 
 
-def test_breach_counted(service: ServiceProbe, opsready_env: Environment, burst_allowed: bool,
-                        request: pytest.FixtureRequest, evidence: Evidence) -> None:
+def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
+                        intrusive_allowed: Callable[[str], bool], request: pytest.FixtureRequest,
+                        evidence: Evidence) -> None:
     """rate_limit_breaches_total increases after a breach"""
     name = service.cfg.rate_limit_metric
     metrics_url = f"{service.base_url}{service.cfg.metrics_path}"
@@ -63,7 +58,7 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment, burst_
         f"GET {metrics_url}: {name} has no samples, so no breach can show in it; expected the "
         f"counter exported with a series per workspace; export it from the rate limiter"
     )
-    if burst_allowed:
+    if intrusive_allowed(BURST):
         burst = service.burst()
         evidence.record("burst", burst.evidence())
         assert burst.limited, (

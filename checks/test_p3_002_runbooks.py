@@ -3,8 +3,6 @@ have the agreed sections, and every alert rule links a runbook that resolves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,25 +10,10 @@ import pytest
 from opsready.probes.runbooks import RunbookLibrary, missing_sections
 
 if TYPE_CHECKING:
-    from opsready.config import Environment, RunbooksConfig
     from opsready.evidence import Evidence
     from opsready.probes.prometheus import PrometheusProbe
 
 pytestmark = [pytest.mark.ticket("P3-002")]
-
-
-@pytest.fixture(scope="module")
-def runbooks(runbooks_config: RunbooksConfig, opsready_env: Environment,
-             request: pytest.FixtureRequest) -> Iterator[RunbookLibrary]:
-    """The runbook library: GitHub when configured (needed for ``github:`` links too)."""
-    github = request.getfixturevalue("github") if opsready_env.github is not None else None
-    if runbooks_config.source == "github" and github is None:
-        pytest.skip("not configured: github (runbooks.source is github)")
-    base = Path(opsready_env.source).parent if opsready_env.source else Path.cwd()
-    library = RunbookLibrary(runbooks_config, timeout=opsready_env.timeout_s, github=github,
-                             base_dir=base)
-    yield library
-    library.close()
 
 
 @pytest.fixture(scope="module")

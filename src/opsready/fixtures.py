@@ -7,7 +7,8 @@ file is valid and every criterion says why it did not run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from opsready.probes.postgres import ScratchServer
     from opsready.probes.prometheus import PrometheusProbe
     from opsready.probes.railway import RailwayProbe
+    from opsready.probes.runbooks import RunbookLibrary
     from opsready.probes.s3 import BackupStore
 
 __all__ = [
@@ -32,10 +34,12 @@ __all__ = [
     "evidence",
     "github",
     "grafana",
+    "intrusive_allowed",
     "opsready_env",
     "otel",
     "prometheus",
     "railway",
+    "runbooks",
     "runbooks_config",
     "scratch_server",
     "service",
@@ -47,6 +51,8 @@ T = TypeVar("T")
 
 ENV_KEY = pytest.StashKey[Environment]()
 EVIDENCE_KEY = pytest.StashKey[Evidence]()
+# The intrusive probes this run allows: the environment's list, or --allow-intrusive.
+INTRUSIVE_KEY = pytest.StashKey[list[str]]()
 
 
 def section(env: Environment, name: str) -> Any:
@@ -73,6 +79,15 @@ def opsready_env(request: pytest.FixtureRequest) -> Environment:
     if env is None:
         pytest.skip("no environment: run through `opsready verify` or pass --opsready-env NAME")
     return env
+
+
+@pytest.fixture(scope="session")
+def intrusive_allowed(request: pytest.FixtureRequest) -> Callable[[str], bool]:
+    """For a criterion that may probe intrusively or judge from what it finds already:
+    ``intrusive_allowed("rate_limit_burst")``. Criteria that can only probe intrusively use
+    the ``intrusive`` marker instead."""
+    allowed = list(request.config.stash.get(INTRUSIVE_KEY, []))
+    return lambda name: name in allowed
 
 
 @pytest.fixture
@@ -161,3 +176,16 @@ def scratch_server(opsready_env: Environment) -> Iterator[ScratchServer]:
     from opsready.probes.postgres import ScratchServer
 
     yield from _closing(ScratchServer(section(opsready_env, "restore_drill"), timeout=opsready_env.timeout_s))
+
+
+@pytest.fixture(scope="session")
+def runbooks(opsready_env: Environment, request: pytest.FixtureRequest) -> Iterator[RunbookLibrary]:
+    """The runbook library: GitHub when configured (needed for ``github:`` links too)."""
+    from opsready.probes.runbooks import RunbookLibrary
+
+    cfg: RunbooksConfig = section(opsready_env, "runbooks")
+    github = request.getfixturevalue("github") if opsready_env.github is not None else None
+    if cfg.source == "github" and github is None:
+        pytest.skip("not configured: github (runbooks.source is github)")
+    base = Path(opsready_env.source).parent if opsready_env.source else Path.cwd()
+    yield from _closing(RunbookLibrary(cfg, timeout=opsready_env.timeout_s, github=github, base_dir=base))
