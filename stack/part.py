@@ -12,6 +12,7 @@ action (rewrite a rule file and reload Prometheus, mutate the S3 bucket) do it i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets as _secrets
@@ -189,41 +190,106 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], deadline: float, what: str, interval: float = 0.1) -> None:
+def wait_until(
+    check: Callable[[], bool], deadline: float, what: str, interval: float = 0.1
+) -> None:
     """Poll ``check`` until it returns true or ``deadline`` (time.monotonic) passes."""
     while True:
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+        except Exception:  # not ready yet, whatever the reason
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not become ready in time")
         time.sleep(interval)
 
 
-def kill_pidfile(pidfile: Path, grace: float = 5.0) -> None:
-    """Terminate the process group of a pid file, then kill it after ``grace`` seconds."""
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status when it is our own child (the orchestrator ran
+    in-process), so a dead child does not linger as a zombie that still looks alive."""
+    # Not our child: its parent (or init) reaps it.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def read_pidfile(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
-        pidfile.unlink(missing_ok=True)
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            break
-        end = time.monotonic() + grace
-        while time.monotonic() < end:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
+        return None
+    return pid if pid > 1 else None
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the process group ``pgid`` is alive (zombies do not count).
+
+    Every stack process is spawned with ``start_new_session=True``, so its pid is also its
+    process-group id, and the group outlives a crashed leader."""
+    _reap(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # The group exists, but its members may all be zombies waiting for a parent (or init)
+    # that reaps lazily; those are gone for every purpose that matters here.
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
             continue
-        break
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _is_ours(pid: int) -> bool:
+    """Guard against a recycled pid after a crash: a process we spawned leads its own
+    session. A dead leader whose group still has members is ours too (the group keeps
+    its id only while members remain)."""
+    try:
+        return os.getsid(pid) == pid
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+
+
+def signal_pidfile(pidfile: Path, sig: int) -> bool:
+    """Send ``sig`` to the process group of a pid file; True when the group was alive."""
+    pid = read_pidfile(pidfile)
+    if pid is None or not group_alive(pid) or not _is_ours(pid):
+        return False
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def kill_pidfile(pidfile: Path, grace: float = 5.0) -> None:
+    """Terminate the process group of a pid file, then kill it after ``grace`` seconds,
+    and remove the pid file. Safe on a missing file, a dead group or a recycled pid."""
+    pid = read_pidfile(pidfile)
+    if pid is not None and group_alive(pid) and _is_ours(pid):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            end = time.monotonic() + grace
+            while time.monotonic() < end and group_alive(pid):
+                time.sleep(0.05)
+            if not group_alive(pid):
+                break
     pidfile.unlink(missing_ok=True)

@@ -1,0 +1,204 @@
+"""Shared fixtures of the suite's own tests.
+
+``stack``: one reference stack for the whole session, started with ``opsready stack up`` into
+a temporary directory and stopped at the end. ``run_verify``: run ``opsready verify`` against
+it and read the readiness model it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+UP_TIMEOUT_S = 180.0
+VERIFY_TIMEOUT_S = 900.0
+
+# Variables of an outer pytest run that must not leak into the pytest that `opsready verify`
+# runs (an xdist worker id would make the inner run believe it is a worker).
+_INNER_ENV_DROP = ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER",
+                   "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+def opsready_command() -> list[str]:
+    """The `opsready` console script of this interpreter's environment."""
+    script = BIN / "opsready"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from opsready.cli import main; sys.exit(main())"]
+
+
+def stack_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "opsready_stack.cli", *args]
+
+
+def child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _INNER_ENV_DROP}
+
+
+def stack_parent_dir() -> Path:
+    """A fresh directory to hold one stack directory. Other users may pass through it, so
+    PostgreSQL (run as its own user when we are root) can keep its cluster inside."""
+    parent = Path(tempfile.mkdtemp(prefix="opsready-stack-"))
+    parent.chmod(0o755)
+    return parent
+
+
+@dataclass
+class StartedStack:
+    """A stack started by `opsready stack up`, with the console output of the start."""
+
+    dir: Path
+    up_seconds: float
+    output: str
+
+    @property
+    def env_path(self) -> Path:
+        return self.dir / "env.yaml"
+
+    @property
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.dir / "state.json").read_text())
+        return data
+
+    @contextlib.contextmanager
+    def fault(self, name: str) -> Iterator[None]:
+        """Fault ``name`` on for the block, off afterwards (also when the block fails).
+
+        The stack's apps re-read faults.json on every request, and parts whose faults need
+        an action (reload Prometheus, change the bucket) finish it inside ``set_fault``, so
+        the change is visible when the block starts."""
+        from opsready_stack.orchestrator import set_fault
+
+        set_fault(self.dir, name, True)
+        try:
+            yield
+        finally:
+            set_fault(self.dir, name, False)
+
+
+def start_stack(dir: Path, *extra: str) -> StartedStack:
+    """`opsready stack up --dir DIR`; on failure stop whatever started and fail the test."""
+    begun = time.monotonic()
+    proc = subprocess.run(
+        stack_command("up", "--dir", str(dir), *extra),
+        capture_output=True, text=True, timeout=UP_TIMEOUT_S, env=child_env(), cwd=ROOT,
+        check=False,
+    )
+    seconds = time.monotonic() - begun
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        stop_stack(dir)
+        pytest.fail(f"opsready stack up failed (exit {proc.returncode}):\n{output}", pytrace=False)
+    return StartedStack(dir=dir, up_seconds=seconds, output=output)
+
+
+def stop_stack(dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        stack_command("down", "--dir", str(dir)),
+        capture_output=True, text=True, timeout=120, env=child_env(), cwd=ROOT, check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StartedStack]:
+    """The reference stack, shared by every test of the session."""
+    parent = stack_parent_dir()
+    started = start_stack(parent / "stack")
+    try:
+        yield started
+    finally:
+        stop_stack(started.dir)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@dataclass
+class VerifyResult:
+    exit_code: int
+    readiness: dict[str, Any]
+    output: str
+    out_dir: Path
+    command: list[str] = field(default_factory=list)
+
+    def _tickets(self) -> list[dict[str, Any]]:
+        if not self.readiness:
+            tail = "\n".join(self.output.splitlines()[-40:])
+            raise AssertionError(
+                f"opsready verify wrote no {self.out_dir / 'readiness.json'} "
+                f"(exit {self.exit_code}); its output ended with:\n{tail}"
+            )
+        tickets: list[dict[str, Any]] = self.readiness["tickets"]
+        return tickets
+
+    @property
+    def status(self) -> dict[str, str]:
+        """Ticket id -> status (done, open, unverified, waived)."""
+        return {t["id"]: t["status"] for t in self._tickets()}
+
+    def criteria(self, ticket_id: str) -> list[dict[str, Any]]:
+        for ticket in self._tickets():
+            if ticket["id"] == ticket_id:
+                found: list[dict[str, Any]] = ticket["criteria"]
+                return found
+        raise AssertionError(f"ticket {ticket_id} is not in the readiness report")
+
+    def explain(self, tickets: Iterable[str] | None = None) -> str:
+        """Every criterion that did not pass, one per line, for assertion messages."""
+        wanted = set(tickets) if tickets is not None else None
+        lines = []
+        for ticket in self._tickets():
+            if wanted is not None and ticket["id"] not in wanted:
+                continue
+            for c in ticket["criteria"]:
+                if c.get("outcome") != "pass":
+                    message = " ".join(str(c.get("message") or "").split())[:300]
+                    lines.append(f"{ticket['id']} [{c.get('outcome')}] {c.get('title')}: "
+                                 f"{message}")
+        return "\n".join(lines) or "(every criterion passed)"
+
+
+def run_verify(
+    stack: StartedStack,
+    tmp_path: Path,
+    *extra_args: str,
+    tickets: Iterable[str] | None = None,
+    allow_intrusive: Iterable[str] | None = None,
+) -> VerifyResult:
+    """`opsready verify --env STACK/env.yaml --out TMP --gate none [...]`.
+
+    ``allow_intrusive`` replaces the environment's list (an empty list allows none);
+    ``extra_args`` come last, so e.g. ``"--gate", "P0,P1"`` overrides the default here."""
+    n = 0
+    while (tmp_path / f"verify-{n}").exists():
+        n += 1
+    out = tmp_path / f"verify-{n}"
+    command = [*opsready_command(), "verify", "--env", str(stack.env_path), "--out", str(out),
+               "--gate", "none"]
+    for ticket in tickets or ():
+        command += ["--ticket", ticket]
+    if allow_intrusive is not None:
+        names = list(allow_intrusive) or ["none"]
+        for name in names:
+            command += ["--allow-intrusive", name]
+    command += list(extra_args)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S,
+                          env=child_env(), cwd=ROOT, check=False)
+    readiness_file = out / "readiness.json"
+    readiness: dict[str, Any] = (
+        json.loads(readiness_file.read_text()) if readiness_file.is_file() else {}
+    )
+    return VerifyResult(exit_code=proc.returncode, readiness=readiness,
+                        output=proc.stdout + proc.stderr, out_dir=out, command=command)
