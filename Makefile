@@ -15,7 +15,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -i -E 'warning|editable|^ *!!|^ *\*+$$|^ *$$|with strategy|Please be careful|name as your package|precedence' || true
 	@touch $(STAMP)
 
 # The real Prometheus binary for the reference stack (Debian package), when it is missing.
@@ -24,8 +24,10 @@ prometheus:
 	  { echo "installing the Debian prometheus package (needs root)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
+# ENV=local reads the ports and secrets of a stack started with `opsready stack up` (.stack/).
 verify: setup
-	@$(OPSREADY) verify --env $(ENV) $(if $(GATE),--gate $(GATE),)
+	@set -a; [ "$(ENV)" != local ] || [ ! -f .stack/secrets.env ] || . ./.stack/secrets.env; set +a; \
+	$(OPSREADY) verify --env $(ENV) $(if $(GATE),--gate $(GATE),)
 
 demo: setup prometheus
 	@$(BIN)/python -m opsready_stack.demo

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+
 from opsready_stack.part import (
     Fault,
     Part,

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import yaml
+
 from opsready_stack.part import Fault, StackContext, kill_pidfile, wait_until
 
 __all__ = ["PrometheusPart", "alert_rule_names", "recording_rule_names", "slo_specs"]

@@ -303,7 +303,7 @@ def test_a_canary_secret_reaches_no_output(project: Project, monkeypatch: pytest
         "service:\n  base_url: http://127.0.0.1:9\n  api_key: ${OPSREADY_TEST_TOKEN}\n"
         "grafana:\n  url: http://127.0.0.1:9\n  token: " + CANARY + "x\n"
     )
-    project.check("test_p2_002_leak.py", f"""
+    project.check("test_p2_002_leak.py", """
 import pytest
 pytestmark = [pytest.mark.ticket("P2-002")]
 
@@ -311,15 +311,15 @@ def test_leaky(evidence, opsready_env):
     '''A check that tries hard to leak.'''
     key = opsready_env.service.api_key.get_secret_value()
     print("stdout:", key)
-    evidence.record("headers", {{"X-Custom": key, "url": "postgresql://u:" + key + "@db/x"}})
+    evidence.record("headers", {"X-Custom": key, "url": "postgresql://u:" + key + "@db/x"})
     evidence.attach("log.txt", "token " + key)
-    assert key == "other", f"key was {{key}}"
+    assert key == "other", f"key was {key}"
 
 def test_dsn_and_token_shapes(evidence):
     '''Shapes of secrets that were never configured.'''
     evidence.record("dsn", "postgresql://admin:hunter2hunter2@db:5432/relay")
     evidence.record("gh", "ghp_abcdefghijklmnopqrstuvwxyz0123456789")
-    evidence.record("hdr", {{"Authorization": "Bearer abc.def.ghi", "X-API-Key": "short"}})
+    evidence.record("hdr", {"Authorization": "Bearer abc.def.ghi", "X-API-Key": "short"})
 """)
     result, data = project.run("--opsready-gate", "none", out="leak")
     out_dir = project.root / "reports" / "leak"

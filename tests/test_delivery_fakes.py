@@ -15,15 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from opsready_stack.github_fake import REPO, REPO_DIR, VARIANTS_DIR
-from opsready_stack.github_fake import build_app as github_app
-from opsready_stack.railway_fake import IDS, parse
-from opsready_stack.railway_fake import build_app as railway_app
 
 from opsready._errors import AccessRefused, UnexpectedResponse
 from opsready.config import GithubConfig, RailwayConfig
 from opsready.probes.github import GithubProbe
 from opsready.probes.railway import RailwayProbe, rollback_calls
+from opsready_stack.github_fake import REPO, REPO_DIR, VARIANTS_DIR
+from opsready_stack.github_fake import build_app as github_app
+from opsready_stack.railway_fake import IDS, parse
+from opsready_stack.railway_fake import build_app as railway_app
 
 GIT_SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
 GH_TOKEN = "gh-fake-token-0123456789"

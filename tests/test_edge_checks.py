@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+
+from conftest import StartedStack, run_verify
 from opsready_stack.part import StackContext, free_port
 from opsready_stack.service.app import load_settings, serve_in_thread
 from opsready_stack.service.part import ServicePart
-
-from conftest import StartedStack, run_verify
 
 pytestmark = [pytest.mark.stack]
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opsready_stack.part import free_port
-from opsready_stack.service.app import ServiceSettings, serve_in_thread
-from opsready_stack.service.signing import configured_secret
 
 from opsready._errors import AccessRefused, MissingInput, TargetUnreachable, UnexpectedResponse
 from opsready.config import RateLimitConfig, ServiceConfig, WebhooksConfig
 from opsready.probes.http import ServiceProbe
 from opsready.probes.webhooks import run_webhook_e2e, verify
+from opsready_stack.part import free_port
+from opsready_stack.service.app import ServiceSettings, serve_in_thread
+from opsready_stack.service.signing import configured_secret
 
 API_KEY = "dev-key-for-tests-0001"
 ADMIN_KEY = "admin-key-for-tests-0001"

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opsready_stack.orchestrator import all_faults
 
 from conftest import ROOT, StartedStack, run_verify
 from opsready.catalogue import load_catalogue
 from opsready.config import INTRUSIVE_PROBES
+from opsready_stack.orchestrator import all_faults
 
 pytestmark = [pytest.mark.stack]
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from opsready.config import GrafanaConfig, OtelConfig
+from opsready.probes.grafana import GrafanaProbe
+from opsready.probes.otel import OtelProbe
 from opsready_stack.grafana_fake import GOLDEN_SIGNALS_UID, FakeGrafana
 from opsready_stack.grafana_fake import serve as serve_grafana
 from opsready_stack.otel_fake import FakeCollector, SpanStore, StoredSpan, parse_otlp_json
 from opsready_stack.otel_fake import serve as serve_otel
 from opsready_stack.part import free_port
-
-from opsready.config import GrafanaConfig, OtelConfig
-from opsready.probes.grafana import GrafanaProbe
-from opsready.probes.otel import OtelProbe
 
 
 def _faults(dir: Path, *names: str) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from opsready_stack import prometheus_part
-from opsready_stack.grafana_fake import DASHBOARDS_DIR
-from opsready_stack.part import StackContext
 
 from opsready.config import Environment, RunbooksConfig
 from opsready.probes.grafana import count_panels
 from opsready.probes.runbooks import missing_sections
+from opsready_stack import prometheus_part
+from opsready_stack.grafana_fake import DASHBOARDS_DIR
+from opsready_stack.part import StackContext
 
 STACK = Path(prometheus_part.__file__).resolve().parent
 RULES = STACK / "prometheus"

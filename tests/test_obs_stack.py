@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from opsready_stack.part import free_port
 
 from conftest import StartedStack, VerifyResult, run_verify
+from opsready_stack.part import free_port
 
 pytestmark = [pytest.mark.stack]
 

@@ -23,8 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from opsready_stack import orchestrator
-from opsready_stack.part import group_alive, read_pidfile
 
 from conftest import (
     ROOT,
@@ -36,6 +34,8 @@ from conftest import (
     stop_stack,
 )
 from opsready.config import INTRUSIVE_PROBES, load_environment
+from opsready_stack import orchestrator
+from opsready_stack.part import group_alive, read_pidfile
 
 pytestmark = [pytest.mark.stack]
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 import standardwebhooks
 import stripe
-from opsready_stack.service.signing import SCHEMES, configured_secret, sign
 
 from opsready._errors import MissingInput, TargetUnreachable
 from opsready.config import WebhooksConfig
@@ -30,6 +29,7 @@ from opsready.probes.webhooks import (
     verify,
     verify_signature,
 )
+from opsready_stack.service.signing import SCHEMES, configured_secret, sign
 
 RAW_SECRET = "relay-webhook-secret-for-tests"
 BODY = json.dumps({"id": "evt_1", "type": "action.executed", "data": {"n": 1}},

@@ -86,7 +86,8 @@ def intrusive_allowed(request: pytest.FixtureRequest) -> Callable[[str], bool]:
     """For a criterion that may probe intrusively or judge from what it finds already:
     ``intrusive_allowed("rate_limit_burst")``. Criteria that can only probe intrusively use
     the ``intrusive`` marker instead."""
-    allowed = list(request.config.stash.get(INTRUSIVE_KEY, []))
+    stash = request.config.stash
+    allowed: list[str] = stash[INTRUSIVE_KEY] if INTRUSIVE_KEY in stash else []
     return lambda name: name in allowed
 
 

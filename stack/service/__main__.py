@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import uvicorn
+
 from opsready_stack.service.app import create_app, load_settings
 
 

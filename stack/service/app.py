@@ -33,8 +33,6 @@ from urllib.parse import urlsplit
 import httpx
 from opentelemetry import context, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opsready_stack.part import FaultWatcher
-from opsready_stack.service.signing import SIGNATURE_HEADERS, configured_secret, sign
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -51,6 +49,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from opsready_stack.part import FaultWatcher
+from opsready_stack.service.signing import SIGNATURE_HEADERS, configured_secret, sign
 
 __all__ = [
     "ALLOWED_ORIGINS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
 from opsready_stack.part import Fault, StackContext, wait_until
 from opsready_stack.service.app import ALLOWED_ORIGINS
 from opsready_stack.service.signing import configured_secret
