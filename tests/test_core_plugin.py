@@ -354,3 +354,18 @@ def test_html_report_opens_with_the_readiness_table(project: Project) -> None:
     assert "<script>alert(1)</script>" not in section
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section
     assert "http" not in page.split("<style", 1)[0].lower().replace("http-equiv", "")  # nothing loaded from outside
+
+
+def test_a_ticket_subset_run_does_not_regress_the_others(project: Project) -> None:
+    ok = "import pytest\npytestmark = [pytest.mark.ticket('{t}')]\ndef test_a():\n    '''a'''\n"
+    project.check("test_p2_002_a.py", ok.format(t="P2-002"))
+    project.check("test_p2_003_a.py", ok.format(t="P2-003"))
+    project.run("--opsready-gate", "none")
+    result, subset = project.run("--opsready-gate", "none", "--opsready-ticket", "P2-002",
+                                 "--opsready-fail-on-regression")
+    assert subset["diff"]["regressed"] == []
+    assert result.ret == 0
+    # The next full run compares P2-003 with the last run that judged it (the first one).
+    project.check("test_p2_003_a.py", ok.format(t="P2-003") + "    assert False, 'broken'\n")
+    _, full = project.run("--opsready-gate", "none")
+    assert full["diff"]["regressed"] == ["P2-003"]

@@ -52,7 +52,7 @@ T = TypeVar("T")
 ENV_KEY = pytest.StashKey[Environment]()
 EVIDENCE_KEY = pytest.StashKey[Evidence]()
 # The intrusive probes this run allows: the environment's list, or --allow-intrusive.
-INTRUSIVE_KEY = pytest.StashKey[list[str]]()
+INTRUSIVE_KEY = pytest.StashKey[tuple[str, ...]]()
 
 
 def section(env: Environment, name: str) -> Any:
@@ -86,8 +86,7 @@ def intrusive_allowed(request: pytest.FixtureRequest) -> Callable[[str], bool]:
     """For a criterion that may probe intrusively or judge from what it finds already:
     ``intrusive_allowed("rate_limit_burst")``. Criteria that can only probe intrusively use
     the ``intrusive`` marker instead."""
-    stash = request.config.stash
-    allowed: list[str] = stash[INTRUSIVE_KEY] if INTRUSIVE_KEY in stash else []
+    allowed = request.config.stash.get(INTRUSIVE_KEY, ())
     return lambda name: name in allowed
 
 

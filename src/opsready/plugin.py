@@ -69,7 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
     config.stash[fixtures.ENV_KEY] = state.env
-    config.stash[fixtures.INTRUSIVE_KEY] = list(state.allow_intrusive)
+    config.stash[fixtures.INTRUSIVE_KEY] = tuple(state.allow_intrusive)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_run.Recorder(state), "opsready-recorder")
         # Reports are written by the controller only; pytest-html and junitxml read these

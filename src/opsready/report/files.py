@@ -8,7 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+NOT_SELECTED = "not selected in this run (--ticket)"
+
 __all__ = [
+    "NOT_SELECTED",
     "append_history",
     "console_table",
     "previous_run",
@@ -26,10 +29,16 @@ def write_json(out_dir: Path, readiness: dict[str, Any]) -> Path:
 
 
 def previous_run(history: Path, environment: str) -> tuple[dict[str, str] | None, str | None]:
-    """Ticket statuses of the newest earlier run of ``environment``, and its run id."""
+    """The last known status of each ticket in earlier runs of ``environment``, and the id of
+    the newest such run.
+
+    A run limited with ``--ticket`` records only the tickets it judged, so a ticket keeps the
+    status of the last run that looked at it.
+    """
     if not history.is_file():
         return None, None
-    found: tuple[dict[str, str] | None, str | None] = (None, None)
+    statuses_so_far: dict[str, str] = {}
+    last_id: str | None = None
     with history.open(encoding="utf-8") as fh:
         for line in fh:
             try:
@@ -39,8 +48,9 @@ def previous_run(history: Path, environment: str) -> tuple[dict[str, str] | None
             if isinstance(entry, dict) and entry.get("environment") == environment:
                 statuses = entry.get("statuses")
                 if isinstance(statuses, dict):
-                    found = ({str(k): str(v) for k, v in statuses.items()}, str(entry.get("run_id")))
-    return found
+                    statuses_so_far.update({str(k): str(v) for k, v in statuses.items()})
+                    last_id = str(entry.get("run_id"))
+    return (statuses_so_far if last_id is not None else None), last_id
 
 
 def append_history(history: Path, readiness: dict[str, Any], run_id: str, report_dir: Path) -> None:
@@ -53,7 +63,8 @@ def append_history(history: Path, readiness: dict[str, Any], run_id: str, report
         "report_dir": str(report_dir),
         "gate_passed": readiness["gate"]["passed"],
         "counts": readiness["counts"],
-        "statuses": {t["id"]: t["status"] for t in readiness["tickets"]},
+        # Only the tickets this run judged: a --ticket run says nothing of the others.
+        "statuses": {t["id"]: t["status"] for t in readiness["tickets"] if t.get("note") != NOT_SELECTED},
     }
     with history.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsready.catalogue import Catalogue
+from opsready.report.files import NOT_SELECTED
 from opsready.waivers import WaiverSet
 
 __all__ = [
@@ -133,7 +134,7 @@ def build_readiness(
         note = ""
         if not crits:
             if selected is not None and t.id not in selected:
-                note = "not selected in this run (--ticket)"
+                note = NOT_SELECTED
             elif not modules.get(t.id):
                 note = NO_CHECK.format(slug=t.id.lower().replace("-", "_"))
             else:
@@ -153,7 +154,7 @@ def build_readiness(
                 "criteria": [c.to_dict() for c in crits],
             }
         )
-    statuses = {t["id"]: t["status"] for t in tickets}
+    judged = {t["id"]: t["status"] for t in tickets if t["note"] != NOT_SELECTED}
     counts = {s: sum(1 for t in tickets if t["status"] == s) for s in STATUSES}
     return {
         "schema": SCHEMA,
@@ -165,7 +166,7 @@ def build_readiness(
             "applied": [w.to_dict() for w in waivers.valid],
             "warnings": waivers.warnings,
         },
-        "diff": diff_runs(previous, statuses, waivers, today, previous_run),
+        "diff": diff_runs(previous, judged, waivers, today, previous_run),
         "scope": scope,
         "slo": _lift(tickets, "slo_table"),
     }
