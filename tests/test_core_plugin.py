@@ -369,3 +369,45 @@ def test_a_ticket_subset_run_does_not_regress_the_others(project: Project) -> No
     project.check("test_p2_003_a.py", ok.format(t="P2-003") + "    assert False, 'broken'\n")
     _, full = project.run("--opsready-gate", "none")
     assert full["diff"]["regressed"] == ["P2-003"]
+
+
+def test_an_interrupted_run_exits_2_and_still_writes_its_report(project: Project) -> None:
+    project.check("test_p2_002_a.py", "import pytest\npytestmark = [pytest.mark.ticket('P2-002')]\n"
+                  "def test_a():\n    '''a'''\n"
+                  "def test_b():\n    '''b'''\n    raise KeyboardInterrupt\n")
+    result, data = project.run("--opsready-gate", "none")
+    assert result.ret == 2
+    assert data["run"]["interrupted"] is True
+    assert criteria(data, "P2-002")["test_a"]["outcome"] == "pass"
+
+
+def test_readiness_metrics_are_pushed_to_a_pushgateway(project: Project) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append((self.command, self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        project.check("test_p2_002_a.py", "import pytest\npytestmark = [pytest.mark.ticket('P2-002')]\n"
+                      "def test_a():\n    '''a'''\n")
+        url = f"http://127.0.0.1:{server.server_port}"
+        result, _ = project.run("--opsready-gate", "none", "--opsready-pushgateway", url)
+        assert result.ret == 0
+    finally:
+        server.shutdown()
+    assert len(received) == 1
+    method, path, body = received[0]
+    assert path.startswith("/metrics/job/opsready")
+    assert b'opsready_ticket_status{env="env",ticket="P2-002",priority="P2",status="done"} 1' in body
