@@ -409,5 +409,6 @@ def test_readiness_metrics_are_pushed_to_a_pushgateway(project: Project) -> None
         server.shutdown()
     assert len(received) == 1
     method, path, body = received[0]
+    assert method == "PUT"
     assert path.startswith("/metrics/job/opsready")
     assert b'opsready_ticket_status{env="env",ticket="P2-002",priority="P2",status="done"} 1' in body

@@ -34,6 +34,14 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def _percent(value: Any) -> str:
+    return f"{value * 100:.1f} %" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
 def _badge(status: str) -> str:
     return f'<span class="badge {_e(status)}">{_e(status)}</span>'
 
@@ -139,10 +147,16 @@ def render_section(r: dict[str, Any]) -> str:
         out.append(f"<h2>SLO compliance and error budget (window {_e(slo.get('window_days'))} days)</h2>")
         out.append(_table(
             ["SLO", "target", "current", "compliant", "budget remaining", "burn rate"],
-            [[_e(x.get("slo")), _e(f'{x.get("objective", "")} {x.get("target")} {x.get("unit", "")}'),
-              _e(x.get("value")), _e(x.get("compliant")), _e(x.get("budget_remaining")), _e(x.get("burn_rate"))]
+            [[_e(x.get("slo")),
+              _e(f'{"≤" if x.get("objective") == "le" else "≥"} {_num(x.get("target"))} {x.get("unit") or ""}'),
+              _e(f'{_num(x.get("value"))} {x.get("unit") or ""}'),
+              _e({True: "yes", False: "NO"}.get(x.get("compliant"), "unknown")),
+              _e(_percent(x.get("budget_remaining"))), _e(_num(x.get("burn_rate")))]
              for x in slo["rows"]],
         ))
+        out.append("<p>Budget remaining: the share of the window's error budget still unspent (negative: "
+                   "overspent). Burn rate: how fast the budget is being spent now; 1 spends it exactly "
+                   "over the window.</p>")
 
     out.append("<h2>Criteria</h2>")
     for t in r["tickets"]:
