@@ -113,9 +113,9 @@ def stop_stack(dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[StartedStack]:
-    """The reference stack, shared by every test of the session."""
+@contextlib.contextmanager
+def running_stack() -> Iterator[StartedStack]:
+    """A stack started for the duration of the block, stopped and removed after it."""
     parent = stack_parent_dir()
     started = start_stack(parent / "stack")
     try:
@@ -123,6 +123,13 @@ def stack() -> Iterator[StartedStack]:
     finally:
         stop_stack(started.dir)
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StartedStack]:
+    """The reference stack, shared by every test of the session."""
+    with running_stack() as started:
+        yield started
 
 
 @dataclass

@@ -28,10 +28,8 @@ from conftest import (
     ROOT,
     StartedStack,
     child_env,
+    running_stack,
     stack_command,
-    stack_parent_dir,
-    start_stack,
-    stop_stack,
 )
 from opsready.config import INTRUSIVE_PROBES, load_environment
 from opsready_stack import orchestrator
@@ -75,13 +73,8 @@ def port_open(port: int) -> bool:
 @pytest.fixture(scope="module")
 def own() -> Iterator[StartedStack]:
     """A stack of this module's own; the last test crashes and stops it."""
-    parent = stack_parent_dir()
-    started = start_stack(parent / "stack")
-    try:
+    with running_stack() as started:
         yield started
-    finally:
-        stop_stack(started.dir)
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 def env_of(started: StartedStack) -> dict[str, Any]:
