@@ -61,7 +61,9 @@ def test_workflows_active_and_green(github: GithubProbe, evidence: Evidence) -> 
             problems.append(f"{file} is not a workflow of the repository")
             continue
         # The newest finished run: one still in progress has not concluded anything yet.
-        run = github.latest_run(file, branch=github.branch, status="completed")
+        # By id: the configured name may be the workflow's name rather than its file.
+        run = github.latest_run(str(workflow.get("id", file)), branch=github.branch,
+                                status="completed")
         seen[file] = {
             "path": workflow.get("path"),
             "state": workflow.get("state"),

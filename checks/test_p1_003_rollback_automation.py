@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from opsready.probes.railway import age_seconds, rollback_calls
+from opsready.probes.railway import age_seconds, pick_rollback_target, rollback_calls
 
 if TYPE_CHECKING:
     from opsready.evidence import Evidence
@@ -35,7 +35,7 @@ def test_previous_deployment_can_roll_back(railway: RailwayProbe, evidence: Evid
     successes = railway.deployments(["SUCCESS"])
     evidence.record("success_deployments", [
         {k: d.get(k) for k in ("id", "createdAt", "canRollback")} for d in successes])
-    target = next((d for d in successes[1:] if d.get("canRollback") is True), None)
+    target = pick_rollback_target(successes)
     assert target is not None, (
         f"Railway service {railway.cfg.service_id}: of its {len(successes)} newest SUCCESS "
         f"deployment(s), none before the active one has canRollback=true; expected a previous deployment to "

@@ -74,7 +74,7 @@ def test_slo_report_job_recent(github: GithubProbe, evidence: Evidence) -> None:
         f"GitHub {github.repo}: no workflow {file}; expected the weekly SLO report job; add "
         f".github/workflows/{file} (or fix github.slo_report_workflow)"
     )
-    run = github.latest_run(file, branch=None, status="success")
+    run = github.latest_run(str(workflow.get("id", file)), branch=None, status="success")
     age_days = None if run is None else _age_days(str(run.get("created_at", "")))
     evidence.record("slo_report", {
         "workflow": workflow.get("path", file), "state": workflow.get("state"),

@@ -346,3 +346,98 @@ def test_rollback_calls_ignore_comments_and_notes() -> None:
     assert rollback_calls(real)
     assert rollback_calls(notes) == []
     assert rollback_calls("# TODO: call deploymentRollback\nprint('notes')\n") == []
+
+
+def test_403_naming_a_secondary_rate_limit_waits_a_minute() -> None:
+    clock = Clock()
+    answers = [
+        httpx.Response(403, headers=limits(4000, NOW + 3600),
+                       json={"message": "You have exceeded a secondary rate limit."}),
+        httpx.Response(200, json={"sha": "d" * 40}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return answers.pop(0)
+
+    assert github(handler, clock).head_sha() == "d" * 40
+    assert clock.slept == [60.0]
+
+
+class FakeRailway:
+    """Scripted deployments: a rollback or redeploy adds a deployment that becomes active
+    after ``settle[kind]`` more deployment queries; ``rollback_error`` makes the rollback call
+    fail after applying it."""
+
+    def __init__(self, settle: dict[str, int] | None = None,
+                 rollback_error: Exception | None = None) -> None:
+        self.active = "d3"
+        self.pending: list[tuple[int, str]] = []
+        self.settle = settle or {}
+        self.rollback_error = rollback_error
+        self.calls: list[str] = []
+        self.counter = 0
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        query = json.loads(request.content)["query"]
+        if "deploymentRollback" in query:
+            self.calls.append("rollback")
+            self._start("rolled-back")
+            if self.rollback_error is not None:
+                raise self.rollback_error
+            return httpx.Response(200, json={"data": {"deploymentRollback": True}})
+        if "deploymentRedeploy" in query:
+            self.calls.append("redeploy")
+            new = self._start("redeployed")
+            return httpx.Response(200, json={"data": {"deploymentRedeploy": {
+                "id": new, "status": "DEPLOYING"}}})
+        self.pending = [(n - 1, d) for n, d in self.pending]
+        for n, d in self.pending:
+            if n <= 0:
+                self.active = d
+        self.pending = [(n, d) for n, d in self.pending if n > 0]
+        nodes = [{"id": self.active, "status": "SUCCESS", "createdAt": "2025-10-03T00:00:00Z",
+                  "canRollback": False},
+                 {"id": "d1", "status": "SUCCESS", "createdAt": "2025-10-01T00:00:00Z",
+                  "canRollback": True}]
+        return httpx.Response(200, json={"data": {"deployments": {
+            "edges": [{"node": n} for n in nodes]}}})
+
+    def _start(self, kind: str) -> str:
+        self.counter += 1
+        new = f"{kind}-{self.counter}"
+        self.pending.append((self.settle.get(kind, 1), new))
+        return new
+
+
+def drill_probe(fake: FakeRailway) -> RailwayProbe:
+    clock = Clock()
+    config = RailwayConfig.model_validate({
+        "api_url": "https://railway.test/graphql/v2", "token": RAILWAY_TOKEN,
+        "project_id": "p1", "environment_id": "e1", "service_id": "s1"})
+    return RailwayProbe(config, timeout=5, transport=httpx.MockTransport(fake.handler),
+                        sleep=clock.sleep, clock=clock.time)
+
+
+def test_rollback_drill_rolls_back_and_forward() -> None:
+    fake = FakeRailway()
+    drill = drill_probe(fake).rollback_drill(timeout=10, poll=1)
+    assert fake.calls == ["rollback", "redeploy"]
+    assert drill.rolled_back_to == "rolled-back-1" and drill.restored_to == "redeployed-2"
+
+
+def test_rollback_drill_rolls_forward_when_the_rollback_call_times_out() -> None:
+    fake = FakeRailway(rollback_error=httpx.ReadTimeout("slow"))
+    with pytest.raises(ProbeError):
+        drill_probe(fake).rollback_drill(timeout=10, poll=1)
+    # The rollback may have been applied: the original version is redeployed anyway.
+    assert fake.calls == ["rollback", "redeploy"]
+
+
+def test_rollback_drill_needs_the_redeployed_deployment_active() -> None:
+    # The rollback settles just after its wait ended, while the redeploy never does: the
+    # late rollback must not pass for the roll-forward.
+    fake = FakeRailway(settle={"rolled-back": 13, "redeployed": 100})
+    drill = drill_probe(fake).rollback_drill(timeout=10, poll=1)
+    assert fake.calls == ["rollback", "redeploy"]
+    assert not drill.rolled_back and not drill.rolled_forward
+    assert any("redeployed-2" in n and "did not become active" in n for n in drill.notes)

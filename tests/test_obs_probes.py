@@ -158,6 +158,7 @@ class _PromServer:
         self.status = 200
         self.body: Any = {"status": "success", "data": {"resultType": "vector", "result": []}}
         self.queries: list[str] = []
+        self.raw = False  # send ``body`` as it is rather than as JSON
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -165,7 +166,7 @@ class _PromServer:
                 from urllib.parse import parse_qs, urlsplit
 
                 outer.queries.append(parse_qs(urlsplit(self.path).query).get("query", [""])[0])
-                data = json.dumps(outer.body).encode()
+                data = (outer.body if outer.raw else json.dumps(outer.body)).encode()
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -222,6 +223,15 @@ def test_query_error_envelope_is_an_error(prom_server: _PromServer) -> None:
     prom_server.body = {"status": "error", "errorType": "timeout", "error": "query timed out"}
     with pytest.raises(ProbeTimeout):
         probe.query("x")
+    probe.close()
+
+
+def test_query_answered_by_something_else_is_unexpected(prom_server: _PromServer) -> None:
+    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url), timeout=2)
+    prom_server.body = "<html>a login page</html>"
+    prom_server.raw = True
+    with pytest.raises(UnexpectedResponse, match="did not return JSON"):
+        probe.query("up")
     probe.close()
 
 
@@ -397,6 +407,13 @@ def test_probe_span_not_accepted(status: int, body: dict[str, Any]) -> None:
     assert not result.accepted
 
 
+@pytest.mark.parametrize(("status", "error"), [(401, AccessRefused), (403, AccessRefused),
+                                               (404, UnexpectedResponse)])
+def test_probe_span_refused_or_misdirected_is_an_error(status: int, error: type[Exception]) -> None:
+    with pytest.raises(error, match=str(status)):
+        _otel(lambda r: httpx.Response(status, text="no")).send_probe_span()
+
+
 def test_otel_unconfigured_endpoint_is_missing_input() -> None:
     probe = OtelProbe(OtelConfig(), timeout=2)
     with pytest.raises(MissingInput, match=r"otel\.otlp_http_url"):
@@ -495,6 +512,13 @@ def test_runbook_links_resolve() -> None:
     assert lib.resolve("https://wiki.example.com/wiki/ok").resolves
     assert lib.resolve("https://wiki.example.com/wiki/missing").detail == "HTTP 404"
     assert not lib.resolve("see the wiki").resolves
+
+
+def test_runbook_link_behind_a_login_cannot_be_judged() -> None:
+    lib = RunbookLibrary(RunbooksConfig(), timeout=2, github=_Repo({}),
+                         transport=httpx.MockTransport(lambda r: httpx.Response(403)))
+    with pytest.raises(AccessRefused, match="behind a login"):
+        lib.resolve("https://wiki.example.com/wiki/private")
 
 
 def test_local_runbooks(tmp_path: Path) -> None:

@@ -285,7 +285,9 @@ class GithubProbe:
             reset = _number(resp.headers.get("x-ratelimit-reset"))
             # Without a reset time GitHub asks clients to wait at least a minute.
             return max(0.0, reset - self._clock()) if reset is not None else 60.0
-        if resp.status_code == 429:
+        # A secondary rate limit may come as a bare 403 whose message names it; GitHub asks
+        # clients to wait at least a minute then.
+        if resp.status_code == 429 or "rate limit" in resp.text.lower():
             return 60.0
         return None
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from opsready._errors import MissingInput, UnexpectedResponse
+from opsready._errors import AccessRefused, MissingInput, UnexpectedResponse
 from opsready.config import OtelConfig
 from opsready.probes._http import HttpTarget
 
@@ -180,6 +180,18 @@ class OtelProbe:
             headers={"Content-Type": "application/json"},
         )
         detail = resp.text[:200]
+        # A refused credential or a wrong endpoint says nothing about the collector's pipeline:
+        # those cannot be judged; a reachable collector refusing the span (503, 400) can.
+        if resp.status_code in (401, 403):
+            raise AccessRefused(
+                f"otel collector: POST {url} answered {resp.status_code}; the OTLP receiver "
+                f"refused the request, check its authentication"
+            )
+        if resp.status_code in (404, 405):
+            raise UnexpectedResponse(
+                f"otel collector: POST {url} answered {resp.status_code}; this is not an "
+                f"OTLP/HTTP traces endpoint, check otel.otlp_http_url (the base URL, port 4318)"
+            )
         accepted = 200 <= resp.status_code < 300
         if accepted:
             try:

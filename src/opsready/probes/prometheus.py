@@ -256,6 +256,12 @@ class PrometheusProbe:
             raise UnexpectedResponse(
                 f"prometheus: query {shown!r} answered {resp.status_code}"
             ) from None
+        except req.JSONDecodeError:
+            # Also a RequestException: a 200 that is not JSON came from something else.
+            raise UnexpectedResponse(
+                f"prometheus: query {shown!r} to {self.url} did not return JSON; is "
+                f"prometheus.url a Prometheus server?"
+            ) from None
         except req.Timeout:
             raise ProbeTimeout(
                 f"prometheus: query {shown!r} to {self.url} did not answer within "

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from opsready._errors import AccessRefused, UnexpectedResponse
+from opsready._errors import AccessRefused, ProbeTimeout, TargetUnreachable, UnexpectedResponse
 from opsready.config import RailwayConfig
 from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
@@ -26,6 +26,7 @@ __all__ = [
     "RailwayProbe",
     "RollbackDrill",
     "age_seconds",
+    "pick_rollback_target",
     "rollback_calls",
 ]
 
@@ -190,8 +191,7 @@ class RailwayProbe:
 
     def rollback_target(self) -> dict[str, Any] | None:
         """The newest SUCCESS deployment before the active one that ``canRollback``."""
-        successes = self.deployments(["SUCCESS"])
-        return next((d for d in successes[1:] if d.get("canRollback") is True), None)
+        return pick_rollback_target(self.deployments(["SUCCESS"]))
 
     def rollback(self, deployment_id: str) -> bool:
         """Call ``deploymentRollback``; Railway answers a bare Boolean."""
@@ -219,11 +219,20 @@ class RailwayProbe:
 
         Returns the new active deployment (``None`` on timeout) and the seconds waited.
         """
+        return self._wait_for_active(lambda d: d["id"] != previous_id, timeout, poll)
+
+    def wait_for_active(self, deployment_id: str, timeout: float,
+                        poll: float = 0.5) -> tuple[dict[str, Any] | None, float]:
+        """Poll until ``deployment_id`` is the active deployment (``None`` on timeout)."""
+        return self._wait_for_active(lambda d: d["id"] == deployment_id, timeout, poll)
+
+    def _wait_for_active(self, done: Callable[[dict[str, Any]], bool], timeout: float,
+                         poll: float) -> tuple[dict[str, Any] | None, float]:
         start = self._clock()
         while True:
             active = self.active_deployment()
             elapsed = self._clock() - start
-            if active is not None and active["id"] != previous_id:
+            if active is not None and done(active):
                 return active, elapsed
             if elapsed >= timeout:
                 return None, elapsed
@@ -233,8 +242,10 @@ class RailwayProbe:
         """Roll back to the previous deployment and forward again.
 
         Rolls forward (redeploys the original deployment) whenever the rollback was issued,
-        even if waiting for it failed, so the service is never left on the old version.
-        Raises ``UnexpectedResponse`` when there is nothing to roll back to.
+        even if waiting for it failed, so the service is never left on the old version. A
+        rollback call that timed out or lost its connection may still have been applied, so
+        it is rolled forward too. Raises ``UnexpectedResponse`` when there is nothing to roll
+        back to.
         """
         original = self.active_deployment()
         target = self.rollback_target()
@@ -247,7 +258,11 @@ class RailwayProbe:
         start = self._clock()
         issued = False
         try:
-            issued = self.rollback(target["id"])
+            try:
+                issued = self.rollback(target["id"])
+            except (ProbeTimeout, TargetUnreachable):
+                issued = True
+                raise
             if not issued:
                 drill.notes.append("deploymentRollback answered false")
                 return drill
@@ -265,20 +280,16 @@ class RailwayProbe:
     def _roll_forward(self, drill: RollbackDrill, original_id: str, timeout: float,
                       poll: float) -> None:
         start = self._clock()
-        current = self.active_deployment()
-        current_id = current["id"] if current else original_id
         new = self.redeploy(original_id)
-        active, _ = self.wait_for_active_change(current_id, timeout, poll)
+        # Only the redeployed deployment itself being active proves the roll-forward: a
+        # rollback that settles late could otherwise pass for it.
+        active, _ = self.wait_for_active(new["id"], timeout, poll)
         if active is not None:
             drill.restored_to = active["id"]
             drill.roll_forward_s = round(self._clock() - start, 3)
-            if active["id"] != new["id"]:
-                drill.notes.append(
-                    f"after the redeploy the active deployment is {active['id']}, "
-                    f"not the redeployed {new['id']}"
-                )
         else:
-            drill.notes.append(f"the redeploy did not become active within {timeout:g}s")
+            drill.notes.append(f"the redeploy {new['id']} of {original_id} did not become "
+                               f"active within {timeout:g}s")
 
 
 def age_seconds(created_at: str, now: dt.datetime | None = None) -> float:
@@ -290,6 +301,12 @@ def age_seconds(created_at: str, now: dt.datetime | None = None) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return ((now or dt.datetime.now(dt.UTC)) - when).total_seconds()
+
+
+def pick_rollback_target(successes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of SUCCESS deployments, newest first: the newest one before the active (first) one
+    that ``canRollback``."""
+    return next((d for d in successes[1:] if d.get("canRollback") is True), None)
 
 
 def rollback_calls(source: str, mutation: str = "deploymentRollback") -> list[tuple[int, str]]:

@@ -15,8 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from opsready._errors import MissingInput
+from opsready._errors import AccessRefused, MissingInput
 from opsready.config import RunbooksConfig
+from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
 
 __all__ = ["GithubFiles", "LinkCheck", "RunbookLibrary", "headings", "missing_sections"]
@@ -109,6 +110,13 @@ class RunbookLibrary:
             self._http[origin] = HttpTarget("runbook link", origin, timeout=self.timeout,
                                             transport=self._transport, follow_redirects=True)
         resp = self._http[origin].request("GET", link)
+        if resp.status_code in (401, 403):
+            # Behind a login the page cannot be seen, which says nothing about whether it exists.
+            raise AccessRefused(
+                f"runbook link: GET {redactor.text(link)} answered {resp.status_code}; the "
+                f"runbook sits behind a login, so it cannot be checked; link a page readable "
+                f"without one, or the repository file as github:<path>"
+            )
         ok = resp.status_code == 200
         return LinkCheck(url, ok, f"HTTP {resp.status_code}")
 
