@@ -53,11 +53,13 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
     """rate_limit_breaches_total increases after a breach"""
     name = service.cfg.rate_limit_metric
     metrics_url = f"{service.base_url}{service.cfg.metrics_path}"
-    before = service.metrics().total(name)
-    assert before is not None, (
-        f"GET {metrics_url}: {name} has no samples, so no breach can show in it; expected the "
-        f"counter exported with a series per workspace; export it from the rate limiter"
+    snapshot = service.metrics()
+    assert snapshot.family(name) is not None, (
+        f"GET {metrics_url}: no {name}, so no breach can show in it; expected the rate "
+        f"limiter to export it as a counter; register it in the rate limiter"
     )
+    # A labelled counter has no series until its first increment: that reads as zero.
+    before = snapshot.total(name) or 0.0
     if intrusive_allowed(BURST):
         burst = service.burst()
         evidence.record("burst", burst.evidence())
@@ -83,7 +85,7 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
     if opsready_env.prometheus is not None:
         prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
         window = service.cfg.rate_limit.found_breach_window
-        job = prometheus.cfg.service_job.replace('"', '\\"')
+        job = prometheus.cfg.service_job.replace("\\", "\\\\").replace('"', '\\"')
         increase = prometheus.value(f'sum(increase({name}{{job="{job}"}}[{window}]))')
         found[f"prometheus_increase_{window}"] = increase
         if increase is not None and increase > 0:

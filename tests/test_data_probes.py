@@ -4,6 +4,7 @@ guardrail, the dump sniffing and the drill schedule parsing. No stack needed."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 from typing import Any
 
@@ -294,3 +295,31 @@ def test_workflow_crons_reads_on_schedule() -> None:
 ])
 def test_runs_at_least_monthly(cron: str, monthly: bool) -> None:
     assert runs_at_least_monthly(cron) is monthly
+
+
+# ---- the drill's watchdog --------------------------------------------------------------------
+
+
+def test_watchdog_unblocks_a_write_to_a_stalled_tool() -> None:
+    import subprocess
+    import threading
+    import time
+
+    from opsready.probes.postgres import _Children
+
+    tools = _Children()
+    # A "restore tool" that never reads its stdin: the pipe fills and the write blocks.
+    proc = tools.start(["sleep", "60"], dict(os.environ), stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    watchdog = threading.Timer(0.5, tools.kill_all)
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BrokenPipeError):
+            for _ in range(64):
+                proc.stdin.write(b"x" * (1 << 20))
+    finally:
+        watchdog.cancel()
+        tools.kill()
+    assert time.monotonic() - started < 10
+    assert proc.returncode is not None and proc.returncode < 0

@@ -380,10 +380,17 @@ class ScratchServer:
             # Recovery starts with an empty database to restore into.
             started = time.monotonic()
             deadline = started + self._drill_budget()
+            # Past its budget the tools are killed, so a write to a stalled tool's stdin
+            # cannot block the drill forever.
+            watchdog = threading.Timer(self._drill_budget(), tools.kill_all)
+            watchdog.daemon = True
             try:
+                watchdog.start()
                 with self._connect(self._scratch_dsn) as conn:
+                    # Set before the statement: a signal or a lost answer during CREATE may
+                    # still leave the database behind, and the drop is IF EXISTS.
+                    created = True
                     conn.execute(f'CREATE DATABASE "{db}"')
-                created = True
                 phase("create", started)
                 opened = callable(stream)
                 body: Readable = stream() if callable(stream) else stream
@@ -410,6 +417,7 @@ class ScratchServer:
                 pass  # the guard re-raises once the database is gone
             finally:
                 guard.defer = True
+                watchdog.cancel()
                 tools.kill()
                 if created:
                     t = time.monotonic()
@@ -477,6 +485,8 @@ class ScratchServer:
                 deadline: float) -> None:
         try:
             code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(proc.args, 0)  # killed by the watchdog
         except subprocess.TimeoutExpired:
             tools.kill()
             raise _Overrun(
@@ -647,6 +657,13 @@ class _Children:
                 err.seek(0)
                 return err.read(64 * 1024).decode("utf-8", "replace").splitlines()
         return []
+
+    def kill_all(self) -> None:
+        """SIGKILL every tool still running; safe from another thread."""
+        for proc, _err in list(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         for proc, err in self.procs:

@@ -287,6 +287,16 @@ class BackupStore:
         except Exception as exc:  # mapped onto the ProbeError hierarchy
             raise self._map(exc, what) from None
 
+    def _read(self, resp: Any, limit: int, key: str) -> bytes:
+        """At most ``limit`` bytes of a ``get_object`` body, which is closed afterwards."""
+        try:
+            data: bytes = resp["Body"].read(limit)
+        except Exception as exc:  # botocore/urllib3 read errors
+            raise self._map(exc, f"reading {key}") from None
+        finally:
+            resp["Body"].close()
+        return data
+
     # ---- backups ------------------------------------------------------------------------
 
     def list_backups(self) -> list[BackupObject]:
@@ -325,12 +335,7 @@ class BackupStore:
                           Bucket=self.bucket, Key=key)
         if resp is None:
             return None
-        try:
-            text = resp["Body"].read(4096).decode("utf-8", "replace")
-        except Exception as exc:
-            raise self._map(exc, f"reading {key}") from None
-        finally:
-            resp["Body"].close()
+        text = self._read(resp, 4096, key).decode("utf-8", "replace")
         m = _SHA256.search(text)
         if m is None:
             raise UnexpectedResponse(
@@ -351,13 +356,7 @@ class BackupStore:
         """The first ``length`` bytes, with a ranged GET."""
         resp = self._call(f"reading the header of {backup.key}", "get_object",
                           Bucket=self.bucket, Key=backup.key, Range=f"bytes=0-{length - 1}")
-        try:
-            data: bytes = resp["Body"].read(length)
-        except Exception as exc:
-            raise self._map(exc, f"reading {backup.key}") from None
-        finally:
-            resp["Body"].close()
-        return data
+        return self._read(resp, length, backup.key)
 
     def dump_format(self, backup: BackupObject) -> DumpFormat:
         return sniff_format(self.header(backup))
@@ -396,12 +395,7 @@ class BackupStore:
                           Bucket=self.bucket, Key=key)
         if resp is None:
             return None
-        try:
-            raw = resp["Body"].read(1 << 20)
-        except Exception as exc:
-            raise self._map(exc, f"reading {key}") from None
-        finally:
-            resp["Body"].close()
+        raw = self._read(resp, 1 << 20, key)
         try:
             data = json.loads(raw)
         except ValueError:

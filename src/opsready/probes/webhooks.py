@@ -24,7 +24,7 @@ from typing import Any
 
 from opsready._errors import AccessRefused, MissingInput, TargetUnreachable, UnexpectedResponse
 from opsready.config import WebhooksConfig
-from opsready.evidence import REDACTED
+from opsready.evidence import REDACTED, redactor
 from opsready.probes.http import ServiceProbe, ServiceResponse
 
 __all__ = [
@@ -70,6 +70,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # A socket timeout: a client that stalls mid-body or idles on keep-alive frees its thread.
+    timeout = 30
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -389,19 +391,24 @@ class WebhookE2E:
         return out
 
 
+def _expect_2xx(service: ServiceProbe, resp: ServiceResponse, key_name: str, failed: str) -> None:
+    """401/403 become ``AccessRefused``, any other non-2xx ``UnexpectedResponse``."""
+    shown = f"{resp.method} {service.base_url}{resp.path}"
+    if resp.status in (401, 403):
+        raise AccessRefused(f"service: {shown} answered {resp.status}; the configured key was "
+                            f"refused, check service.{key_name}")
+    if not 200 <= resp.status < 300:
+        raise UnexpectedResponse(f"service: {shown} answered {resp.status} "
+                                 f"({redactor.text(resp.text[:200])!r}); {failed}")
+
+
 def _register(service: ServiceProbe, cfg: WebhooksConfig, url: str) -> tuple[str, str | None]:
     assert cfg.register_path is not None
     if service.cfg.admin_key is None:
         raise MissingInput("not configured: service.admin_key (registering a webhook receiver "
                            "through webhooks.register_path needs it)")
     resp = service.post(cfg.register_path, json={"url": url}, key="admin")
-    shown = f"POST {service.base_url}{cfg.register_path}"
-    if resp.status in (401, 403):
-        raise AccessRefused(f"service: {shown} answered {resp.status}; the admin key was refused, "
-                            "check service.admin_key")
-    if not 200 <= resp.status < 300:
-        raise UnexpectedResponse(f"service: {shown} answered {resp.status} "
-                                 f"({resp.text[:200]!r}); could not register the receiver")
+    _expect_2xx(service, resp, "admin_key", "could not register the receiver")
     body = resp.json()
     reg_id = body.get("id") if isinstance(body, dict) else None
     return ("registered " + str(reg_id) if reg_id else "registered"), (str(reg_id) if reg_id else None)
@@ -424,13 +431,7 @@ def run_webhook_e2e(service: ServiceProbe, cfg: WebhooksConfig) -> WebhookE2E:
             sent = time.monotonic()
             trigger = service.post(cfg.trigger_path, json=cfg.trigger_body,
                                    headers={"Idempotency-Key": key})
-            shown = f"POST {service.base_url}{cfg.trigger_path}"
-            if trigger.status in (401, 403):
-                raise AccessRefused(f"service: {shown} answered {trigger.status}; the configured "
-                                    "key may not trigger events, check service.api_key")
-            if not 200 <= trigger.status < 300:
-                raise UnexpectedResponse(f"service: {shown} answered {trigger.status} "
-                                         f"({trigger.text[:200]!r}); the event was not triggered")
+            _expect_2xx(service, trigger, "api_key", "the event was not triggered")
             result = WebhookE2E(receiver.url, registration, key, trigger, cfg.delivery_timeout_s)
             delivery = receiver.wait_for_delivery(cfg.delivery_timeout_s, after=before)
             if delivery is not None:
