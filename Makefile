@@ -15,7 +15,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -i -E 'warning|editable|^ *!!|^ *\*+$$|^ *$$|with strategy|Please be careful|name as your package|precedence' || true
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' > $(VENV)/pip.log 2>&1 \
+	  || { cat $(VENV)/pip.log; echo 'make setup: pip install failed (log above)'; exit 1; }
 	@touch $(STAMP)
 
 # The real Prometheus binary for the reference stack (Debian package), when it is missing.

@@ -85,7 +85,8 @@ def faults_markdown() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        return _run(args)
+        with orchestrator.sigterm_interrupts():
+            return _run(args)
     except KeyboardInterrupt:
         print("opsready stack: interrupted", file=sys.stderr)
         return 2

@@ -40,6 +40,12 @@ def _new_report(before: set[Path]) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     extra = list(sys.argv[1:] if argv is None else argv)
+    # A terminated demo (a job's time limit) stops the stack like Ctrl-C does.
+    with orchestrator.sigterm_interrupts():
+        return _demo(extra)
+
+
+def _demo(extra: list[str]) -> int:
     parent = Path(tempfile.mkdtemp(prefix="opsready-demo-"))
     # PostgreSQL runs as its own user when we are root: it must be able to pass through.
     parent.chmod(0o755)

@@ -64,6 +64,7 @@ __all__ = [
     "local_env_vars",
     "resolve_dir",
     "set_fault",
+    "sigterm_interrupts",
     "status",
     "up",
 ]
@@ -727,16 +728,36 @@ def _open_ports(ports: Iterable[int]) -> list[int]:
 
 
 @contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Ignore Ctrl-C while stopping: a second Ctrl-C must not leave processes behind."""
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a job's time limit, ``timeout``) raises KeyboardInterrupt meanwhile, so a
+    terminated ``up`` or demo stops what it started, as it does on Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while stopping: a second one must not leave processes
+    behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _teardown(dir: Path, parts: Sequence[Part] | None, out: TextIO, *, remove: bool) -> None:

@@ -218,12 +218,16 @@ class PostgresPart:
                 ctx.dir.chmod(mode | stat.S_IXOTH)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         data, sock = root / "data", root / "sock"
+        if data.exists():
+            # Left by a crashed earlier stack of this directory: its superuser password is
+            # not this stack's (secrets are new on every `up`), so start from a fresh cluster.
+            self._stop_cluster(data)
+            shutil.rmtree(data, ignore_errors=True)
         sock.mkdir(mode=0o700, exist_ok=True)
         if uid is not None and gid is not None:
             os.chown(root, uid, gid)
             os.chown(sock, uid, gid)
-        if not (data / "PG_VERSION").is_file():
-            self._initdb(ctx, bindir, root, data, user, uid, gid)
+        self._initdb(ctx, bindir, root, data, user, uid, gid)
 
         port = ctx.ports["postgres"]
         socket_dir = str(sock) if len(f"{sock}/.s.PGSQL.{port}") <= _MAX_SOCKET_PATH else ""
@@ -281,20 +285,23 @@ class PostgresPart:
 
     def stop(self, ctx: StackContext) -> None:
         root = self._root(ctx)
-        data = root / "data"
-        if (data / "postmaster.pid").is_file():
-            with contextlib.suppress(OSError, subprocess.SubprocessError, RuntimeError):
-                subprocess.run(
-                    [str(find_bindir() / "pg_ctl"), "stop", "-D", str(data), "-m", "fast",
-                     "-w", "-t", "15"],
-                    user=self._user(), capture_output=True, timeout=20, check=False,
-                )
+        self._stop_cluster(root / "data")
         # A cluster outside the stack directory is ours to remove; inside, the stack's
         # own clean-up removes the directory with everything else.
         if root.parent != ctx.dir:
             shutil.rmtree(root, ignore_errors=True)
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _stop_cluster(self, data: Path) -> None:
+        if not (data / "postmaster.pid").is_file():
+            return
+        with contextlib.suppress(OSError, subprocess.SubprocessError, RuntimeError):
+            subprocess.run(
+                [str(find_bindir() / "pg_ctl"), "stop", "-D", str(data), "-m", "fast",
+                 "-w", "-t", "15"],
+                user=self._user(), capture_output=True, timeout=20, check=False,
+            )
 
     def _initdb(self, ctx: StackContext, bindir: Path, root: Path, data: Path,
                 user: str | None, uid: int | None, gid: int | None) -> None:

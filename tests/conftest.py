@@ -25,6 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UP_TIMEOUT_S = 180.0
+# `down` gives each part's clean-up up to 20 s before it kills the processes.
+STOP_TIMEOUT_S = 300.0
 VERIFY_TIMEOUT_S = 900.0
 
 # Variables of an outer pytest run that must not leak into the pytest that `opsready verify`
@@ -93,11 +95,19 @@ class StartedStack:
 def start_stack(dir: Path, *extra: str) -> StartedStack:
     """`opsready stack up --dir DIR`; on failure stop whatever started and fail the test."""
     begun = time.monotonic()
-    proc = subprocess.run(
-        stack_command("up", "--dir", str(dir), *extra),
-        capture_output=True, text=True, timeout=UP_TIMEOUT_S, env=child_env(), cwd=ROOT,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            stack_command("up", "--dir", str(dir), *extra),
+            capture_output=True, text=True, timeout=UP_TIMEOUT_S, env=child_env(), cwd=ROOT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # `up` was killed before it could stop what it started: its pid files still can.
+        stop_stack(dir)
+        output = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                         for x in (exc.stdout, exc.stderr))
+        pytest.fail(f"opsready stack up did not finish in {UP_TIMEOUT_S:.0f}s:\n{output}",
+                    pytrace=False)
     seconds = time.monotonic() - begun
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -109,19 +119,24 @@ def start_stack(dir: Path, *extra: str) -> StartedStack:
 def stop_stack(dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         stack_command("down", "--dir", str(dir)),
-        capture_output=True, text=True, timeout=120, env=child_env(), cwd=ROOT, check=False,
+        capture_output=True, text=True, timeout=STOP_TIMEOUT_S, env=child_env(), cwd=ROOT,
+        check=False,
     )
 
 
 @contextlib.contextmanager
 def running_stack() -> Iterator[StartedStack]:
     """A stack started for the duration of the block, stopped and removed after it."""
+    from opsready_stack.orchestrator import sigterm_interrupts
+
     parent = stack_parent_dir()
-    started = start_stack(parent / "stack")
     try:
-        yield started
+        # A CI job's time limit (SIGTERM) then tears the fixture down like Ctrl-C does.
+        with sigterm_interrupts():
+            yield start_stack(parent / "stack")
     finally:
-        stop_stack(started.dir)
+        # Also when `up` failed, timed out or was interrupted: `down` works from the pid files.
+        stop_stack(parent / "stack")
         shutil.rmtree(parent, ignore_errors=True)
 
 

@@ -219,6 +219,23 @@ def test_readme_fault_table_matches_the_parts() -> None:
     )
 
 
+def test_up_again_after_a_crash(own: StartedStack) -> None:
+    """After every process died without `down`, `up` in the same directory cleans up the
+    remains and starts a working stack (a fresh database cluster for the new secrets)."""
+    old_secrets = own.state["secrets"]
+    for pid in pids_of(own.dir).values():
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(group_alive(p) for p in pids_of(own.dir).values()):
+        time.sleep(0.1)
+    proc = stack_cli("up", "--dir", str(own.dir), timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cleaning up the remains" in proc.stderr
+    assert own.state["secrets"] != old_secrets
+    status = stack_cli("status", "--dir", str(own.dir))
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
 def test_down_after_a_crash_leaves_nothing_behind(own: StartedStack) -> None:
     """After a part crashes and state.json is lost, `down` still stops every process from
     the pid files, frees every port and removes the directory; a second `down` is a no-op."""
