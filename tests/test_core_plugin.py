@@ -412,3 +412,31 @@ def test_readiness_metrics_are_pushed_to_a_pushgateway(project: Project) -> None
     assert method == "PUT"
     assert path.startswith("/metrics/job/opsready")
     assert b'opsready_ticket_status{env="env",ticket="P2-002",priority="P2",status="done"} 1' in body
+
+
+def test_long_criteria_are_reported_while_they_run(project: Project) -> None:
+    project.check("test_p1_002_slow.py", "import time, pytest\npytestmark = [pytest.mark.ticket('P1-002')]\n"
+                  "@pytest.mark.intrusive('restore_drill')\n"
+                  "def test_drill():\n    '''A long drill.'''\n    time.sleep(2.5)\n")
+    result, _ = project.run("--opsready-gate", "none", "--opsready-allow-intrusive", "restore_drill",
+                            "-n", "1", "--opsready-heartbeat", "1")
+    assert "[opsready] still running after" in result.stdout.str()
+    assert "test_p1_002_slow.py::test_drill" in result.stdout.str()
+    result, _ = project.run("--opsready-gate", "none", "--opsready-allow-intrusive", "restore_drill",
+                            "-p", "no:xdist")
+    assert "[opsready] P1-002: running the intrusive probe 'restore_drill' (A long drill.)" in result.stdout.str()
+
+
+def test_heartbeat_names_only_the_slow_criteria() -> None:
+    from opsready._progress import Heartbeat
+
+    now = [100.0]
+    beat = Heartbeat(lambda line: None, interval=10, clock=lambda: now[0])
+    beat.started("a")
+    now[0] = 105
+    beat.started("b")
+    now[0] = 112
+    assert beat.due() == ["[opsready] still running after 12s: a"]
+    beat.finished("a")
+    now[0] = 120
+    assert beat.due() == ["[opsready] still running after 15s: b"]

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 import opsready
 from opsready._errors import ConfigError, OpsreadyError
+from opsready._progress import Heartbeat
 from opsready.catalogue import Catalogue, load_catalogue, module_ticket_id
 from opsready.config import INTRUSIVE_PROBES, Environment, load_environment, secret_values
 from opsready.evidence import redactor
@@ -264,8 +265,25 @@ class RunState:
 class Recorder:
     """Registered on the controller: receives every report, from workers too."""
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, heartbeat: Heartbeat | None = None) -> None:
         self.state = state
+        self.heartbeat = heartbeat
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.started(nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.finished(nodeid)
+
+    def pytest_sessionstart(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+
+    def pytest_sessionfinish(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed and MODULE_ERROR_PREFIX in str(report.longrepr):

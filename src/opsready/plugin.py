@@ -16,6 +16,7 @@ import pytest
 
 from opsready import _run
 from opsready._errors import ConfigError, ProbeError
+from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.config import INTRUSIVE_PROBES
 from opsready.evidence import redactor
@@ -33,6 +34,7 @@ HELP_WAIVERS = "waiver file (default: config/waivers.yaml under the root)"
 HELP_CATALOGUE = "ticket catalogue (default: config/tickets.yaml under the root)"
 HELP_REGRESSION = "exit 1 when a ticket done in the previous run of this environment is no longer done"
 HELP_PUSHGATEWAY = "push readiness metrics to this Prometheus Pushgateway URL"
+HELP_HEARTBEAT = "with workers, name every criterion still running after this many seconds (default 15)"
 
 MODULE_ERROR_PREFIX = _run.MODULE_ERROR_PREFIX
 
@@ -51,6 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--opsready-fail-on-regression", dest="opsready_fail_on_regression", action="store_true",
                     default=False, help=HELP_REGRESSION)
     group.addoption("--opsready-pushgateway", dest="opsready_pushgateway", default=None, help=HELP_PUSHGATEWAY)
+    group.addoption("--opsready-heartbeat", dest="opsready_heartbeat", type=float, default=15.0, help=HELP_HEARTBEAT)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -71,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[fixtures.ENV_KEY] = state.env
     config.stash[fixtures.INTRUSIVE_KEY] = tuple(state.allow_intrusive)
     if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_run.Recorder(state), "opsready-recorder")
+        config.pluginmanager.register(_run.Recorder(state, _heartbeat(config)), "opsready-recorder")
         # Reports are written by the controller only; pytest-html and junitxml read these
         # options in their own pytest_configure, which runs after this one.
         state.out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +83,34 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.self_contained_html = True
         if not config.getoption("xmlpath", None):
             config.option.xmlpath = str(state.out_dir / "junit.xml")
+
+
+def _heartbeat(config: pytest.Config) -> Heartbeat | None:
+    """With workers, the controller reports criteria that run long (see ``_progress``)."""
+    if not config.getoption("numprocesses", None):
+        return None
+
+    def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+
+    return Heartbeat(write, interval=float(config.getoption("opsready_heartbeat")))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> None:
+    """In one process there is no controller to watch: announce each intrusive criterion
+    before it starts (output is not captured between tests)."""
+    state = item.config.stash.get(STATE, None)
+    if state is None or hasattr(item.config, "workerinput") or item.config.getoption("numprocesses", None):
+        return
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+    for mark in item.iter_markers("intrusive"):
+        name = str(mark.args[0]) if mark.args else ""
+        if reporter is not None and name in state.allow_intrusive:
+            reporter.write_line(f"[opsready] {_ticket_of(item)}: running the intrusive probe '{name}' "
+                                f"({_title(item)})")
 
 
 class _TicketModule(pytest.Module):
