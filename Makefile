@@ -8,7 +8,7 @@ ENV ?= local
 GATE ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup verify demo test lint bench prometheus clean
+.PHONY: setup verify demo test lint bench system-deps clean
 
 # Idempotent: re-installs only when pyproject.toml changed since the last install.
 setup: $(STAMP)
@@ -19,28 +19,26 @@ $(STAMP): pyproject.toml
 	  || { cat $(VENV)/pip.log; echo 'make setup: pip install failed (log above)'; exit 1; }
 	@touch $(STAMP)
 
-# The real Prometheus binary for the reference stack (Debian package), when it is missing.
-prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { echo "installing the Debian prometheus package (needs root)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+# System packages of the reference stack (Prometheus, PostgreSQL server), only when missing.
+system-deps:
+	@bash stack/install-deps.sh
 
 # ENV=local reads the ports and secrets of a stack started with `opsready stack up` (.stack/).
 verify: setup
 	@set -a; [ "$(ENV)" != local ] || [ ! -f .stack/secrets.env ] || . ./.stack/secrets.env; set +a; \
 	$(OPSREADY) verify --env $(ENV) $(if $(GATE),--gate $(GATE),)
 
-demo: setup prometheus
+demo: setup system-deps
 	@$(BIN)/python -m opsready_stack.demo
 
-test: setup prometheus
+test: setup system-deps
 	@$(BIN)/python -m pytest -q tests
 
 lint: setup
 	@$(BIN)/ruff check src stack checks tests
 	@$(BIN)/mypy src/opsready
 
-bench: setup prometheus
+bench: setup system-deps
 	@$(BIN)/python -m bench
 
 clean:

@@ -125,7 +125,7 @@ class PrometheusPart:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError(
-                "the prometheus binary is not on PATH; run `make prometheus` (installs the "
+                "the prometheus binary is not on PATH; run `make system-deps` (installs the "
                 "Debian package) or put a Prometheus 2.x binary on PATH"
             )
         home = ctx.dir / "prometheus"

@@ -24,7 +24,7 @@ RULES = STACK / "prometheus"
 REPO = STACK / "github_repo"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed "
-                                    "(`make prometheus` installs it)")
+                                    "(`make system-deps` installs it)")
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -91,7 +91,7 @@ def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
-    assert promtool, "promtool is not on PATH; run `make prometheus`"
+    assert promtool, "promtool is not on PATH; run `make system-deps`"
     return subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )

@@ -174,7 +174,7 @@ def test_unknown_fault_is_a_usage_error(own: StartedStack) -> None:
 def test_promtool_accepts_the_rule_files() -> None:
     """`promtool check rules` passes on every rule file of stack/prometheus/."""
     promtool = shutil.which("promtool")
-    assert promtool, "promtool is not installed (make prometheus installs it)"
+    assert promtool, "promtool is not installed (make system-deps installs it)"
     rule_files = [
         p for p in sorted(PROMETHEUS_RULE_DIR.glob("*.yml"))
         if "groups" in (yaml.safe_load(p.read_text()) or {})
