@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from opsready.assertions import rules_loaded_and_healthy
+
 if TYPE_CHECKING:
     from opsready.evidence import Evidence
     from opsready.probes.grafana import GrafanaProbe
@@ -25,17 +27,9 @@ def test_alert_rules_loaded(prometheus: PrometheusProbe, evidence: Evidence) -> 
     loaded = {r.name: r for r in prometheus.alert_rules()}
     evidence.record("alert_rules", [loaded[n].summary() if n in loaded else
                                     {"name": n, "loaded": False} for n in wanted])
-    missing = [n for n in wanted if n not in loaded]
-    assert not missing, (
-        f"Prometheus at {prometheus.url}: alert rules {', '.join(missing)} are not loaded "
-        f"({len(loaded)} alert rules loaded); expected all {len(wanted)} configured rules; "
-        f"add the rule file to rule_files in prometheus.yml and reload Prometheus"
-    )
-    unhealthy = [f"{n} ({loaded[n].health}: {loaded[n].last_error or 'no error text'})"
-                 for n in wanted if loaded[n].health != "ok"]
-    assert not unhealthy, (
-        f"Prometheus at {prometheus.url}: alert rules {'; '.join(unhealthy)} are not healthy, "
-        f"expected health ok; fix the rule expressions shown in lastError"
+    rules_loaded_and_healthy(
+        f"Prometheus at {prometheus.url}", "alert", loaded, wanted,
+        "add the rule file to rule_files in prometheus.yml and reload Prometheus",
     )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from opsready._errors import UnexpectedResponse
+from opsready.assertions import rules_loaded_and_healthy
 
 if TYPE_CHECKING:
     from opsready.config import SloConfig
@@ -31,17 +32,9 @@ def test_slo_recording_rules_loaded(prometheus: PrometheusProbe, evidence: Evide
     loaded = {r.name: r for r in prometheus.recording_rules()}
     evidence.record("recording_rules", [loaded[n].summary() if n in loaded else
                                         {"name": n, "loaded": False} for n in wanted])
-    missing = [n for n in wanted if n not in loaded]
-    assert not missing, (
-        f"Prometheus at {prometheus.url}: recording rules {', '.join(missing)} are not loaded "
-        f"({len(loaded)} recording rules loaded); expected every configured SLO rule; add the "
-        f"SLO rule file to rule_files and reload Prometheus"
-    )
-    unhealthy = [f"{n} ({loaded[n].health}: {loaded[n].last_error or 'no error text'})"
-                 for n in wanted if loaded[n].health != "ok"]
-    assert not unhealthy, (
-        f"Prometheus at {prometheus.url}: recording rules {'; '.join(unhealthy)} are not "
-        f"healthy, expected health ok; fix the expressions shown in lastError"
+    rules_loaded_and_healthy(
+        f"Prometheus at {prometheus.url}", "recording", loaded, wanted,
+        "add the SLO rule file to rule_files in prometheus.yml and reload Prometheus",
     )
 
 
