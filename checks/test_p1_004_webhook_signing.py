@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from opsready.config import WebhooksConfig
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.webhooks import Delivery, WebhookE2E
+    from opsready.probes.webhooks import Delivery, Verdict, WebhookE2E
 
 pytestmark = [pytest.mark.ticket("P1-004"), pytest.mark.intrusive("webhook_e2e")]
 
@@ -34,6 +34,15 @@ def e2e(service: ServiceProbe, webhooks_config: WebhooksConfig) -> WebhookE2E:
         pytest.skip("not configured: service.admin_key (registering the receiver through "
                     "webhooks.register_path needs it)")
     return run_webhook_e2e(service, webhooks_config)
+
+
+@pytest.fixture(scope="module")
+def genuine(e2e: WebhookE2E, webhooks_config: WebhooksConfig) -> Verdict:
+    """The delivery's own signature, verified once for the criteria that judge it."""
+    delivery = _delivery(e2e)
+    return verify_signature(webhooks_config.scheme, webhooks_config.secret.get_secret_value(),
+                            delivery.headers, delivery.body,
+                            signature_header=webhooks_config.signature_header)
 
 
 def _delivery(e2e: WebhookE2E) -> Delivery:
@@ -56,13 +65,10 @@ def test_delivery_arrives(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
     )
 
 
-def test_signature_verifies(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
+def test_signature_verifies(e2e: WebhookE2E, webhooks_config: WebhooksConfig, genuine: Verdict,
                             evidence: Evidence) -> None:
     """The signature verifies over the raw body with the configured scheme and secret"""
-    delivery = _delivery(e2e)
-    verdict = verify_signature(webhooks_config.scheme, webhooks_config.secret.get_secret_value(),
-                               delivery.headers, delivery.body,
-                               signature_header=webhooks_config.signature_header)
+    delivery, verdict = _delivery(e2e), genuine
     evidence.record("signature", {
         "scheme": webhooks_config.scheme,
         "verdict": verdict.reason,
@@ -95,12 +101,9 @@ def test_timestamp_within_tolerance(e2e: WebhookE2E, webhooks_config: WebhooksCo
 
 
 def test_tampered_and_wrong_secret_rejected(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
-                                            evidence: Evidence) -> None:
+                                            genuine: Verdict, evidence: Evidence) -> None:
     """A tampered body and a wrong secret are rejected"""
     delivery = _delivery(e2e)
-    genuine = verify_signature(webhooks_config.scheme, webhooks_config.secret.get_secret_value(),
-                               delivery.headers, delivery.body,
-                               signature_header=webhooks_config.signature_header)
     cases = rejection_cases(webhooks_config, delivery)
     evidence.record("rejections", {"genuine": genuine.reason,
                                    **{name: v.reason for name, v in cases.items()}})

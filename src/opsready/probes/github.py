@@ -128,20 +128,7 @@ class GithubProbe:
 
     def workflows(self) -> list[dict[str, Any]]:
         """Every workflow of the repository (``id``, ``name``, ``path``, ``state``)."""
-        found: list[dict[str, Any]] = []
-        for page in range(1, _MAX_PAGES + 1):
-            data = self._json(f"{self._repo_path}/actions/workflows",
-                              params={"per_page": _PAGE_SIZE, "page": page}, what="workflows")
-            items = data.get("workflows") if isinstance(data, dict) else None
-            if not isinstance(items, list):
-                raise UnexpectedResponse(
-                    f"github: actions/workflows of {self.repo} has no 'workflows' list"
-                )
-            found.extend(w for w in items if isinstance(w, dict))
-            total = data.get("total_count")
-            if len(items) < _PAGE_SIZE or (isinstance(total, int) and len(found) >= total):
-                break
-        return found
+        return self._listing("actions/workflows", "workflows", "workflows")
 
     def workflow(self, file: str) -> dict[str, Any] | None:
         """The workflow whose path ends with ``file`` (or whose name is ``file``), or ``None``."""
@@ -213,22 +200,26 @@ class GithubProbe:
 
     def secret_names(self) -> list[str]:
         """The names of the repository's Actions secrets. Values are never requested."""
-        names: list[str] = []
-        for page in range(1, _MAX_PAGES + 1):
-            data = self._json(f"{self._repo_path}/actions/secrets",
-                              params={"per_page": _PAGE_SIZE, "page": page}, what="actions secrets")
-            items = data.get("secrets") if isinstance(data, dict) else None
-            if not isinstance(items, list):
-                raise UnexpectedResponse(
-                    f"github: actions/secrets of {self.repo} has no 'secrets' list"
-                )
-            names.extend(str(s["name"]) for s in items if isinstance(s, dict) and "name" in s)
-            total = data.get("total_count")
-            if len(items) < _PAGE_SIZE or (isinstance(total, int) and len(names) >= total):
-                break
-        return names
+        items = self._listing("actions/secrets", "secrets", "actions secrets")
+        return [str(s["name"]) for s in items if "name" in s]
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _listing(self, endpoint: str, key: str, what: str) -> list[dict[str, Any]]:
+        """Every entry of a paginated ``{"total_count", key: [...]}`` listing, at most
+        ``_MAX_PAGES`` pages."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, _MAX_PAGES + 1):
+            data = self._json(f"{self._repo_path}/{endpoint}",
+                              params={"per_page": _PAGE_SIZE, "page": page}, what=what)
+            items = data.get(key) if isinstance(data, dict) else None
+            if not isinstance(items, list):
+                raise UnexpectedResponse(f"github: {endpoint} of {self.repo} has no '{key}' list")
+            found.extend(i for i in items if isinstance(i, dict))
+            total = data.get("total_count")
+            if len(items) < _PAGE_SIZE or (isinstance(total, int) and len(found) >= total):
+                break
+        return found
 
     @property
     def _repo_path(self) -> str:
