@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import opsready
+
 if TYPE_CHECKING:
     from opsready.evidence import Evidence
     from opsready.probes.github import GithubProbe
@@ -20,7 +22,7 @@ pytestmark = [pytest.mark.ticket("P0-001")]
 def test_prs_merged(github: GithubProbe, evidence: Evidence) -> None:
     """The Phase 2/3 pull requests are merged into main"""
     if not github.cfg.prs:
-        pytest.skip("not configured: github.prs")
+        opsready.not_covered("not configured: github.prs")
     seen: dict[str, Any] = {}
     unmerged: list[str] = []
     for number in github.cfg.prs:
@@ -40,7 +42,7 @@ def test_prs_merged(github: GithubProbe, evidence: Evidence) -> None:
 def test_secrets_exist(github: GithubProbe, evidence: Evidence) -> None:
     """The deployment secrets exist in the repository (names only)"""
     if not github.cfg.secrets:
-        pytest.skip("not configured: github.secrets")
+        opsready.not_covered("not configured: github.secrets")
     names = github.secret_names()
     evidence.record("secret_names", sorted(names))
     missing = [s for s in github.cfg.secrets if s not in names]
@@ -91,7 +93,7 @@ def test_deployed_version_is_main_head(
     """The deployed version matches the head of main"""
     health = service.health()
     if health.version is None:
-        pytest.skip(f"the service reports no '{service.cfg.version_field}' at "
+        opsready.not_applicable(f"the service reports no '{service.cfg.version_field}' at "
                     f"{service.cfg.health_path}; nothing to compare")
     head = github.head_sha()
     version = health.version.strip().lower()

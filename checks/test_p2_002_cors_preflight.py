@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import opsready
+
 if TYPE_CHECKING:
     from opsready.config import CorsConfig
     from opsready.evidence import Evidence
@@ -21,7 +23,7 @@ pytestmark = [pytest.mark.ticket("P2-002")]
 @pytest.fixture(scope="module")
 def preflights(service: ServiceProbe, cors_config: CorsConfig) -> list[PreflightResult]:
     if not cors_config.allowed_origins:
-        pytest.skip("not configured: cors.allowed_origins")
+        opsready.not_covered("not configured: cors.allowed_origins")
     return [
         service.preflight(cors_config.path, origin, cors_config.method, cors_config.request_headers)
         for origin in cors_config.allowed_origins
@@ -72,7 +74,7 @@ def test_allow_credentials(preflights: list[PreflightResult], cors_config: CorsC
                            evidence: Evidence) -> None:
     """Access-Control-Allow-Credentials is true"""
     if not cors_config.credentials:
-        pytest.skip("cors.credentials is false: the platform does not use credentialed requests")
+        opsready.not_applicable("cors.credentials is false: the platform does not use credentialed requests")
     _record(evidence, preflights)
     bad = [f"{_probed(cors_config, p)}: Access-Control-Allow-Credentials was "
            f"{p.header('Access-Control-Allow-Credentials')!r}"
@@ -143,7 +145,7 @@ def test_disallowed_origin_refused(service: ServiceProbe, cors_config: CorsConfi
                                    evidence: Evidence) -> None:
     """A disallowed origin gets no Access-Control-Allow-Origin"""
     if not cors_config.disallowed_origins:
-        pytest.skip("not configured: cors.disallowed_origins")
+        opsready.not_covered("not configured: cors.disallowed_origins")
     results = [
         service.preflight(cors_config.path, origin, cors_config.method, cors_config.request_headers)
         for origin in cors_config.disallowed_origins

@@ -38,11 +38,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Fault:
-    """A named switch that breaks the platform the way real platforms break."""
+    """A named switch. A *fault* breaks the platform the way real platforms break and turns
+    exactly ``tickets`` open. A *variant* (``variant=True``, no tickets) builds the platform
+    another legitimate way, as real platforms do it right, and every ticket stays done."""
 
     name: str
     description: str
-    tickets: frozenset[str]  # the exact tickets it turns open
+    tickets: frozenset[str]  # the exact tickets it turns open (none for a variant)
+    variant: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant and self.tickets:
+            raise ValueError(f"variant {self.name} must not name tickets: a variant opens none")
+        if not self.variant and not self.tickets:
+            raise ValueError(f"fault {self.name} names no ticket; declare it variant=True if "
+                             f"it is a legitimate way to build the platform")
 
 
 @dataclass

@@ -108,7 +108,68 @@ def test_rollup_rules_in_design_order() -> None:
     assert rollup([]) == "unverified"
     assert rollup(["pass", "waived", "skip"]) == "waived"
     assert rollup(["waived"]) == "waived"
+    # A not-applicable skip is neutral; a not-covered one keeps the ticket from done.
     assert rollup(["pass", "skip"]) == "done"
+    assert rollup(["pass", "skip"], not_covered=1) == "unverified"
+    assert rollup(["pass", "fail", "skip"], not_covered=1) == "open"
+
+
+SKIP_KINDS_MODULE = '''
+import datetime as dt
+import pytest
+import opsready
+
+pytestmark = [pytest.mark.ticket("P1-002")]
+
+def test_pass():
+    """It holds."""
+
+def test_not_applicable():
+    """Credentials are checked."""
+    opsready.not_applicable("cors.credentials is false: the platform sends no credentials")
+
+def test_too_young():
+    """Daily backups accumulate."""
+    opsready.not_covered("14 of 30 days of history", judgeable_from=dt.date(2026, 12, 20))
+
+def test_plain_skip():
+    """A plain pytest.skip."""
+    pytest.skip("for some reason")
+
+@pytest.mark.intrusive("restore_drill")
+def test_drill():
+    """A drill restores the latest backup."""
+'''
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [(["test_pass", "test_not_applicable"], "done"),
+     (["test_pass", "test_not_applicable", "test_too_young"], "unverified"),
+     (["test_pass", "test_plain_skip"], "unverified"),
+     (["test_pass", "test_drill"], "unverified")],
+    ids=["not-applicable-is-neutral", "not-covered", "plain-skip-is-not-covered", "intrusive-not-allowed"],
+)
+def test_skip_kinds_in_the_rollup(project: Project, names: list[str], expected: str) -> None:
+    project.check("test_p1_002_x.py", SKIP_KINDS_MODULE)
+    project.env.write_text("allow_intrusive: []\n")
+    _, data = project.run("--opsready-gate", "none", "-k", " or ".join(names))
+    ticket = next(t for t in data["tickets"] if t["id"] == "P1-002")
+    assert ticket["status"] == expected, ticket
+    crit = criteria(data, "P1-002")
+    if "test_not_applicable" in names:
+        assert crit["test_not_applicable"]["skip_kind"] == "not_applicable"
+    if expected == "unverified":
+        # The ticket names what was not checked, and why.
+        assert ticket["not_checked"], ticket
+    if "test_too_young" in names:
+        assert crit["test_too_young"]["skip_kind"] == "not_covered"
+        assert crit["test_too_young"]["judgeable_from"] == "2026-12-20"
+        assert "judgeable from 2026-12-20" in " ".join(ticket["not_checked"])
+    if "test_drill" in names:
+        assert crit["test_drill"]["skip_kind"] == "not_covered"
+        assert any("A drill restores the latest backup" in line and "restore_drill" in line
+                   and "not allowed" in line for line in ticket["not_checked"]), ticket
 
 
 def test_every_outcome_is_classified(project: Project) -> None:
@@ -131,7 +192,8 @@ def test_every_outcome_is_classified(project: Project) -> None:
     assert crit["test_skip"]["message"] == "not configured: cors"
     assert statuses(data)["P2-002"] == "open"
     assert data["schema"] == "opsready.readiness/v1"
-    assert {"criterion": "P2-002::test_skip", "reason": "not configured: cors"} in data["scope"]["skipped"]
+    assert {"criterion": "P2-002::test_skip", "kind": "not_covered",
+            "reason": "not configured: cors"} in data["scope"]["skipped"]
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def with_env(stack: StartedStack, tmp_path: Path, section: str, **changes: Any) 
 
 def test_healthy_stack_delivery_and_rollback_are_done(stack: StartedStack, tmp_path: Path) -> None:
     result = run_verify(stack, tmp_path, *SERIAL, tickets=["P0-001", "P1-003"],
-                        allow_intrusive=["rollback_drill"])
+                        allow_intrusive=["rollback_drill", "rate_limit_burst"])
     delivery = outcomes(result, "P0-001")
     assert {name: delivery.get(name) for name in DELIVERY} == dict.fromkeys(DELIVERY, "pass"), \
         result.explain(["P0-001"])
@@ -95,13 +95,17 @@ def test_fault_opens_the_ticket(stack: StartedStack, tmp_path: Path, fault: str,
     assert failed == {failing}, result.explain([ticket])
 
 
-def test_rollback_drill_skips_when_not_allowed(stack: StartedStack, tmp_path: Path) -> None:
+def test_rollback_drill_not_covered_when_not_allowed(stack: StartedStack, tmp_path: Path) -> None:
     result = run_verify(stack, tmp_path, *SERIAL, tickets=["P1-003"], allow_intrusive=[])
     drill = criterion(result, "P1-003", "test_rollback_drill")
-    assert drill["outcome"] == "skip"
+    assert (drill["outcome"], drill["skip_kind"]) == ("skip", "not_covered")
     assert "rollback_drill" in drill["message"] and "not allowed" in drill["message"]
-    # The read-only criteria still decide the ticket.
-    assert result.status["P1-003"] == "done", result.explain(["P1-003"])
+    # The read-only criteria pass, but a drill that never ran keeps the ticket from done.
+    others = {k: v for k, v in outcomes(result, "P1-003").items() if k != "test_rollback_drill"}
+    assert set(others.values()) == {"pass"}, result.explain(["P1-003"])
+    ticket = next(t for t in result.readiness["tickets"] if t["id"] == "P1-003")
+    assert ticket["status"] == "unverified"
+    assert any("rollback_drill" in line for line in ticket["not_checked"]), ticket
 
 
 def test_refused_github_token_gives_unverified(stack: StartedStack, tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.stack]
 
 TICKETS = load_catalogue(ROOT / "config" / "tickets.yaml").ids
 FAULTS = all_faults()
-# The drills restore a database and roll a deployment back and forth: slow, and no fault
-# of the matrix is about them, so the per-fault runs leave them out.
-MATRIX_INTRUSIVE = ("rate_limit_burst", "webhook_e2e", "otel_probe_span")
+# Every intrusive probe runs: a ticket whose intrusive criterion is not allowed is unverified
+# (not covered), which the matrix never accepts.
+MATRIX_INTRUSIVE = tuple(INTRUSIVE_PROBES)
 # One process: the stack is shared and small, and workers would only add start-up time.
 SERIAL = ("-n", "0")
 
@@ -43,8 +43,10 @@ def test_healthy_stack_is_ready(stack: StartedStack, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_opens_exactly_its_tickets(stack: StartedStack, tmp_path: Path, fault: str) -> None:
+    """A fault opens exactly its tickets; a variant (a legitimate way to build the platform)
+    opens none."""
     opens = FAULTS[fault].tickets
-    assert opens, f"fault {fault} declares no ticket"
+    assert opens or FAULTS[fault].variant, f"fault {fault} declares no ticket"
     assert opens <= set(TICKETS), f"fault {fault} names unknown tickets {opens - set(TICKETS)}"
     with stack.fault(fault):
         result = run_verify(stack, tmp_path, *SERIAL, allow_intrusive=MATRIX_INTRUSIVE)

@@ -1,5 +1,6 @@
 """opsready: every audit ticket becomes a pytest module that probes the running platform."""
 
+from opsready._coverage import not_applicable, not_covered
 from opsready._errors import (
     AccessRefused,
     ConfigError,
@@ -23,4 +24,6 @@ __all__ = [
     "TargetUnreachable",
     "UnexpectedResponse",
     "__version__",
+    "not_applicable",
+    "not_covered",
 ]

@@ -158,6 +158,8 @@ class RunState:
         outcome, message = str(payload["outcome"]), str(payload["message"])
         if when == "setup" or when == "call":
             current.outcome, current.message = outcome, message
+            current.skip_kind = payload.get("skip_kind")
+            current.judgeable_from = payload.get("judgeable_from")
         elif when == "teardown" and outcome == "error" and current.outcome in ("pass", "skip"):
             current.outcome, current.message = "error", message
 
@@ -178,7 +180,8 @@ class RunState:
         history = self.out_dir.parent / "history.jsonl"
         previous, previous_id = files.previous_run(history, self.env.name)
         results = list(self.results.values())
-        skipped = [{"criterion": r.id, "reason": r.message} for r in results if r.outcome == "skip"]
+        skipped = [{"criterion": r.id, "kind": r.skip_kind, "reason": r.message}
+                   for r in results if r.outcome == "skip"]
         configured = [n for n in type(self.env).model_fields if isinstance(getattr(self.env, n), BaseModel)]
         run = {
             "id": self.out_dir.name,

@@ -133,16 +133,21 @@ redactor = Redactor()
 @dataclass
 class EvidenceItem:
     name: str
-    kind: str  # "value" or "attachment"
+    # "value": any JSON fact; "attachment": a document; "measure": a number with a unit
+    # (an RTO, a backup's age); "table": rows of a report table (the SLO table).
+    kind: str
     value: Any = None
     mime: str = "application/json"
     encoding: str = "utf-8"  # "utf-8" or "base64" for attachments
+    unit: str = ""  # measures only
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "value": self.value}
         if self.kind == "attachment":
             out["mime"] = self.mime
             out["encoding"] = self.encoding
+        if self.kind == "measure":
+            out["unit"] = self.unit
         return out
 
 
@@ -157,6 +162,18 @@ class Evidence:
         """Record a fact: any JSON-like value (dicts, lists, strings, numbers)."""
         clean = self.redact.value(_jsonable(value))
         self.items.append(EvidenceItem(name=name, kind="value", value=clean))
+
+    def measure(self, name: str, value: float | None, unit: str) -> None:
+        """Record a measured number with its unit (``"s"``, ``"h"``, ``"bytes"``). The report
+        reads measures by name, e.g. the drill's ``rto_seconds``."""
+        number = None if value is None else float(value)
+        self.items.append(EvidenceItem(name=name, kind="measure", value=number, unit=unit))
+
+    def table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Record a table: one dict per row, the same keys in every row. The report renders
+        tables it knows by name (e.g. ``slo_table``)."""
+        clean = self.redact.value(_jsonable(rows))
+        self.items.append(EvidenceItem(name=name, kind="table", value=clean))
 
     def attach(self, name: str, content: str | bytes, mime: str = "text/plain") -> None:
         """Attach a document. Text is redacted; binary content is stored as base64."""

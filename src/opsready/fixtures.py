@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from opsready._coverage import not_covered
 from opsready.config import Environment
 from opsready.evidence import Evidence
 
@@ -56,10 +57,10 @@ INTRUSIVE_KEY = pytest.StashKey[tuple[str, ...]]()
 
 
 def section(env: Environment, name: str) -> Any:
-    """The environment section ``name``, or a skip saying it is not configured."""
+    """The environment section ``name``, or *not covered* saying it is not configured."""
     value = getattr(env, name)
     if value is None:
-        pytest.skip(f"not configured: {name} (add a `{name}:` section to {env.source or 'the environment file'})")
+        not_covered(f"not configured: {name} (add a `{name}:` section to {env.source or 'the environment file'})")
     return value
 
 
@@ -186,6 +187,6 @@ def runbooks(opsready_env: Environment, request: pytest.FixtureRequest) -> Itera
     cfg: RunbooksConfig = section(opsready_env, "runbooks")
     github = request.getfixturevalue("github") if opsready_env.github is not None else None
     if cfg.source == "github" and github is None:
-        pytest.skip("not configured: github (runbooks.source is github)")
+        not_covered("not configured: github (runbooks.source is github)")
     base = Path(opsready_env.source).parent if opsready_env.source else Path.cwd()
     yield from _closing(RunbookLibrary(cfg, timeout=opsready_env.timeout_s, github=github, base_dir=base))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from opsready import _run
+from opsready._coverage import not_covered, skip_kind
 from opsready._errors import ConfigError, ProbeError
 from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
@@ -177,7 +178,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"use one of {', '.join(sorted(INTRUSIVE_PROBES))}"
             )
         if name not in state.allow_intrusive:
-            pytest.skip(
+            not_covered(
                 f"intrusive probe '{name}' ({INTRUSIVE_PROBES[name]}) is not allowed in environment "
                 f"'{state.env.name}'; list it under allow_intrusive or pass --allow-intrusive {name}"
             )
@@ -190,12 +191,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     outcome, message = _outcome(report, call)
     ev = item.stash.get(EVIDENCE_KEY, None)
+    kind, judgeable_from = skip_kind(call.excinfo.value if call.excinfo is not None else None)
     report.opsready = {
         "ticket": _ticket_of(item),
         "title": _title(item),
         "outcome": outcome,
         "message": redactor.text(message),
         "evidence": [i.to_dict() for i in ev.items] if ev is not None else [],
+        "skip_kind": kind if outcome == "skip" else None,
+        "judgeable_from": judgeable_from.isoformat() if outcome == "skip" and judgeable_from else None,
     }
     _redact(report, message if outcome in ("fail", "error") else "")
     return report
@@ -203,6 +207,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _outcome(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[str, str]:
     if report.skipped:
+        msg = getattr(call.excinfo.value, "msg", None) if call.excinfo is not None else None
+        if isinstance(msg, str):
+            return "skip", msg
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         return "skip", str(reason).removeprefix("Skipped: ")
     if report.passed:

@@ -44,6 +44,13 @@ class CriterionResult:
     evidence: list[dict[str, Any]] = field(default_factory=list)
     nodeid: str = ""
     waiver: dict[str, Any] | None = None
+    # For a skip: "not_applicable" (neutral) or "not_covered" (we did not look).
+    skip_kind: str | None = None
+    judgeable_from: str | None = None
+
+    @property
+    def not_covered(self) -> bool:
+        return self.outcome == "skip" and self.skip_kind != "not_applicable"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -57,14 +64,19 @@ class CriterionResult:
         }
         if self.waiver is not None:
             out["waiver"] = self.waiver
+        if self.outcome == "skip":
+            out["skip_kind"] = "not_covered" if self.not_covered else "not_applicable"
+            if self.judgeable_from:
+                out["judgeable_from"] = self.judgeable_from
         return out
 
 
-def rollup(outcomes: list[str]) -> str:
-    """A ticket's status from its criteria, in DESIGN §3 order."""
+def rollup(outcomes: list[str], not_covered: int = 0) -> str:
+    """A ticket's status from its criteria, in DESIGN §3 order. ``not_covered`` counts the
+    skipped criteria that were not looked at (a not-applicable skip is neutral)."""
     if "fail" in outcomes:
         return "open"
-    if "error" in outcomes or not any(o in ("pass", "waived") for o in outcomes):
+    if "error" in outcomes or not_covered or not any(o in ("pass", "waived") for o in outcomes):
         return "unverified"
     if "waived" in outcomes:
         return "waived"
@@ -140,14 +152,16 @@ def build_readiness(
             else:
                 note = "no criterion ran"
         outcomes = [c.outcome for c in crits]
+        not_checked = [f"{c.title}: {c.message}" for c in crits if c.not_covered]
         tickets.append(
             {
                 "id": t.id,
                 "title": t.title,
                 "priority": t.priority,
                 "category": t.category,
-                "status": rollup(outcomes),
+                "status": rollup(outcomes, len(not_checked)),
                 "note": note,
+                "not_checked": not_checked,
                 "passed": sum(o in ("pass", "waived") for o in outcomes),
                 "total": len(outcomes),
                 "modules": modules.get(t.id, []),
@@ -177,6 +191,6 @@ def _lift(tickets: list[dict[str, Any]], name: str) -> Any:
     for t in tickets:
         for c in t["criteria"]:
             for item in c["evidence"]:
-                if item.get("name") == name and item.get("kind") == "value":
+                if item.get("name") == name and item.get("kind") in ("value", "table"):
                     return item.get("value")
     return None
