@@ -200,11 +200,15 @@ def run_verify(
     *extra_args: str,
     tickets: Iterable[str] | None = None,
     allow_intrusive: Iterable[str] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> VerifyResult:
     """`opsready verify --env STACK/env.yaml --out TMP --gate none [...]`.
 
     ``allow_intrusive`` replaces the environment's list (an empty list allows none);
-    ``extra_args`` come last, so e.g. ``"--gate", "P0,P1"`` overrides the default here."""
+    ``extra_args`` come last, so e.g. ``"--gate", "P0,P1"`` overrides the default here.
+    ``environ`` adds variables, e.g. ``OPSREADY_TODAY`` to move the run's clock. Runs that
+    share ``tmp_path`` share ``tmp_path/history.jsonl``, so later runs can carry passes
+    forward from earlier ones."""
     n = 0
     while (tmp_path / f"verify-{n}").exists():
         n += 1
@@ -219,7 +223,7 @@ def run_verify(
             command += ["--allow-intrusive", name]
     command += list(extra_args)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S,
-                          env=child_env(), cwd=ROOT, check=False)
+                          env={**child_env(), **(environ or {})}, cwd=ROOT, check=False)
     readiness_file = out / "readiness.json"
     readiness: dict[str, Any] = (
         json.loads(readiness_file.read_text()) if readiness_file.is_file() else {}
