@@ -299,7 +299,7 @@ def test_a_fresh_pass_is_carried_forward_with_its_age(project: Project) -> None:
     assert statuses(stale)["P1-002"] == "unverified"
     drill = criteria(stale, "P1-002")["test_drill"]
     assert (drill["outcome"], drill["skip_kind"], drill["carried_forward"]) == ("skip", "not_covered", None)
-    assert "within the 31-day window of restore_drill (freshness_days.restore_drill)" in drill["message"]
+    assert "no intact earlier pass within the 31-day window (freshness_days.restore_drill)" in drill["message"]
     assert any("A drill restores the latest backup" in line for line in ticket(stale, "P1-002")["not_checked"])
 
 
@@ -322,7 +322,7 @@ def test_nothing_is_carried_across_environments(project: Project) -> None:
     project.env.write_text("name: production\n")
     _, prod = project.run("--opsready-gate", "none", *NONE, out="production")
     assert statuses(prod)["P1-002"] == "unverified"
-    assert "in an intact earlier run of 'production'" in criteria(prod, "P1-002")["test_drill"]["message"]
+    assert "no intact earlier pass within the 31-day window" in criteria(prod, "P1-002")["test_drill"]["message"]
 
 
 def test_a_zero_window_turns_carry_forward_off(project: Project) -> None:

@@ -71,8 +71,7 @@ class EarlierPasses:
                 run_id=run.run_id, passed_at=run.started_at, age_days=age, window_days=window,
                 probe=probe, report=_link(run.report_dir, self.out_dir), not_run_because=result.message,
             )
-        none_found = (f"no pass of this criterion in an intact earlier run of '{self.environment}' "
-                      f"within the {window:g}-day window of {probe} (freshness_days.{probe}) to carry forward")
+        none_found = f"no intact earlier pass within the {window:g}-day window (freshness_days.{probe})"
         return "; ".join([none_found, *refused])
 
     def _load(self, run: _EarlierRun) -> Readiness | None:
