@@ -156,13 +156,15 @@ def test_a_ticket_waiver_covers_only_the_criteria_it_names(project: Project) -> 
     [({}, "a ticket waiver must list the failing criteria it accepts"),
      ({"criteria": ["P2-002::test_versioning"]}, "belongs to P2-002, not P3-003"),
      ({"criterias": ["test_versioning"]}, "unknown key criterias"),
-     ({"criteria": ["test_nope"]}, "names test_nope, which is not a criterion of P3-003")],
-    ids=["no-criteria", "other-ticket", "typo-key", "unknown-criterion"],
+     ({"criteria": ["test_nope"]}, "names test_nope, which is not a criterion of P3-003"),
+     ({"ticket": None, "criterion": "P3-003::test_versioning_enabled"},
+      "names test_versioning_enabled, which is not a criterion of P3-003")],
+    ids=["no-criteria", "other-ticket", "typo-key", "unknown-criterion", "unknown-criterion-waiver"],
 )
 def test_a_malformed_ticket_waiver_waives_nothing_and_says_so(project: Project, entry: dict[str, object],
                                                                warning: str) -> None:
     project.check("test_p3_003_x.py", WAIVED_MODULE.format(broken="True"))
-    project.waivers([_waiver(**entry)])
+    project.waivers([{k: v for k, v in _waiver(**entry).items() if v is not None}])
     result, data = project.run("--opsready-gate", "P3")
     assert statuses(data)["P3-003"] == "open"
     assert warning in " | ".join(data["waivers"]["warnings"])

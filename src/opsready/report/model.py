@@ -423,15 +423,16 @@ def build_readiness(
 
 
 def _unknown_waived_criteria(waivers: WaiverSet, tickets: list[Ticket]) -> list[str]:
-    """A ticket waiver naming a criterion the ticket does not have (a typo, or a renamed
-    check) accepts nothing for it: say so where the waivers are listed."""
+    """A waiver naming a criterion the ticket does not have (a typo, or a renamed check)
+    accepts nothing for it: say so where the waivers are listed."""
     ran = {t.id: {c.test_name for c in t.criteria} for t in tickets if t.criteria}
     lines = []
     for w in waivers.valid:
         names = ran.get(w.ticket)
         if names is None:
             continue
-        unknown = [n for n in w.criteria if not any(w.names(n, test) for test in names)]
+        named = w.criteria if "::" not in w.target else (w.target.split("::", 1)[1],)
+        unknown = [n for n in named if not any(w.names(n, test) for test in names)]
         if unknown:
             lines.append(f"{w.source}: waiver for {w.target} names {', '.join(unknown)}, which "
                          f"{'is' if len(unknown) == 1 else 'are'} not a criterion of {w.ticket} in "
