@@ -45,11 +45,8 @@ def test_slis_compute_now(prometheus: PrometheusProbe, slo_config: SloConfig,
     if not slo_config.slos:
         opsready.not_covered("not configured: slo.slos")
     statuses = [prometheus.slo_status(spec, slo_config) for spec in slo_config.slos]
-    evidence.record("slo_table", {
-        "window_days": slo_config.window_days,
-        "current_window": slo_config.current_window,
-        "rows": [s.row() for s in statuses],
-    })
+    evidence.table("slo_table", [s.row() for s in statuses], note=f"SLO window {slo_config.window_days:g} days; "
+                   f"current value and burn rate over the last {slo_config.current_window}")
     evidence.record("slo_queries", {s.name: {"query": s.query, "note": s.note} for s in statuses})
     missing = [f"{s.name} ({s.note}; query {s.query!r})" for s in statuses if s.value is None]
     assert not missing, (

@@ -2,7 +2,8 @@
 
 ``stack``: one reference stack for the whole session, started with ``opsready stack up`` into
 a temporary directory and stopped at the end. ``run_verify``: run ``opsready verify`` against
-it and read the readiness model it wrote.
+it and read the readiness model it wrote. ``Project``: a throw-away project of check modules
+for the plugin's own tests (through ``pytester``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -198,11 +200,15 @@ def run_verify(
     *extra_args: str,
     tickets: Iterable[str] | None = None,
     allow_intrusive: Iterable[str] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> VerifyResult:
     """`opsready verify --env STACK/env.yaml --out TMP --gate none [...]`.
 
     ``allow_intrusive`` replaces the environment's list (an empty list allows none);
-    ``extra_args`` come last, so e.g. ``"--gate", "P0,P1"`` overrides the default here."""
+    ``extra_args`` come last, so e.g. ``"--gate", "P0,P1"`` overrides the default here.
+    ``environ`` adds variables, e.g. ``OPSREADY_TODAY`` to move the run's clock. Runs that
+    share ``tmp_path`` share ``tmp_path/history.jsonl``, so later runs can carry passes
+    forward from earlier ones."""
     n = 0
     while (tmp_path / f"verify-{n}").exists():
         n += 1
@@ -217,10 +223,60 @@ def run_verify(
             command += ["--allow-intrusive", name]
     command += list(extra_args)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S,
-                          env=child_env(), cwd=ROOT, check=False)
+                          env={**child_env(), **(environ or {})}, cwd=ROOT, check=False)
     readiness_file = out / "readiness.json"
     readiness: dict[str, Any] = (
         json.loads(readiness_file.read_text()) if readiness_file.is_file() else {}
     )
     return VerifyResult(exit_code=proc.returncode, readiness=readiness,
                         output=proc.stdout + proc.stderr, out_dir=out, command=command)
+
+
+class Project:
+    """A project of check modules run through ``pytester``: the real catalogue, an empty
+    environment file, and one report directory per run under ``reports/``."""
+
+    def __init__(self, pytester: pytest.Pytester) -> None:
+        self.pytester = pytester
+        self.root = pytester.path
+        (self.root / "config").mkdir()
+        shutil.copy(ROOT / "config" / "tickets.yaml", self.root / "config" / "tickets.yaml")
+        self.env = self.root / "env.yaml"
+        self.env.write_text("")
+        self.checks = self.root / "checks"
+        self.checks.mkdir()
+        self.runs = 0
+
+    def check(self, name: str, body: str) -> None:
+        (self.checks / name).write_text(textwrap.dedent(body))
+
+    def waivers(self, entries: list[dict[str, Any]]) -> None:
+        import yaml
+
+        (self.root / "config" / "waivers.yaml").write_text(yaml.safe_dump({"waivers": entries}))
+
+    def run(self, *args: str, out: str | None = None) -> tuple[pytest.RunResult, dict[str, Any]]:
+        self.runs += 1
+        out_dir = self.root / "reports" / (out or f"run{self.runs}")
+        result = self.pytester.runpytest_subprocess(
+            str(self.checks), "-p", "no:cacheprovider",
+            "--opsready-env", str(self.env), "--opsready-root", str(self.root),
+            "--opsready-out", str(out_dir), *args,
+        )
+        path = out_dir / "readiness.json"
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        return result, data
+
+
+def statuses(data: dict[str, Any]) -> dict[str, str]:
+    return {t["id"]: t["status"] for t in data["tickets"]}
+
+
+def ticket(data: dict[str, Any], ticket_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(t for t in data["tickets"] if t["id"] == ticket_id)
+    return found
+
+
+def criteria(data: dict[str, Any], ticket_id: str) -> dict[str, dict[str, Any]]:
+    """Test name -> criterion, for one ticket."""
+    return {c["id"].split("::", 1)[1]: c for c in ticket(data, ticket_id)["criteria"]}

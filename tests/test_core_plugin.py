@@ -5,60 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import Project, criteria, statuses
 from opsready.report.model import rollup
 
 pytest_plugins = ["pytester"]
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-class Project:
-    def __init__(self, pytester: pytest.Pytester) -> None:
-        self.pytester = pytester
-        self.root = pytester.path
-        (self.root / "config").mkdir()
-        shutil.copy(REPO / "config" / "tickets.yaml", self.root / "config" / "tickets.yaml")
-        self.env = self.root / "env.yaml"
-        self.env.write_text("")
-        self.checks = self.root / "checks"
-        self.checks.mkdir()
-        self.runs = 0
-
-    def check(self, name: str, body: str) -> None:
-        (self.checks / name).write_text(textwrap.dedent(body))
-
-    def waivers(self, entries: list[dict[str, Any]]) -> None:
-        import yaml
-
-        (self.root / "config" / "waivers.yaml").write_text(yaml.safe_dump({"waivers": entries}))
-
-    def run(self, *args: str, out: str | None = None) -> tuple[pytest.RunResult, dict[str, Any]]:
-        self.runs += 1
-        out_dir = self.root / "reports" / (out or f"run{self.runs}")
-        result = self.pytester.runpytest_subprocess(
-            str(self.checks), "-p", "no:cacheprovider",
-            "--opsready-env", str(self.env), "--opsready-root", str(self.root),
-            "--opsready-out", str(out_dir), *args,
-        )
-        path = out_dir / "readiness.json"
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        return result, data
-
-
-def statuses(data: dict[str, Any]) -> dict[str, str]:
-    return {t["id"]: t["status"] for t in data["tickets"]}
-
-
-def criteria(data: dict[str, Any], ticket: str) -> dict[str, dict[str, Any]]:
-    t = next(t for t in data["tickets"] if t["id"] == ticket)
-    return {c["id"].split("::", 1)[1]: c for c in t["criteria"]}
 
 
 @pytest.fixture
@@ -236,8 +190,8 @@ def test_waivers(project: Project) -> None:
                   "def test_a():\n    '''a'''\n    assert False, 'versioning is Suspended'\n"
                   "def test_b():\n    '''b'''\n")
     today = dt.date.today()
-    valid = {"ticket": "P3-003", "reason": "bucket migration in progress", "requested_by": "ana",
-             "approved_by": "ben", "expires": (today + dt.timedelta(days=30)).isoformat()}
+    valid = {"ticket": "P3-003", "criteria": ["test_a"], "reason": "bucket migration in progress",
+             "requested_by": "ana", "approved_by": "ben", "expires": (today + dt.timedelta(days=30)).isoformat()}
     project.waivers([valid])
     _, data = project.run("--opsready-gate", "P3")
     assert statuses(data)["P3-003"] == "waived"

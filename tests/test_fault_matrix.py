@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, StartedStack, run_verify
+from conftest import ROOT, StartedStack, VerifyResult, run_verify
 from opsready.catalogue import load_catalogue
 from opsready.config import INTRUSIVE_PROBES
 from opsready_stack.orchestrator import all_faults
@@ -20,8 +20,12 @@ pytestmark = [pytest.mark.stack]
 
 TICKETS = load_catalogue(ROOT / "config" / "tickets.yaml").ids
 FAULTS = all_faults()
-# Every intrusive probe runs: a ticket whose intrusive criterion is not allowed is unverified
-# (not covered), which the matrix never accepts.
+# Every intrusive probe runs in every fault run: a ticket whose intrusive criterion is not
+# allowed is unverified (not covered), which the matrix never accepts. Carry-forward could
+# stand a healthy baseline's drills in for the tickets a fault does not declare, but a fault
+# that also broke another ticket's drill would then be hidden by that carried pass, and the
+# matrix exists to see exactly that. The probes cost a few seconds per run here, so each run
+# judges everything live, with a history of its own (its own tmp_path).
 MATRIX_INTRUSIVE = tuple(INTRUSIVE_PROBES)
 # One process: the stack is shared and small, and workers would only add start-up time.
 SERIAL = ("-n", "0")
@@ -39,6 +43,7 @@ def test_healthy_stack_is_ready(stack: StartedStack, tmp_path: Path) -> None:
                         allow_intrusive=list(INTRUSIVE_PROBES))
     assert result.status == dict.fromkeys(TICKETS, "done"), result.explain()
     assert result.exit_code == 0, result.output[-3000:]
+    _judged_live(result)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -54,3 +59,11 @@ def test_fault_opens_exactly_its_tickets(stack: StartedStack, tmp_path: Path, fa
     assert result.status == expected, (
         f"fault {fault} should open exactly {sorted(opens)}\n{result.explain()}"
     )
+    _judged_live(result)
+
+
+def _judged_live(result: VerifyResult) -> None:
+    """Every verdict of a matrix run comes from this run, never from an earlier one."""
+    __tracebackhide__ = True
+    carried = [c["id"] for t in TICKETS for c in result.criteria(t) if c.get("carried_forward")]
+    assert not carried, f"carried forward from an earlier run, not judged under the fault: {carried}"

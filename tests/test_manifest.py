@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -11,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from opsready.report.manifest import (
-    MANIFEST_NAME,
-    verify_bundle,
-    verify_bundle_main,
-    write_manifest,
-)
+from opsready.cli import main
+from opsready.report.manifest import MANIFEST_NAME, verify_bundle, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 OPSREADY = ROOT / ".venv" / "bin" / "opsready"
@@ -40,8 +37,13 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """``opsready verify-bundle ARGV`` in this process: exit code, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
-    code = verify_bundle_main(argv, stdout=out, stderr=err)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["verify-bundle", *argv])
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -165,7 +167,8 @@ def test_directory_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
 def test_missing_argument_is_a_usage_error() -> None:
     code, _, err = run_main([])
     assert code == 4
-    assert "usage: opsready verify-bundle DIR" in err
+    assert err == ("opsready verify-bundle: the following arguments are required: DIR "
+                   "(see `opsready verify-bundle --help`)\n")
 
 
 def test_cli_verify_bundle_detects_one_changed_byte(bundle: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsready import ProbeError, ProbeTimeout, TargetUnreachable, UnexpectedResponse
+from opsready.evidence import AttachmentItem, MeasureItem, ValueItem
 from opsready.report.metrics import push, render_prom
+from opsready.report.model import (
+    CarriedForward,
+    Counts,
+    Criterion,
+    Diff,
+    Gate,
+    Hashes,
+    Readiness,
+    Run,
+    Scope,
+    Ticket,
+    Waivers,
+)
 
 TICKETS = [
     ("P0-001", "P0", "open"),
@@ -34,50 +47,55 @@ TICKETS = [
 ]
 
 
-def sample_readiness(rto: float | None) -> dict[str, Any]:
-    tickets: list[dict[str, Any]] = []
+def sample_readiness(rto: float | None) -> Readiness:
+    tickets: list[Ticket] = []
     for ticket_id, priority, status in TICKETS:
-        evidence: list[dict[str, Any]] = [{"name": "checked", "kind": "value", "value": True}]
+        evidence: list[Any] = [ValueItem(name="checked", value=True)]
         if ticket_id == "P1-002" and rto is not None:
             evidence = [
-                {"name": "rpo_hours", "kind": "value", "value": 3.5},
-                {"name": "drill report", "kind": "attachment", "value": "ok",
-                 "mime": "text/plain", "encoding": "utf-8"},
-                {"name": "rto_seconds", "kind": "value", "value": rto},
+                ValueItem(name="rpo_hours", value=3.5),
+                AttachmentItem(name="drill report", value="ok"),
+                MeasureItem(name="rto_seconds", value=rto, unit="s"),
             ]
-        tickets.append({
-            "id": ticket_id,
-            "title": f"ticket {ticket_id} with \"quotes\" and a \\ backslash",
-            "priority": priority,
-            "status": status,
-            "passed": 1,
-            "total": 2,
-            "criteria": [
-                {"id": f"{ticket_id}::test_a", "title": "first", "outcome": "pass",
-                 "message": "", "duration_s": 0.12, "evidence": evidence},
-                {"id": f"{ticket_id}::test_b", "title": "second", "outcome": "skip",
-                 "message": "not configured: x.y", "duration_s": 0.0, "evidence": []},
+        tickets.append(Ticket(
+            id=ticket_id, title=f"ticket {ticket_id} with \"quotes\" and a \\ backslash",
+            priority=priority, category="Reliability", status=status, note="", not_checked=[],
+            carried_forward=[], passed=1, total=2, modules=[],
+            criteria=[
+                Criterion(id=f"{ticket_id}::test_a", title="first", outcome="pass", duration_s=0.12,
+                          evidence=evidence),
+                Criterion(id=f"{ticket_id}::test_b", title="second", outcome="skip",
+                          message="not configured: x.y", skip_kind="not_covered"),
             ],
-        })
-    counts = {s: sum(1 for _, _, st in TICKETS if st == s)
-              for s in ("done", "open", "unverified", "waived")}
-    return {
-        "schema": "opsready.readiness/v1",
-        "run": {
-            "environment": "production",
-            "started_at": "2025-03-04T02:00:00+00:00",
-            "finished_at": "2025-03-04T02:04:30.250000+00:00",
-            "suite_version": "0.1.0",
-            "git_sha": "0123456789abcdef0123456789abcdef01234567",
-            "hashes": {"config": "a" * 64, "catalogue": "b" * 64, "waivers": None},
-        },
-        "gate": {"priorities": ["P0", "P1"], "passed": False, "blocking": ["P0-001", "P1-003"]},
-        "tickets": tickets,
-        "counts": counts,
-        "waivers": {"applied": [], "warnings": []},
-        "diff": {"newly_done": [], "regressed": [], "still_open": [], "expiring": []},
-        "slo": None,
-    }
+        ))
+    counts = {s: sum(1 for _, _, st in TICKETS if st == s) for s in ("done", "open", "unverified", "waived")}
+    started = datetime.fromisoformat("2025-03-04T02:00:00+00:00")
+    return Readiness(
+        run=Run(id="20250304T020000Z-production", environment="production", env_file="production.yaml",
+                started_at=started, finished_at=datetime.fromisoformat("2025-03-04T02:04:30.250000+00:00"),
+                duration_s=270.25, today=started.date(), suite_version="0.1.0",
+                git_sha="0123456789abcdef0123456789abcdef01234567", python="3.11.7", interrupted=False,
+                hashes=Hashes(config="a" * 64, catalogue="b" * 64, waivers=None)),
+        gate=Gate(priorities=["P0", "P1"], passed=False, blocking=["P0-001", "P1-003"]),
+        counts=Counts(**counts),
+        tickets=tickets,
+        waivers=Waivers(applied=[], warnings=[]),
+        diff=Diff(previous_run=None, newly_done=[], regressed=[], still_open=[], changed={},
+                  expiring_waivers=[]),
+        scope=Scope(configured=[], allow_intrusive=[], freshness_days={}, selected=None, checks=[],
+                    skipped=[], module_errors=[]),
+    )
+
+
+def _with_run(readiness: Readiness, **run: Any) -> Readiness:
+    return readiness.model_copy(update={"run": readiness.run.model_copy(update=run)})
+
+
+def _with_criterion(readiness: Readiness, index: int, criterion: Criterion) -> Readiness:
+    tickets = list(readiness.tickets)
+    ticket = tickets[index]
+    tickets[index] = ticket.model_copy(update={"criteria": [*ticket.criteria, criterion]})
+    return readiness.model_copy(update={"tickets": tickets})
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -106,8 +124,8 @@ def test_promtool_accepts_the_rendering_without_lint_warnings(rto: float | None)
 
 def test_every_family_has_help_and_type_and_every_series_an_env_label() -> None:
     text = render_prom(sample_readiness(412.75))
-    for name in ("opsready_ticket_status", "opsready_tickets",
-                 "opsready_run_timestamp_seconds", "opsready_restore_rto_seconds"):
+    for name in ("opsready_ticket_status", "opsready_tickets", "opsready_gate_passed",
+                 "opsready_run_timestamp_seconds", "opsready_evidence_measure"):
         assert f"# HELP {name} " in text
         assert f"# TYPE {name} gauge" in text
     for name, series in samples(text).items():
@@ -136,35 +154,42 @@ def test_run_timestamp_comes_from_finished_at() -> None:
     assert series == [({"env": "production"}, expected)]
 
 
-def test_rto_is_present_only_when_measured() -> None:
+def test_every_measure_is_a_series_and_nothing_else_is() -> None:
     with_rto = samples(render_prom(sample_readiness(412.75)))
-    assert with_rto["opsready_restore_rto_seconds"] == [({"env": "production"}, 412.75)]
-    without = render_prom(sample_readiness(None))
-    assert "opsready_restore_rto_seconds" not in without
+    assert with_rto["opsready_evidence_measure"] == [(
+        {"env": "production", "ticket": "P1-002", "criterion": "P1-002::test_a", "name": "rto_seconds",
+         "unit": "s"}, 412.75)]
+    # A fact recorded under the same name is not a measure: the kind decides, not the name.
+    readiness = _with_criterion(sample_readiness(None), 0, Criterion(
+        id="P0-001::test_c", title="third", outcome="pass",
+        evidence=[ValueItem(name="rto_seconds", value=5.0)]))
+    assert "opsready_evidence_measure" not in render_prom(readiness)
+    # A measure that did not complete is absent, not zero.
+    readiness = _with_criterion(sample_readiness(None), 0, Criterion(
+        id="P0-001::test_c", title="third", outcome="pass",
+        evidence=[MeasureItem(name="rto_seconds", value=None, unit="s")]))
+    assert "opsready_evidence_measure" not in render_prom(readiness)
 
 
-def test_rto_recorded_on_another_ticket_is_ignored() -> None:
-    readiness = sample_readiness(None)
-    readiness["tickets"][0]["criteria"][0]["evidence"].append(
-        {"name": "rto_seconds", "kind": "value", "value": 5.0}
-    )
-    assert "opsready_restore_rto_seconds" not in render_prom(readiness)
+def test_carried_forward_criteria_have_their_age() -> None:
+    passed_at = datetime.fromisoformat("2025-03-01T02:00:00+00:00")
+    carried = CarriedForward(run_id="20250301T020000Z-production", passed_at=passed_at,
+                             age_days=3, window_days=31, probe="restore_drill",
+                             report="../20250301T020000Z-production/index.html", not_run_because="not allowed")
+    readiness = _with_criterion(sample_readiness(None), 1, Criterion(
+        id="P1-002::test_drill", title="drill", outcome="pass", carried_forward=carried))
+    text = render_prom(readiness)
+    assert promtool_check(text).returncode == 0
+    assert samples(text)["opsready_carried_forward_timestamp_seconds"] == [
+        ({"env": "production", "ticket": "P1-002", "criterion": "P1-002::test_drill"}, passed_at.timestamp())]
 
 
 def test_label_values_are_escaped() -> None:
-    readiness = sample_readiness(None)
-    readiness["run"]["environment"] = 'prod "eu"\\1\nb'
+    readiness = _with_run(sample_readiness(None), environment='prod "eu"\\1\nb')
     text = render_prom(readiness)
     assert promtool_check(text).returncode == 0
     envs = {labels["env"] for series in samples(text).values() for labels, _ in series}
     assert envs == {'prod "eu"\\1\nb'}
-
-
-def test_rendering_does_not_modify_the_model() -> None:
-    readiness = sample_readiness(412.75)
-    before = copy.deepcopy(readiness)
-    render_prom(readiness)
-    assert readiness == before
 
 
 class _Gateway:

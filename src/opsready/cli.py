@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import opsready
 from opsready._errors import ConfigError
+from opsready._options import ExitCode
 
 __all__ = ["DEFAULT_WORKERS", "build_parser", "main"]
 
@@ -17,14 +17,12 @@ __all__ = ["DEFAULT_WORKERS", "build_parser", "main"]
 # each worker costs an interpreter and its imports, so keep it modest.
 DEFAULT_WORKERS = 4
 
-EXIT_USAGE = 4
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors exit 4, like every other opsready usage error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("stack", help="the reference stack: up, down, status, fault, faults", add_help=False)
 
-    b = sub.add_parser("verify-bundle", help="check a report directory against its MANIFEST.sha256")
-    b.add_argument("dir", metavar="DIR")
+    b = sub.add_parser("verify-bundle", help="check a report directory against its MANIFEST.sha256",
+                       description="Check a report directory against its MANIFEST.sha256. Exit 0 when every "
+                       "file is intact, 1 naming each changed, missing or extra file, 4 on a usage error.")
+    b.add_argument("dir", metavar="DIR", type=Path, help="the report directory to check, e.g. reports/latest")
     return parser
 
 
@@ -81,18 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tickets":
             return _tickets(args)
         if args.command == "verify-bundle":
-            from opsready.report.manifest import verify_bundle_main
+            from opsready.report.manifest import verify_bundle_command
 
-            return verify_bundle_main([args.dir])
+            return int(verify_bundle_command(args.dir))
     except ConfigError as exc:
         sys.stderr.write(f"opsready: config error: {exc}\n")
-        return EXIT_USAGE
+        return int(ExitCode.USAGE)
     parser.print_help()
-    return EXIT_USAGE
+    return int(ExitCode.USAGE)
 
 
 def _root(value: str | None) -> Path:
-    from opsready._run import find_root
+    from opsready._options import find_root
 
     return Path(value).resolve() if value else find_root(Path.cwd())
 
@@ -113,56 +113,26 @@ def _tickets(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import pytest
 
-    from opsready._run import parse_gate
-    from opsready.catalogue import load_catalogue
-    from opsready.config import INTRUSIVE_PROBES, load_environment
-    from opsready.waivers import load_waivers
+    from opsready._options import RunRequest
+    from opsready.plugin import ValidatedRun
 
-    root = _root(args.root)
     # Validate everything before any probe runs: a config error is one line and exit 4.
-    load_environment(args.env, root)
-    cat = load_catalogue(root / "config" / "tickets.yaml")
-    load_waivers(root / "config" / "waivers.yaml", cat.ids, _today())
-    if args.gate is not None:
-        parse_gate(args.gate, "--gate")
-    for t in args.ticket:
-        if t.upper() not in cat.ids:
-            raise ConfigError("--ticket", t, "is not a catalogued ticket", f"use one of {', '.join(cat.ids)}")
-    for name in args.allow_intrusive or []:
-        if name != "none" and name not in INTRUSIVE_PROBES:
-            raise ConfigError("--allow-intrusive", name, "is not an intrusive probe",
-                              f"use one of {', '.join(sorted(INTRUSIVE_PROBES))}, or none")
-    checks = Path(args.checks) if args.checks else root / "checks"
-    if not checks.exists():
-        raise ConfigError(str(checks), "", "the checks directory does not exist", "pass --checks DIR")
-
+    options = RunRequest(
+        env=args.env, root=args.root, out=args.out, gate=args.gate, tickets=tuple(args.ticket),
+        allow_intrusive=tuple(args.allow_intrusive) if args.allow_intrusive is not None else None,
+        checks=(args.checks,) if args.checks else (), fail_on_regression=args.fail_on_regression,
+        pushgateway=args.pushgateway,
+    ).resolve()
+    checks = options.check_paths[0]
     pytest_args = [
         str(checks), "-p", "no:cacheprovider", "-q", "--tb=short", "-rfE",
         "--rootdir", str(checks if checks.is_dir() else checks.parent),
-        "--opsready-env", args.env, "--opsready-root", str(root),
     ]
-    if args.gate is not None:
-        pytest_args += ["--opsready-gate", args.gate]
-    for t in args.ticket:
-        pytest_args += ["--opsready-ticket", t.upper()]
-    if args.out:
-        pytest_args += ["--opsready-out", args.out]
-    if args.allow_intrusive is not None:
-        for name in args.allow_intrusive:
-            pytest_args += ["--opsready-allow-intrusive", name]
-    if args.fail_on_regression:
-        pytest_args.append("--opsready-fail-on-regression")
-    if args.pushgateway:
-        pytest_args += ["--opsready-pushgateway", args.pushgateway]
     if args.workers > 0:
         pytest_args += ["-n", str(args.workers), "--dist", "loadfile"]
     else:
         pytest_args += ["-p", "no:xdist"]
-    return int(pytest.main(pytest_args))
-
-
-def _today() -> datetime.date:
-    return datetime.datetime.now(datetime.UTC).date()
+    return int(pytest.main(pytest_args, plugins=[ValidatedRun(options)]))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ __all__ = [
     "BackupsConfig",
     "CorsConfig",
     "Environment",
+    "FreshnessConfig",
     "GithubConfig",
     "GrafanaConfig",
     "OtelConfig",
@@ -339,12 +340,26 @@ class RunbooksConfig(_Section):
     sections: list[str] = ["Symptoms", "Impact", "Diagnosis", "Mitigation", "Escalation"]
 
 
+class FreshnessConfig(_Section):
+    """Carry-forward: for how many days a pass of a criterion that needs an intrusive probe may
+    stand in for a later run that does not allow that probe. 0 turns it off for the probe.
+    The drills run monthly in a maintenance window; the probes that exercise a live delivery
+    path (a burst, a webhook, a probe span) can break between releases, so a week."""
+
+    rate_limit_burst: float = Field(default=7, ge=0, le=366)
+    webhook_e2e: float = Field(default=7, ge=0, le=366)
+    otel_probe_span: float = Field(default=7, ge=0, le=366)
+    restore_drill: float = Field(default=31, ge=0, le=366)
+    rollback_drill: float = Field(default=31, ge=0, le=366)
+
+
 class Environment(_Section):
     """One environment file. ``source`` is the file it came from (not a YAML key)."""
 
     name: str = ""
     gate: list[Literal["P0", "P1", "P2", "P3"]] = ["P0", "P1"]
     allow_intrusive: list[str] = []
+    freshness_days: FreshnessConfig = FreshnessConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     service: ServiceConfig | None = None
     cors: CorsConfig | None = None
@@ -370,9 +385,6 @@ class Environment(_Section):
                 extra = f"did you mean '{hint[0]}'? " if hint else ""
                 raise ValueError(f"unknown intrusive probe '{name}'; {extra}known: {known}")
         return v
-
-    def allows(self, probe: str) -> bool:
-        return probe in self.allow_intrusive
 
 
 def _check_url(v: str) -> str:

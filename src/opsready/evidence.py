@@ -1,8 +1,11 @@
 """Evidence that a check records, and the redaction every piece of it passes through.
 
-A check asks for the ``evidence`` fixture and calls ``evidence.record(name, value)`` for
-facts (headers, measured RTO, rule names) and ``evidence.attach(name, content, mime)`` for
-documents (a drill report). Redaction runs before anything is stored, so nothing that
+A check asks for the ``evidence`` fixture and records four typed kinds:
+``evidence.record(name, value)`` for facts (headers, rule names), ``evidence.measure(name,
+value, unit)`` for measured numbers (the drill's RTO), ``evidence.table(name, rows)`` for
+tables (the SLO table) and ``evidence.attach(name, content, mime)`` for documents (a drill
+report). The report renders each kind the same way whoever recorded it; it never looks for
+an evidence item by name. Redaction runs before anything is stored, so nothing that
 reaches a report, a log or the console carries a configured secret.
 """
 
@@ -10,13 +13,26 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-__all__ = ["REDACTED", "Evidence", "EvidenceItem", "Redactor", "redactor"]
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+__all__ = [
+    "REDACTED",
+    "AttachmentItem",
+    "Evidence",
+    "EvidenceItem",
+    "MeasureItem",
+    "Redactor",
+    "TableItem",
+    "ValueItem",
+    "redactor",
+]
 
 REDACTED = "[redacted]"
 
@@ -86,14 +102,6 @@ class Redactor:
             # Longest first, so a secret that contains another is removed whole.
             self._secrets.sort(key=len, reverse=True)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._secrets.clear()
-
-    @property
-    def secrets(self) -> list[str]:
-        return list(self._secrets)
-
     def text(self, value: str) -> str:
         for secret in self._secrets:
             if secret in value:
@@ -130,25 +138,46 @@ def _forms(secret: str) -> list[str]:
 redactor = Redactor()
 
 
-@dataclass
-class EvidenceItem:
-    name: str
-    # "value": any JSON fact; "attachment": a document; "measure": a number with a unit
-    # (an RTO, a backup's age); "table": rows of a report table (the SLO table).
-    kind: str
-    value: Any = None
-    mime: str = "application/json"
-    encoding: str = "utf-8"  # "utf-8" or "base64" for attachments
-    unit: str = ""  # measures only
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "value": self.value}
-        if self.kind == "attachment":
-            out["mime"] = self.mime
-            out["encoding"] = self.encoding
-        if self.kind == "measure":
-            out["unit"] = self.unit
-        return out
+    name: str
+
+
+class ValueItem(_Item):
+    """A fact: any JSON value (headers, rule names, a backup's key and size)."""
+
+    kind: Literal["value"] = "value"
+    value: JsonValue = None
+
+
+class AttachmentItem(_Item):
+    """A document (a drill report). Binary content is base64."""
+
+    kind: Literal["attachment"] = "attachment"
+    value: str
+    mime: str = "text/plain"
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+class MeasureItem(_Item):
+    """A measured number with its unit (an RTO in ``s``, an age in ``h``); null when the
+    measurement did not complete."""
+
+    kind: Literal["measure"] = "measure"
+    value: float | None
+    unit: str
+
+
+class TableItem(_Item):
+    """Rows of a table (the SLO compliance table): one mapping per row."""
+
+    kind: Literal["table"] = "table"
+    rows: list[dict[str, JsonValue]]
+    note: str = ""
+
+
+EvidenceItem = Annotated[ValueItem | AttachmentItem | MeasureItem | TableItem, Field(discriminator="kind")]
 
 
 @dataclass
@@ -160,20 +189,23 @@ class Evidence:
 
     def record(self, name: str, value: Any) -> None:
         """Record a fact: any JSON-like value (dicts, lists, strings, numbers)."""
-        clean = self.redact.value(_jsonable(value))
-        self.items.append(EvidenceItem(name=name, kind="value", value=clean))
+        self.items.append(ValueItem(name=name, value=self.redact.value(_jsonable(value))))
 
     def measure(self, name: str, value: float | None, unit: str) -> None:
-        """Record a measured number with its unit (``"s"``, ``"h"``, ``"bytes"``). The report
-        reads measures by name, e.g. the drill's ``rto_seconds``."""
+        """Record a measured number with its unit (``"s"``, ``"h"``, ``"bytes"``). Every
+        measure becomes a series of ``readiness.prom``."""
         number = None if value is None else float(value)
-        self.items.append(EvidenceItem(name=name, kind="measure", value=number, unit=unit))
+        if number is not None and not math.isfinite(number):
+            number = None
+        self.items.append(MeasureItem(name=name, value=number, unit=unit))
 
-    def table(self, name: str, rows: list[dict[str, Any]]) -> None:
-        """Record a table: one dict per row, the same keys in every row. The report renders
-        tables it knows by name (e.g. ``slo_table``)."""
+    def table(self, name: str, rows: list[dict[str, Any]], note: str = "") -> None:
+        """Record a table: one mapping per row, the same keys in every row, and an optional
+        note (what the numbers cover). The report shows every table in its tables section."""
         clean = self.redact.value(_jsonable(rows))
-        self.items.append(EvidenceItem(name=name, kind="table", value=clean))
+        if not isinstance(clean, list) or not all(isinstance(r, dict) for r in clean):
+            raise TypeError(f"evidence.table({name!r}): rows must be a list of mappings")
+        self.items.append(TableItem(name=name, rows=clean, note=self.redact.text(note)))
 
     def attach(self, name: str, content: str | bytes, mime: str = "text/plain") -> None:
         """Attach a document. Text is redacted; binary content is stored as base64."""
@@ -182,22 +214,14 @@ class Evidence:
                 text = content.decode("utf-8")
             except UnicodeDecodeError:
                 data = base64.b64encode(content).decode()
-                self.items.append(
-                    EvidenceItem(name=name, kind="attachment", value=data, mime=mime, encoding="base64")
-                )
+                self.items.append(AttachmentItem(name=name, value=data, mime=mime, encoding="base64"))
                 return
             content = text
-        self.items.append(
-            EvidenceItem(name=name, kind="attachment", value=self.redact.text(content), mime=mime)
-        )
+        self.items.append(AttachmentItem(name=name, value=self.redact.text(content), mime=mime))
 
-    def to_json(self) -> str:
-        return json.dumps([i.to_dict() for i in self.items], default=str)
-
-    @staticmethod
-    def from_json(text: str) -> list[dict[str, Any]]:
-        data = json.loads(text)
-        return data if isinstance(data, list) else []
+    def dump(self) -> list[dict[str, Any]]:
+        """The items as JSON-ready mappings (what a worker sends to the controller)."""
+        return [item.model_dump(mode="json") for item in self.items]
 
 
 def _jsonable(value: Any) -> Any:

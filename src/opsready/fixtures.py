@@ -1,8 +1,8 @@
 """Fixtures that hand checks ready probes.
 
 A check never builds a client itself: it names a fixture. A fixture whose environment section
-is missing skips the criterion with ``not configured: <section>``, so an empty environment
-file is valid and every criterion says why it did not run.
+is missing ends the criterion *not covered* with ``not configured: <section>``, so an empty
+environment file is valid and every criterion says why it did not run.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ ENV_KEY = pytest.StashKey[Environment]()
 EVIDENCE_KEY = pytest.StashKey[Evidence]()
 # The intrusive probes this run allows: the environment's list, or --allow-intrusive.
 INTRUSIVE_KEY = pytest.StashKey[tuple[str, ...]]()
+# On a criterion: the intrusive probes it asked ``intrusive_allowed`` for and was refused.
+DENIED_INTRUSIVE_KEY = pytest.StashKey[list[str]]()
 
 
 def section(env: Environment, name: str) -> Any:
@@ -82,13 +84,23 @@ def opsready_env(request: pytest.FixtureRequest) -> Environment:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def intrusive_allowed(request: pytest.FixtureRequest) -> Callable[[str], bool]:
     """For a criterion that may probe intrusively or judge from what it finds already:
     ``intrusive_allowed("rate_limit_burst")``. Criteria that can only probe intrusively use
-    the ``intrusive`` marker instead."""
+    the ``intrusive`` marker instead.
+
+    A probe asked for and refused is remembered on the criterion: when it then ends not
+    covered, an earlier pass may be carried forward for it (see ``report.carry_forward``)."""
     allowed = request.config.stash.get(INTRUSIVE_KEY, ())
-    return lambda name: name in allowed
+
+    def ask(name: str) -> bool:
+        if name in allowed:
+            return True
+        request.node.stash.setdefault(DENIED_INTRUSIVE_KEY, []).append(name)
+        return False
+
+    return ask
 
 
 @pytest.fixture

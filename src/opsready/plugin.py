@@ -7,7 +7,6 @@ test report; only the controller builds the readiness model and writes files.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,12 @@ import pytest
 from opsready import _run
 from opsready._coverage import not_covered, skip_kind
 from opsready._errors import ConfigError, ProbeError
+from opsready._options import RunOptions, RunRequest
 from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.config import INTRUSIVE_PROBES
 from opsready.evidence import redactor
-from opsready.fixtures import EVIDENCE_KEY
+from opsready.fixtures import DENIED_INTRUSIVE_KEY, EVIDENCE_KEY
 
 STATE = pytest.StashKey[_run.RunState]()
 
@@ -57,36 +57,68 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--opsready-heartbeat", dest="opsready_heartbeat", type=float, default=15.0, help=HELP_HEARTBEAT)
 
 
+class ValidatedRun:
+    """Handed to ``pytest.main`` by ``opsready verify``: the options it validated already, so
+    the plugin does not validate them a second time."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+
+
+def _run_options(config: pytest.Config) -> RunOptions | None:
+    """The run's options: from the controller (on an xdist worker), from ``opsready verify``,
+    or validated here when pytest was started directly with ``--opsready-env``."""
+    wired = getattr(config, "workerinput", {}).get("opsready")
+    if wired is not None:
+        return RunOptions.from_wire(wired)
+    handed = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, ValidatedRun)), None)
+    if handed is not None:
+        return handed.options
+    if not config.getoption("opsready_env", None):
+        return None
+    opt = config.getoption
+    intrusive = opt("opsready_intrusive")
+    return RunRequest(
+        env=str(opt("opsready_env")), root=opt("opsready_root"), out=opt("opsready_out"),
+        gate=opt("opsready_gate"), tickets=tuple(opt("opsready_tickets")),
+        allow_intrusive=tuple(intrusive) if intrusive is not None else None,
+        waivers=opt("opsready_waivers"), catalogue=opt("opsready_catalogue"),
+        checks=tuple(a.split("::")[0] for a in config.args),
+        fail_on_regression=bool(opt("opsready_fail_on_regression")),
+        pushgateway=opt("opsready_pushgateway"), heartbeat_s=float(opt("opsready_heartbeat")),
+    ).resolve()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ticket(id): the audit ticket this check module verifies, e.g. ticket('P2-002')")
     config.addinivalue_line("markers", "intrusive(name): the criterion writes or loads; runs only where allowed")
-    if not config.getoption("opsready_env", None):
+    try:
+        options = _run_options(config)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if options is None:
         return
     from opsready import fixtures
 
     if not config.pluginmanager.is_registered(fixtures):
         config.pluginmanager.register(fixtures, "opsready.fixtures")
-    try:
-        state = _run.RunState.from_options(config)
-    except ConfigError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    state = _run.RunState(options)
     config.stash[STATE] = state
-    config.stash[fixtures.ENV_KEY] = state.env
-    config.stash[fixtures.INTRUSIVE_KEY] = tuple(state.allow_intrusive)
+    config.stash[fixtures.ENV_KEY] = options.env
+    config.stash[fixtures.INTRUSIVE_KEY] = options.allow_intrusive
     if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_run.Recorder(state, _heartbeat(config)), "opsready-recorder")
-        # Reports are written by the controller only; pytest-html and junitxml read these
-        # options in their own pytest_configure, which runs after this one.
+        config.pluginmanager.register(_run.Recorder(state, _heartbeat(config, options)), "opsready-recorder")
+        # Reports are written by the controller only; pytest-html reads this option in its
+        # own pytest_configure, which runs after this one. junit.xml is written from the
+        # readiness model (report/junit.py), not by pytest's junitxml.
         state.out_dir.mkdir(parents=True, exist_ok=True)
         if not config.getoption("htmlpath", None):
             config.option.htmlpath = str(state.out_dir / "index.html")
             config.option.self_contained_html = True
-        if not config.getoption("xmlpath", None):
-            config.option.xmlpath = str(state.out_dir / "junit.xml")
 
 
-def _heartbeat(config: pytest.Config) -> Heartbeat | None:
+def _heartbeat(config: pytest.Config, options: RunOptions) -> Heartbeat | None:
     """With workers, the controller reports criteria that run long (see ``_progress``)."""
     if not config.getoption("numprocesses", None):
         return None
@@ -96,7 +128,7 @@ def _heartbeat(config: pytest.Config) -> Heartbeat | None:
         if reporter is not None:
             reporter.write_line(line)
 
-    return Heartbeat(write, interval=float(config.getoption("opsready_heartbeat")))
+    return Heartbeat(write, interval=options.heartbeat_s)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -109,7 +141,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> None:
     reporter = item.config.pluginmanager.get_plugin("terminalreporter")
     for mark in item.iter_markers("intrusive"):
         name = str(mark.args[0]) if mark.args else ""
-        if reporter is not None and name in state.allow_intrusive:
+        if reporter is not None and name in state.options.allow_intrusive:
             reporter.write_line(f"[opsready] {_ticket_of(item)}: running the intrusive probe '{name}' "
                                 f"({_title(item)})")
 
@@ -125,15 +157,20 @@ class _TicketModule(pytest.Module):
         return super().collect()
 
 
+def _ticket_marks(module: pytest.Module) -> list[pytest.Mark]:
+    """The module's ``ticket`` marks; ``pytestmark`` may be one mark or a list, as pytest allows."""
+    raw = getattr(module.obj, "pytestmark", [])
+    marks = raw if isinstance(raw, list | tuple) else [raw]
+    found = [getattr(m, "mark", m) for m in marks]
+    return [m for m in found if isinstance(m, pytest.Mark) and m.name == "ticket"]
+
+
 def _module_problem(module: pytest.Module, state: _run.RunState) -> str | None:
     name = module.path.name
     from_name = module_ticket_id(name)
-    marks = [m for m in getattr(module.obj, "pytestmark", []) if getattr(m, "name", "") == "ticket"]
-    if not isinstance(getattr(module.obj, "pytestmark", []), list):
-        one = module.obj.pytestmark
-        marks = [one] if getattr(one, "name", "") == "ticket" else []
+    marks = _ticket_marks(module)
     from_mark = str(marks[0].args[0]) if marks and marks[0].args else None
-    known = state.catalogue.ids
+    known = state.options.catalogue.ids
     if from_name is None:
         return (f"{module.path}: the file name carries no ticket id; rename it "
                 f"test_<id>_<topic>.py, e.g. test_p2_002_cors_preflight.py")
@@ -155,12 +192,12 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or not state.selected:
+    if state is None or not state.options.selected:
         return
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        (keep if _ticket_of(item) in state.selected else drop).append(item)
+        (keep if _ticket_of(item) in state.options.selected else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -177,10 +214,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"{item.nodeid}: intrusive({name!r}) is not a known intrusive probe; "
                 f"use one of {', '.join(sorted(INTRUSIVE_PROBES))}"
             )
-        if name not in state.allow_intrusive:
+        if name not in state.options.allow_intrusive:
             not_covered(
                 f"intrusive probe '{name}' ({INTRUSIVE_PROBES[name]}) is not allowed in environment "
-                f"'{state.env.name}'; list it under allow_intrusive or pass --allow-intrusive {name}"
+                f"'{state.options.env.name}'; list it under allow_intrusive or pass --allow-intrusive {name}"
             )
 
 
@@ -192,17 +229,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome, message = _outcome(report, call)
     ev = item.stash.get(EVIDENCE_KEY, None)
     kind, judgeable_from = skip_kind(call.excinfo.value if call.excinfo is not None else None)
+    intrusive, denied = _intrusive(item, item.config.stash[STATE].options.allow_intrusive)
     report.opsready = {
         "ticket": _ticket_of(item),
         "title": _title(item),
         "outcome": outcome,
         "message": redactor.text(message),
-        "evidence": [i.to_dict() for i in ev.items] if ev is not None else [],
+        "evidence": ev.dump() if ev is not None else [],
         "skip_kind": kind if outcome == "skip" else None,
         "judgeable_from": judgeable_from.isoformat() if outcome == "skip" and judgeable_from else None,
+        "intrusive": intrusive,
+        "intrusive_denied": denied,
     }
     _redact(report, message if outcome in ("fail", "error") else "")
     return report
+
+
+def _intrusive(item: pytest.Item, allowed: tuple[str, ...]) -> tuple[str | None, bool]:
+    """The intrusive probe a criterion needs (its marker, or the one it asked for through
+    ``intrusive_allowed``), and whether this run refused it."""
+    mark = item.get_closest_marker("intrusive")
+    if mark is not None and mark.args:
+        name = str(mark.args[0])
+        return name, name not in allowed
+    refused = item.stash.get(DENIED_INTRUSIVE_KEY, [])
+    return (refused[0], True) if refused else (None, False)
 
 
 def _outcome(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[str, str]:
@@ -215,6 +266,9 @@ def _outcome(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[st
     if report.passed:
         return "pass", ""
     exc = call.excinfo.value if call.excinfo is not None else None
+    if report.when == "call" and isinstance(exc, pytest.fail.Exception):
+        # pytest.fail(...) in a check is a finding, like an assert with a message.
+        return "fail", str(exc.msg or "").strip() or "the check failed (pytest.fail gave no message)"
     if report.when == "call" and isinstance(exc, AssertionError):
         text = str(exc)
         # Keep the check's own message; drop pytest's rewritten "assert ..." explanation.
@@ -247,7 +301,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None or hasattr(session.config, "workerinput"):
         return
-    session.exitstatus = state.finish(int(exitstatus))
+    session.exitstatus = int(state.finish(int(exitstatus)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -279,7 +333,3 @@ def _title(item: pytest.Item) -> str:
     first = doc.strip().splitlines()[0].strip() if doc.strip() else item.name
     params = getattr(item, "callspec", None)
     return f"{first} [{params.id}]" if params is not None else first
-
-
-def today() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()

@@ -335,15 +335,6 @@ class ScratchServer:
             swept.append(str(name))
         return swept
 
-    def drill_databases(self) -> list[str]:
-        """Every ``opsready_drill_*`` database on the scratch server."""
-        with self._connect(self._scratch_dsn) as conn:
-            rows = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1",
-                (DRILL_PREFIX.replace("_", r"\_") + "%",),
-            ).fetchall()
-        return [str(r[0]) for r in rows]
-
     # ---- the drill ----------------------------------------------------------------------
 
     def restore_drill(

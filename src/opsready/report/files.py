@@ -1,17 +1,15 @@
 """Files of a run: ``readiness.json``, ``reports/history.jsonl``, ``reports/latest``,
-and the console table."""
+and the console table. Each takes the readiness model."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-NOT_SELECTED = "not selected in this run (--ticket)"
+from opsready.report.model import Readiness
 
 __all__ = [
-    "NOT_SELECTED",
     "append_history",
     "console_table",
     "previous_run",
@@ -20,10 +18,10 @@ __all__ = [
 ]
 
 
-def write_json(out_dir: Path, readiness: dict[str, Any]) -> Path:
+def write_json(out_dir: Path, readiness: Readiness) -> Path:
     path = out_dir / "readiness.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(readiness, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(readiness.dump_json(), encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -53,18 +51,21 @@ def previous_run(history: Path, environment: str) -> tuple[dict[str, str] | None
     return (statuses_so_far if last_id is not None else None), last_id
 
 
-def append_history(history: Path, readiness: dict[str, Any], run_id: str, report_dir: Path) -> None:
+def append_history(history: Path, readiness: Readiness, report_dir: Path) -> None:
+    """One line for this run. Carry-forward reads ``environment``, ``started_at`` and
+    ``report_dir`` from it to find the earlier bundles."""
     history.parent.mkdir(parents=True, exist_ok=True)
+    run = readiness.run
     entry = {
-        "run_id": run_id,
-        "environment": readiness["run"]["environment"],
-        "started_at": readiness["run"]["started_at"],
-        "finished_at": readiness["run"]["finished_at"],
+        "run_id": run.id,
+        "environment": run.environment,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
         "report_dir": str(report_dir),
-        "gate_passed": readiness["gate"]["passed"],
-        "counts": readiness["counts"],
+        "gate_passed": readiness.gate.passed,
+        "counts": readiness.counts.model_dump(),
         # Only the tickets this run judged: a --ticket run says nothing of the others.
-        "statuses": {t["id"]: t["status"] for t in readiness["tickets"] if t.get("note") != NOT_SELECTED},
+        "statuses": readiness.judged,
     }
     with history.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
@@ -83,24 +84,33 @@ def update_latest(reports_root: Path, report_dir: Path) -> None:
     tmp.replace(link)
 
 
-def console_table(readiness: dict[str, Any]) -> list[str]:
-    """A compact table for the end of every run."""
+def console_table(readiness: Readiness) -> list[str]:
+    """A compact table for the end of every run; under a ticket that is not done, what was
+    not checked, and under any ticket, the passes carried forward from earlier runs."""
     rows = [("ticket", "priority", "status", "criteria", "title")]
-    for t in readiness["tickets"]:
-        rows.append((t["id"], t["priority"], t["status"], f'{t["passed"]}/{t["total"]}', t["title"]))
+    details: list[list[str]] = [[]]
+    for t in readiness.tickets:
+        rows.append((t.id, t.priority, t.status, f"{t.passed}/{t.total}", t.title))
+        lines = [f"    {line}" for line in t.not_checked] if t.status != "done" else []
+        lines += [f"    {line}" for line in t.carried_forward]
+        details.append(lines)
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
-    gate = readiness["gate"]
-    pri = ",".join(gate["priorities"]) or "none"
-    if not gate["priorities"]:
+    lines = []
+    for row, extra in zip(rows, details, strict=True):
+        lines.append("  ".join(row[i].ljust(widths[i]) for i in range(4)) + "  " + row[4])
+        lines.extend(extra)
+    gate = readiness.gate
+    pri = ",".join(gate.priorities) or "none"
+    if not gate.priorities:
         lines.append("gate: none (every result is reported, nothing blocks)")
-    elif gate["passed"]:
+    elif gate.passed:
         lines.append(f"gate {pri}: passed")
     else:
-        lines.append(f"gate {pri}: FAILED, blocking: {', '.join(gate['blocking'])}")
-    diff = readiness.get("diff") or {}
-    if diff.get("regressed"):
-        lines.append(f"regressed since the previous run: {', '.join(diff['regressed'])}")
-    for warning in readiness["waivers"]["warnings"]:
+        lines.append(f"gate {pri}: FAILED, blocking: {', '.join(gate.blocking)}")
+    if readiness.diff.regressed:
+        lines.append(f"regressed since the previous run: {', '.join(readiness.diff.regressed)}")
+    for warning in readiness.waivers.warnings:
         lines.append(f"waiver not applied: {warning}")
+    if readiness.run.clock_moved_to is not None:
+        lines.append(f"clock moved to {readiness.run.clock_moved_to.isoformat()} (OPSREADY_TODAY)")
     return lines

@@ -1,5 +1,6 @@
 """The readiness section of ``index.html``: the table first, then the gate, the run, waivers,
-the diff, the scope, the SLO table and the per-criterion evidence.
+the diff, the scope, the tables the checks recorded (the SLO table) and the per-criterion
+evidence, each criterion with its age (judged in this run, or carried forward from when).
 
 pytest-html renders the per-test log; this section is inserted at the top of its page so the
 auditor reads the verdict first. Everything the target sent back is escaped.
@@ -11,6 +12,9 @@ import json
 from html import escape
 from pathlib import Path
 from typing import Any
+
+from opsready.evidence import AttachmentItem, EvidenceItem, MeasureItem, TableItem
+from opsready.report.model import Criterion, Readiness
 
 __all__ = ["inject", "render_section"]
 
@@ -26,7 +30,7 @@ _CSS = """
 #opsready .error { color: #ef6c00; font-weight: bold; } #opsready .skip { color: #777; }
 #opsready pre { background: #f7f7f7; padding: 6px; max-height: 24em; overflow: auto; white-space: pre-wrap; }
 #opsready .gate-pass { color: #2e7d32; } #opsready .gate-fail { color: #c62828; }
-#opsready .warn { color: #c62828; }
+#opsready .warn { color: #c62828; } #opsready .carried { color: #2e7d32; font-style: italic; }
 """
 
 
@@ -34,12 +38,17 @@ def _e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
-def _num(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
-
-
-def _percent(value: Any) -> str:
-    return f"{value * 100:.1f} %" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+def _cell(value: Any) -> str:
+    """A table cell: numbers with four significant digits, booleans as yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:.4g}"
+    if value is None:
+        return "unknown"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
 
 
 def _badge(status: str) -> str:
@@ -52,124 +61,150 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _evidence(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return ""
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    headers: list[str] = []
+    for row in rows:
+        headers += [k for k in row if k not in headers]
+    return _table(headers, [[_e(_cell(row.get(h))) for h in headers] for row in rows])
+
+
+def _evidence(items: list[EvidenceItem]) -> str:
     parts = []
     for item in items:
-        name = _e(item.get("name", ""))
-        if item.get("kind") == "attachment":
-            if item.get("encoding") == "base64":
-                body = f"<em>binary attachment ({_e(item.get('mime', ''))}), base64 in readiness.json</em>"
+        name = _e(item.name)
+        if isinstance(item, AttachmentItem):
+            if item.encoding == "base64":
+                body = f"<em>binary attachment ({_e(item.mime)}), base64 in readiness.json</em>"
             else:
-                body = f"<pre>{_e(item.get('value', ''))}</pre>"
+                body = f"<pre>{_e(item.value)}</pre>"
+        elif isinstance(item, MeasureItem):
+            shown = "not measured" if item.value is None else f"{item.value:.6g} {item.unit}".strip()
+            body = f" <code>{_e(shown)}</code>"
+        elif isinstance(item, TableItem):
+            body = (f"<p><small>{_e(item.note)}</small></p>" if item.note else "") + _rows_table(item.rows)
         else:
-            value = item.get("value")
+            value = item.value
             text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
             body = f"<pre>{_e(text)}</pre>"
         parts.append(f"<div><strong>{name}</strong>{body}</div>")
     return "".join(parts)
 
 
-def render_section(r: dict[str, Any]) -> str:
-    run, gate = r["run"], r["gate"]
+def _lines(lines: list[str]) -> str:
+    return "".join(f"<br><small>{_e(line)}</small>" for line in lines)
+
+
+def _criterion(c: Criterion) -> str:
+    if c.carried_forward is not None:
+        cf = c.carried_forward
+        age = (f'<p class="carried">{_e(cf.line())}: <a href="{_e(cf.report)}#ticket-{_e(c.id.split("::")[0])}">'
+               f"the earlier report</a>. Not run in this run: {_e(cf.not_run_because)}</p>")
+        label = "pass, carried forward"
+    else:
+        age = ""
+        label = c.outcome if c.outcome != "skip" else f"skip: {(c.skip_kind or '').replace('_', ' ')}"
+    return (
+        f'<div class="criterion"><p><span class="{_e(c.outcome)}">[{_e(label)}]</span> '
+        f'<strong>{_e(c.title)}</strong> <small>{_e(c.id)} · {c.duration_s:.2f}s</small></p>'
+        + age
+        + (f"<pre>{_e(c.message)}</pre>" if c.message and c.carried_forward is None else "")
+        + _evidence(c.evidence) + "</div>"
+    )
+
+
+def render_section(r: Readiness) -> str:
+    run, gate = r.run, r.gate
     rows = []
-    for t in r["tickets"]:
+    for t in r.tickets:
+        notes = ([t.note] if t.note else []) + (t.not_checked if t.status != "done" else [])
+        notes += t.carried_forward
         rows.append([
-            f'<a href="#ticket-{_e(t["id"])}">{_e(t["id"])}</a>',
-            _e(t["title"]),
-            _e(t["priority"]),
-            _badge(t["status"]),
-            f'{t["passed"]}/{t["total"]}',
-            f'<a href="#ticket-{_e(t["id"])}">evidence</a>'
-            + (f"<br><small>{_e(t['note'])}</small>" if t["note"] else ""),
+            f'<a href="#ticket-{_e(t.id)}">{_e(t.id)}</a>',
+            _e(t.title),
+            _e(t.priority),
+            _badge(t.status) + _lines(notes),
+            f"{t.passed}/{t.total}",
+            f'<a href="#ticket-{_e(t.id)}">evidence</a>',
         ])
     out = [f"<style>{_CSS}</style>", '<section id="opsready">', "<h2>Readiness</h2>"]
     out.append(_table(["ticket", "title", "priority", "status", "criteria passed", "evidence"], rows))
 
-    verdict = "passed" if gate["passed"] else "FAILED"
-    cls = "gate-pass" if gate["passed"] else "gate-fail"
-    pri = ", ".join(gate["priorities"]) or "none"
-    blocking = ", ".join(gate["blocking"]) or "none"
+    verdict = "passed" if gate.passed else "FAILED"
+    cls = "gate-pass" if gate.passed else "gate-fail"
+    pri = ", ".join(gate.priorities) or "none"
+    blocking = ", ".join(gate.blocking) or "none"
     out.append(f'<h2>Gate</h2><p class="{cls}"><strong>Gate {_e(pri)}: {verdict}</strong>. '
                f"Blocking: {_e(blocking)}</p>")
 
     meta = [
-        ["environment", _e(run.get("environment"))],
-        ["environment file", _e(run.get("env_file"))],
-        ["started", _e(run.get("started_at"))],
-        ["finished", _e(run.get("finished_at"))],
-        ["suite version", _e(run.get("suite_version"))],
-        ["suite git SHA", _e(run.get("git_sha") or "unknown")],
+        ["environment", _e(run.environment)],
+        ["environment file", _e(run.env_file)],
+        ["started", _e(run.started_at.isoformat(timespec="seconds"))],
+        ["finished", _e(run.finished_at.isoformat(timespec="seconds"))],
+        ["judged as of", _e(run.today.isoformat())
+         + (' <span class="warn">(clock moved with OPSREADY_TODAY)</span>' if run.clock_moved_to else "")],
+        ["suite version", _e(run.suite_version)],
+        ["suite git SHA", _e(run.git_sha or "unknown")],
     ]
-    for name, digest in (run.get("hashes") or {}).items():
+    for name, digest in run.hashes.model_dump().items():
         meta.append([f"sha256 of {_e(name)}", f"<code>{_e(digest or 'absent')}</code>"])
     out.append("<h2>Run</h2>" + _table(["", ""], meta))
 
-    w = r["waivers"]
+    w = r.waivers
     out.append("<h2>Waivers</h2>")
-    if w["applied"]:
+    if w.applied:
         out.append(_table(
-            ["target", "reason", "requested by", "approved by", "expires"],
-            [[_e(x[k]) for k in ("target", "reason", "requested_by", "approved_by", "expires")] for x in w["applied"]],
+            ["target", "criteria", "reason", "requested by", "approved by", "expires"],
+            [[_e(x.target), _e(", ".join(x.criteria) or "this criterion"), _e(x.reason), _e(x.requested_by),
+              _e(x.approved_by), _e(x.expires.isoformat())] for x in w.applied],
         ))
     else:
         out.append("<p>No waivers apply.</p>")
-    for warning in w["warnings"]:
+    for warning in w.warnings:
         out.append(f'<p class="warn">Waiver not applied: {_e(warning)}</p>')
 
-    d = r["diff"]
+    d = r.diff
     out.append("<h2>Since the previous run</h2>")
-    if d.get("previous_run") is None:
+    if d.previous_run is None:
         out.append("<p>No previous run of this environment.</p>")
     else:
         out.append(_table(["", "tickets"], [
-            ["previous run", _e(d["previous_run"])],
-            ["newly done", _e(", ".join(d["newly_done"]) or "none")],
-            ["regressed", _e(", ".join(d["regressed"]) or "none")],
-            ["still open", _e(", ".join(d["still_open"]) or "none")],
+            ["previous run", _e(d.previous_run)],
+            ["newly done", _e(", ".join(d.newly_done) or "none")],
+            ["regressed", _e(", ".join(d.regressed) or "none")],
+            ["still open", _e(", ".join(d.still_open) or "none")],
         ]))
-    if d.get("expiring_waivers"):
+    if d.expiring_waivers:
         out.append("<p class=\"warn\">Waivers expiring within 14 days: "
-                   + _e(", ".join(f'{x["target"]} ({x["expires"]})' for x in d["expiring_waivers"])) + "</p>")
+                   + _e(", ".join(f"{x.target} ({x.expires.isoformat()})" for x in d.expiring_waivers)) + "</p>")
 
-    scope = r.get("scope") or {}
+    scope = r.scope
     out.append("<h2>Scope</h2>")
-    out.append(f"<p>Configured sections: {_e(', '.join(scope.get('configured', [])) or 'none')}. "
-               f"Intrusive probes allowed: {_e(', '.join(scope.get('allow_intrusive', [])) or 'none')}.</p>")
-    skipped = scope.get("skipped", [])
-    if skipped:
-        rows = [[_e(s["criterion"]), _e(s["reason"])] for s in skipped]
-        out.append(_table(["criterion", "why it did not run"], rows))
+    out.append(f"<p>Configured sections: {_e(', '.join(scope.configured) or 'none')}. "
+               f"Intrusive probes allowed: {_e(', '.join(scope.allow_intrusive) or 'none')}. "
+               f"Freshness windows for carrying a pass forward: "
+               f"{_e(', '.join(f'{k} {v:g} days' for k, v in scope.freshness_days.items()) or 'none')}.</p>")
+    if scope.skipped:
+        skipped = [[_e(s.criterion), _e(s.kind.replace("_", " ")), _e(s.reason)] for s in scope.skipped]
+        out.append(_table(["criterion", "kind", "why it did not run"], skipped))
 
-    slo = r.get("slo")
-    if isinstance(slo, dict) and slo.get("rows"):
-        out.append(f"<h2>SLO compliance and error budget (window {_e(slo.get('window_days'))} days)</h2>")
-        out.append(_table(
-            ["SLO", "target", "current", "compliant", "budget remaining", "burn rate"],
-            [[_e(x.get("slo")),
-              _e(f'{"≤" if x.get("objective") == "le" else "≥"} {_num(x.get("target"))} {x.get("unit") or ""}'),
-              _e(f'{_num(x.get("value"))} {x.get("unit") or ""}'),
-              _e({True: "yes", False: "NO"}.get(x.get("compliant"), "unknown")),
-              _e(_percent(x.get("budget_remaining"))), _e(_num(x.get("burn_rate")))]
-             for x in slo["rows"]],
-        ))
-        out.append("<p>Budget remaining: the share of the window's error budget still unspent (negative: "
-                   "overspent). Burn rate: how fast the budget is being spent now; 1 spends it exactly "
-                   "over the window.</p>")
+    tables = list(r.tables())
+    if tables:
+        out.append("<h2>Tables</h2>")
+        for t, c, item in tables:
+            note = f". {item.note}" if item.note else ""
+            out.append(f"<h3>{_e(item.name)}</h3><p><small>{_e(t.id)}: {_e(c.title)}{_e(note)}</small></p>"
+                       + _rows_table(item.rows))
 
     out.append("<h2>Criteria</h2>")
-    for t in r["tickets"]:
-        out.append(f'<h3 id="ticket-{_e(t["id"])}">{_e(t["id"])} {_e(t["title"])} {_badge(t["status"])}</h3>')
-        if t["note"]:
-            out.append(f"<p>{_e(t['note'])}</p>")
-        for c in t["criteria"]:
-            out.append(
-                f'<div class="criterion"><p><span class="{_e(c["outcome"])}">[{_e(c["outcome"])}]</span> '
-                f'<strong>{_e(c["title"])}</strong> <small>{_e(c["id"])} · {c["duration_s"]:.2f}s</small></p>'
-                + (f"<pre>{_e(c['message'])}</pre>" if c["message"] else "")
-                + _evidence(c["evidence"]) + "</div>"
-            )
+    for t in r.tickets:
+        out.append(f'<h3 id="ticket-{_e(t.id)}">{_e(t.id)} {_e(t.title)} {_badge(t.status)}</h3>')
+        if t.note:
+            out.append(f"<p>{_e(t.note)}</p>")
+        if t.not_checked:
+            out.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in t.not_checked) + "</ul>")
+        for c in t.criteria:
+            out.append(_criterion(c))
     out.append("<h2>Test log</h2></section>")
     return "\n".join(out)
 

@@ -12,28 +12,24 @@ does, and reports each changed, missing or extra file.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import NoReturn, TextIO
+from typing import TextIO
+
+from opsready._options import ExitCode
 
 __all__ = [
     "MANIFEST_NAME",
     "BundleCheck",
     "verify_bundle",
-    "verify_bundle_main",
+    "verify_bundle_command",
     "write_manifest",
 ]
 
 MANIFEST_NAME = "MANIFEST.sha256"
-
-# Exit codes of ``opsready verify-bundle``, as in DESIGN §3.
-EXIT_INTACT = 0
-EXIT_TAMPERED = 1
-EXIT_USAGE = 4
 
 _LINE = re.compile(r"^(?P<escaped>\\)?(?P<digest>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
 _CHUNK = 1 << 20
@@ -179,43 +175,12 @@ def verify_bundle(report_dir: Path) -> BundleCheck:
     return check
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse exits 2 on a usage error; opsready uses 4 for usage and config errors.
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="opsready verify-bundle",
-        description=(
-            f"Check a report directory against its {MANIFEST_NAME}. Exit 0 when every file "
-            f"is intact, 1 naming each changed, missing or extra file, 4 on a usage error."
-        ),
-    )
-    parser.add_argument("dir", metavar="DIR", type=Path, help="the report directory to check")
-    return parser
-
-
-def verify_bundle_main(
-    argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> int:
-    """``opsready verify-bundle DIR``: print the verdict and return the exit code."""
+def verify_bundle_command(report_dir: Path, *, stdout: TextIO | None = None,
+                          stderr: TextIO | None = None) -> ExitCode:
+    """``opsready verify-bundle DIR`` (the CLI parses the arguments): print the verdict and
+    return the exit code."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except _UsageError as exc:
-        print(f"opsready verify-bundle: {exc}; usage: opsready verify-bundle DIR", file=err)
-        return EXIT_USAGE
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else EXIT_INTACT
-    report_dir: Path = args.dir
     if not report_dir.is_dir():
         what = "is not a directory" if report_dir.exists() else "does not exist"
         print(
@@ -223,11 +188,11 @@ def verify_bundle_main(
             f"reports/latest",
             file=err,
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     check = verify_bundle(report_dir)
     if check.ok:
         print(f"intact: {check.files} files", file=out)
-        return EXIT_INTACT
+        return ExitCode.OK
     for line in check.describe():
         print(line, file=out)
     if check.manifest_error is None:
@@ -236,4 +201,4 @@ def verify_bundle_main(
             f"{len(check.extra)} extra against {MANIFEST_NAME}",
             file=out,
         )
-    return EXIT_TAMPERED
+    return ExitCode.FAILED

@@ -13,30 +13,27 @@ Every series carries an ``env`` label (the run's environment). The families:
     1 when the run's gate passed, else 0.
 ``opsready_run_timestamp_seconds{env}``
     When the run finished, in Unix seconds.
-``opsready_restore_rto_seconds{env}``
-    The restore time measured by the P1-002 drill; only present when a drill ran.
+``opsready_evidence_measure{env,ticket,criterion,name,unit}``
+    Every number a criterion measured in this run (``evidence.measure``), such as the
+    restore drill's RTO (``name="rto_seconds"``); absent when nothing was measured.
+``opsready_carried_forward_timestamp_seconds{env,ticket,criterion}``
+    For each criterion whose pass was carried forward from an earlier run, when that run
+    started: ``time() - opsready_carried_forward_timestamp_seconds`` is the evidence's age.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from opsready._errors import AccessRefused, TargetUnreachable, UnexpectedResponse
 from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
+from opsready.report.model import STATUSES, Readiness
 
-__all__ = ["STATUSES", "push", "render_prom"]
-
-STATUSES: tuple[str, ...] = ("done", "open", "unverified", "waived")
-
-# Where the restore drill records its measured RTO (see the P1-002 check).
-RTO_TICKET = "P1-002"
-RTO_EVIDENCE = "rto_seconds"
+__all__ = ["push", "render_prom"]
 
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -72,112 +69,57 @@ class _Family:
         return lines
 
 
-def _timestamp(run: Mapping[str, Any]) -> float | None:
-    for key in ("finished_at", "started_at"):
-        raw = run.get(key)
-        if not isinstance(raw, str) or not raw:
-            continue
-        try:
-            when = datetime.fromisoformat(raw)
-        except ValueError:
-            continue
-        # A naive timestamp in a report is UTC (the run directories are named in UTC).
-        if when.tzinfo is None:
-            return (when - datetime(1970, 1, 1)).total_seconds()
-        return when.timestamp()
-    return None
-
-
-def _measured_rto(tickets: Iterable[Mapping[str, Any]]) -> float | None:
-    for ticket in tickets:
-        if ticket.get("id") != RTO_TICKET:
-            continue
-        for criterion in ticket.get("criteria") or []:
-            for item in criterion.get("evidence") or []:
-                if (
-                    isinstance(item, Mapping)
-                    and item.get("name") == RTO_EVIDENCE
-                    and item.get("kind", "value") == "value"
-                ):
-                    value = item.get("value")
-                    # bool is an int; a True is not a measured duration.
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        return float(value)
-    return None
-
-
-def render_prom(readiness: Mapping[str, Any]) -> str:
-    """Render a readiness model (schema ``opsready.readiness/v1``) in the Prometheus text format.
+def render_prom(readiness: Readiness) -> str:
+    """Render a readiness model in the Prometheus text format.
 
     The text passes ``promtool check metrics``; see the module docstring for the families.
     """
-    run: Mapping[str, Any] = readiness.get("run") or {}
-    env = str(run.get("environment") or "")
-    tickets: list[Mapping[str, Any]] = list(readiness.get("tickets") or [])
-
-    statuses = list(STATUSES)
-    for ticket in tickets:
-        status = str(ticket.get("status", ""))
-        if status and status not in statuses:
-            statuses.append(status)
-
+    env = readiness.run.environment
     status_family = _Family(
         "opsready_ticket_status",
         "Readiness of each audit ticket: 1 for the ticket's current status, 0 for the others.",
     )
-    for ticket in tickets:
-        current = str(ticket.get("status", ""))
-        for status in statuses:
+    for ticket in readiness.tickets:
+        for status in STATUSES:
             status_family.add(
-                {
-                    "env": env,
-                    "ticket": str(ticket.get("id", "")),
-                    "priority": str(ticket.get("priority", "")),
-                    "status": status,
-                },
-                1.0 if status == current else 0.0,
+                {"env": env, "ticket": ticket.id, "priority": ticket.priority, "status": status},
+                1.0 if status == ticket.status else 0.0,
             )
 
-    counts: Mapping[str, Any] = readiness.get("counts") or {}
     count_family = _Family("opsready_tickets", "Number of audit tickets with each status.")
-    for status in statuses:
-        raw = counts.get(status)
-        if isinstance(raw, int | float) and not isinstance(raw, bool):
-            value = float(raw)
-        else:
-            value = float(sum(1 for t in tickets if t.get("status") == status))
-        count_family.add({"env": env, "status": status}, value)
+    counts = readiness.counts.model_dump()
+    for status in STATUSES:
+        count_family.add({"env": env, "status": status}, float(counts[status]))
 
-    families = [status_family, count_family]
+    gate_family = _Family("opsready_gate_passed", "1 when the readiness gate of the run passed, 0 when it failed.")
+    gate_family.add({"env": env}, 1.0 if readiness.gate.passed else 0.0)
 
-    gate: Mapping[str, Any] = readiness.get("gate") or {}
-    if isinstance(gate.get("passed"), bool):
-        gate_family = _Family(
-            "opsready_gate_passed", "1 when the readiness gate of the run passed, 0 when it failed."
-        )
-        gate_family.add({"env": env}, 1.0 if gate["passed"] else 0.0)
-        families.append(gate_family)
+    ts_family = _Family("opsready_run_timestamp_seconds", "When the opsready run finished, in Unix seconds.")
+    ts_family.add({"env": env}, readiness.run.finished_at.timestamp())
 
-    when = _timestamp(run)
-    if when is not None:
-        ts_family = _Family(
-            "opsready_run_timestamp_seconds", "When the opsready run finished, in Unix seconds."
-        )
-        ts_family.add({"env": env}, when)
-        families.append(ts_family)
+    measure_family = _Family(
+        "opsready_evidence_measure",
+        "A number a criterion measured in this run (e.g. the restore drill's RTO), in its unit label.",
+    )
+    for ticket, criterion, item in readiness.measures():
+        if item.value is not None:
+            measure_family.add({"env": env, "ticket": ticket.id, "criterion": criterion.id,
+                                "name": item.name, "unit": item.unit}, item.value)
 
-    rto = _measured_rto(tickets)
-    if rto is not None:
-        rto_family = _Family(
-            "opsready_restore_rto_seconds",
-            "Restore time measured by the restore drill, from backup download to verified restore.",
-        )
-        rto_family.add({"env": env}, rto)
-        families.append(rto_family)
+    age_family = _Family(
+        "opsready_carried_forward_timestamp_seconds",
+        "When the earlier run whose pass is carried forward for a criterion not run now started.",
+    )
+    for ticket in readiness.tickets:
+        for criterion in ticket.criteria:
+            if criterion.carried_forward is not None:
+                age_family.add({"env": env, "ticket": ticket.id, "criterion": criterion.id},
+                               criterion.carried_forward.passed_at.timestamp())
 
     lines: list[str] = []
-    for family in families:
-        lines.extend(family.render())
+    for family in (status_family, count_family, gate_family, ts_family, measure_family, age_family):
+        if family.samples:
+            lines.extend(family.render())
     return "\n".join(lines) + "\n"
 
 
