@@ -194,15 +194,17 @@ class ServiceProbe:
         return {self.cfg.api_key_header: secret.get_secret_value()} if secret is not None else {}
 
     def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
-                json: Any = None, key: str = "api") -> ServiceResponse:
+                json: Any = None, key: str = "api", gateway_as_data: bool = False) -> ServiceResponse:
         """One request; ``key`` is ``api``, ``admin`` or ``none``. A 429 with a short
         ``Retry-After`` (another check's burst on the same workspace) is waited out, at most
-        ``_RETRIES_ON_429`` times."""
+        ``_RETRIES_ON_429`` times. A 502/503/504 raises ``GatewayAnswer`` unless
+        ``gateway_as_data`` (see ``HttpTarget.request``)."""
         sent = {**self._key_headers(key), **(headers or {})}
         attempt = 0
         while True:
             start = time.monotonic()
-            resp = self.http.request(method, path, headers=sent, json=json)
+            resp = self.http.request(method, path, headers=sent, json=json,
+                                     gateway_as_data=gateway_as_data)
             elapsed = time.monotonic() - start
             wait = _retry_after(resp)
             if resp.status_code != 429 or wait is None or wait > _MAX_RETRY_AFTER_S \
@@ -214,8 +216,8 @@ class ServiceProbe:
                                resp.text, elapsed)
 
     def get(self, path: str, *, headers: Mapping[str, str] | None = None,
-            key: str = "api") -> ServiceResponse:
-        return self.request("GET", path, headers=headers, key=key)
+            key: str = "api", gateway_as_data: bool = False) -> ServiceResponse:
+        return self.request("GET", path, headers=headers, key=key, gateway_as_data=gateway_as_data)
 
     def post(self, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
              key: str = "api") -> ServiceResponse:
@@ -228,7 +230,7 @@ class ServiceProbe:
 
     def health(self) -> HealthResult:
         """``GET health_path``; the version comes from ``version_field`` when the body has it."""
-        resp = self.get(self.cfg.health_path, key="none")
+        resp = self.get(self.cfg.health_path, key="none", gateway_as_data=True)
         body = resp.json()
         version = None
         if isinstance(body, dict) and body.get(self.cfg.version_field) not in (None, ""):

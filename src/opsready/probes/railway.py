@@ -125,7 +125,7 @@ class RailwayProbe:
         except ValueError:
             raise UnexpectedResponse(
                 f"railway: {what} answered HTTP {resp.status_code} without JSON "
-                f"({redactor.text(resp.text[:200])!r})"
+                f"({redactor.excerpt(resp.text, 200)!r})"
             ) from None
         if not isinstance(body, dict):
             raise UnexpectedResponse(f"railway: {what} answered a non-object JSON body")
@@ -321,7 +321,7 @@ def rollback_calls(source: str, mutation: str = "deploymentRollback") -> list[tu
         if not code or code.startswith(("#", "//", "--", ";")):
             continue
         if mutation in code:
-            found.append((number, code[:200]))
+            found.append((number, redactor.excerpt(code, 200)))
     return found
 
 
