@@ -38,6 +38,9 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        # The terminal's stderr as it was when the handlers were installed: pytest captures
+        # fd 2 while a criterion runs, and these lines must reach the person pressing Ctrl-C.
+        self._stderr: int | None = None
 
     @property
     def stopped(self) -> bool:
@@ -47,6 +50,8 @@ class StopSignals:
         """Take over SIGINT and SIGTERM (main thread only; elsewhere this does nothing)."""
         if threading.current_thread() is not threading.main_thread() or self._previous:
             return
+        with contextlib.suppress(OSError):
+            self._stderr = os.dup(2)
         for sig in _SIGNALS:
             with contextlib.suppress(ValueError, OSError):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -59,6 +64,10 @@ class StopSignals:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(sig, handler)
         self._previous.clear()
+        if self._stderr is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stderr)
+            self._stderr = None
 
     def writing_report(self) -> None:
         """From now on a stop only marks the run interrupted: the report is being written."""
@@ -95,19 +104,18 @@ class StopSignals:
             if first:
                 self.reason = self._pending or _NAMES.get(signal.Signals(signum), f"signal {signum}")
         if not first:
-            _say("opsready: already stopping; finishing the clean-up and the report")
+            self._say("opsready: already stopping; finishing the clean-up and the report")
             return
         if self.forward_to_children:
             _signal_children(signal.SIGINT)
         if self._writing:
-            _say(f"opsready: {self.reason}: finishing the report, then exiting as interrupted")
+            self._say(f"opsready: {self.reason}: finishing the report, then exiting as interrupted")
             return
         raise KeyboardInterrupt(self.reason)
 
-
-def _say(line: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(2, (line + "\n").encode())
+    def _say(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._stderr if self._stderr is not None else 2, (line + "\n").encode())
 
 
 def _signal_children(sig: int) -> None:

@@ -126,15 +126,23 @@ def _tickets(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from opsready._interrupt import stop_signals
+
+    # Ctrl-C and SIGTERM from here on end the run with its report (see _interrupt).
+    stop_signals().install()
+    try:
+        return _run_verify(args)
+    finally:
+        stop_signals().uninstall()
+
+
+def _run_verify(args: argparse.Namespace) -> int:
     import pytest
 
-    from opsready._interrupt import stop_signals
     from opsready._options import RunRequest
     from opsready.plugin import ValidatedRun
     from opsready.report.files import claim_report_dir
 
-    # Ctrl-C and SIGTERM from here on end the run with its report (see _interrupt).
-    stop_signals().install()
     if not 0 <= args.workers <= MAX_WORKERS:
         raise ConfigError("-n", str(args.workers), f"is not a number of workers from 0 to {MAX_WORKERS}",
                           "pass -n 0 to run in this process, or -n 4")

@@ -691,6 +691,9 @@ def _shown_value(loc: list[str], value: Any, substituted: dict[str, str]) -> str
     environment variable (it may hold a secret), URL user information masked, and short."""
     if _is_secret_field(loc):
         return "<secret>"
+    if _model_at(Environment, loc) is not None and not isinstance(value, dict):
+        # A section given as a scalar: whatever it holds (a pasted secret) stays unshown.
+        return f"<a {type(value).__name__}, where a mapping of keys belongs>"
     if isinstance(value, dict):
         return "<a mapping>"
     if isinstance(value, list | tuple):
