@@ -125,6 +125,9 @@ SECRET_CASES = {
     "userinfo-bad-port": (f"service:\n  base_url: https://u:{CANARY}@api.example:70000\n", "service.base_url"),
     "dsn-bad-port": (f"restore_drill:\n  scratch_dsn: postgresql://d:{CANARY}@db.example:0/postgres\n",
                      "restore_drill.scratch_dsn"),
+    # An unencoded '/' in the password makes the password read as host and port.
+    "dsn-slash-in-password": (f"restore_drill:\n  scratch_dsn: postgresql://d:{CANARY[:9]}/{CANARY[9:]}@db/x\n",
+                              "restore_drill.scratch_dsn"),
     "from-a-variable": ("service:\n  base_url: ${LEAKY_URL}\n", "service.base_url"),
 }
 

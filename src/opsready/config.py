@@ -574,9 +574,13 @@ def _check_values(model: Environment, file: str) -> None:
         leaf = where.rsplit(".", 1)[-1]
         if isinstance(value, str) and value and (leaf.endswith("url") or leaf.endswith("_dsn")):
             problem = url_problem(value)
+            if problem is not None and is_secret:
+                # Not even a part of it: a misplaced '/' in a password makes it read as a host.
+                raise ConfigError(file, where, "has an impossible host or port (the value is a secret and "
+                                  "not shown)", "percent-encode special characters of the password "
+                                  "(/ as %2F) and give postgresql://user:password@host:5432/db")
             if problem is not None:
-                shown = "" if is_secret else f"value {mask_url(value)!r}: "
-                raise ConfigError(file, where, f"{shown}{problem}",
+                raise ConfigError(file, where, f"value {mask_url(value)!r}: {problem}",
                                   "give a URL such as https://host.example:8443/path")
     backups = model.backups
     if backups is not None and backups.daily_min_days > backups.daily_window_days:
