@@ -231,6 +231,37 @@ def test_unreachable_receiver_url_is_unverified_not_open(stack: StartedStack,
     assert delivery["outcome"] == "error" and "does not reach the receiver" in delivery["message"]
 
 
+def test_refused_keys_are_unverified_not_open(stack: StartedStack, tmp_path: Path) -> None:
+    def wrong_keys(env: dict[str, Any]) -> None:
+        env["service"]["api_key"] = "not-a-key-of-this-platform"
+        env["service"]["admin_key"] = "not-an-admin-key-either"
+
+    tickets = ["P0-001", "P1-004"]
+    result = run_verify(_env_variant(stack, tmp_path, "refused", wrong_keys), tmp_path, *SERIAL,
+                        tickets=tickets, allow_intrusive=EDGE_PROBES)
+    assert {t: result.status[t] for t in tickets} == dict.fromkeys(tickets, "unverified"), \
+        result.explain(tickets)
+    for ticket, title in [("P0-001", HEADERS), ("P1-004", DELIVERY),
+                          ("P0-001", "Rate limiting answers a bounded burst with 429 and a "
+                                     "valid Retry-After")]:
+        refused = _criterion(result, ticket, title)
+        assert refused["outcome"] == "error" and "was refused" in refused["message"], refused
+    assert _criterion(result, "P0-001", "/health returns 200 and reports itself healthy")[
+        "outcome"] == "pass"
+
+
+def test_cors_without_credentials_is_not_applicable_not_open(stack: StartedStack,
+                                                            tmp_path: Path) -> None:
+    def no_credentials(env: dict[str, Any]) -> None:
+        env["cors"]["credentials"] = False
+
+    result = run_verify(_env_variant(stack, tmp_path, "no-credentials", no_credentials),
+                        tmp_path, *SERIAL, tickets=["P2-002"], allow_intrusive=EDGE_PROBES)
+    skipped = _criterion(result, "P2-002", "Access-Control-Allow-Credentials is exactly true")
+    assert skipped["outcome"] == "skip" and skipped["skip_kind"] == "not_applicable"
+    assert result.status["P2-002"] == "done", result.explain(["P2-002"])
+
+
 def test_empty_platform_keys_leave_their_criteria_not_covered(stack: StartedStack,
                                                               tmp_path: Path) -> None:
     def forget(env: dict[str, Any]) -> None:
