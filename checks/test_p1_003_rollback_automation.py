@@ -157,8 +157,7 @@ def _workflow_run_called(github: GithubProbe, cfg: GithubConfig,
                 for done in job.steps:
                     if done.name == step.name:
                         outcomes[f"{job.name} / {done.name}"] = done.conclusion
-    found["step_outcomes"] = outcomes
-    evidence.record("rollback_workflow", found)
+    evidence.record("rollback_workflow_run", {"run": run.summary(), "step_outcomes": outcomes})
     assert "success" in outcomes.values(), (
         f"GitHub {github.repo}: the latest run of {workflow.path} ({run.created_at:%Y-%m-%d}, "
         f"{run.html_url}) concluded {run.conclusion!r} and its calling step(s) "

@@ -47,6 +47,8 @@ WORKFLOWS = {
     "rollback.yml": (61203315, "Roll back production"),
 }
 ROLLBACK_SCRIPT = "scripts/rollback"
+# The release tag on the deployed commit, for platforms that report tag-style versions.
+RELEASE_TAG = "v51.3.0"
 # The step of rollback.yml that runs the rollback script, as the run's jobs name it.
 ROLLBACK_JOB, ROLLBACK_STEP = "rollback", "Roll back to the previous deployment"
 
@@ -172,6 +174,8 @@ class FakeGithub:
     def resolve(self, ref: str) -> str | None:
         if ref in (BRANCH, f"refs/heads/{BRANCH}"):
             return self.head_sha
+        if ref.removeprefix("refs/tags/") == RELEASE_TAG:
+            return self.deployed_sha
         return next((sha for sha, _ in self.commits() if sha == ref or
                      (len(ref) >= 7 and sha.startswith(ref))), None)
 
