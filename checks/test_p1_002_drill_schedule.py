@@ -1,9 +1,10 @@
 """P1-002, schedule part: the restore drill is really scheduled and really succeeding.
 
 The criterion passes on either of two pieces of evidence:
-- the drill workflow (``github.drill_workflow``) is active, declares a monthly cron, and its
-  most recent run, scheduled or manual (cancelled and skipped runs passed over), concluded
-  ``success`` within ``backups.drill_max_age_days``;
+- the drill workflow (``github.drill_workflow``) is active, declares a monthly cron that
+  really fires (a scheduled run within ``backups.drill_max_age_days``: a manual run alone
+  does not make the drill automated), and its most recent run, scheduled or manual
+  (cancelled and skipped runs passed over), concluded ``success`` within that window;
 - or the drill record (``backups.drill_record_key``) is at most that old and says the drill
   succeeded (its outcome field holds one of ``backups.drill_record_success_values``) with a
   measured RTO within ``restore_drill.rto_target_s``.
@@ -45,10 +46,14 @@ def _drill_workflow(github: GithubProbe, name: str, max_age: float,
         return False, None, f"workflow {name} not found"
     text = github.get_file(workflow.path)
     parsed = parse_workflow(text) if text is not None else None
-    run = newest_concluded(github.runs(workflow, status="completed", limit=30))
+    runs = github.runs(workflow, status="completed", limit=50)
+    run = newest_concluded(runs)
+    fired = max((r for r in runs if r.event == "schedule"), key=lambda r: r.created_at,
+                default=None)
     found["workflow"] = {"path": workflow.path, "state": workflow.state,
                          "crons": list(parsed.crons) if parsed else None,
                          "monthly": bool(parsed and parsed.monthly),
+                         "last_scheduled_run": None if fired is None else fired.summary(),
                          "last_run": None if run is None else run.summary()}
     success = run if run is not None and run.conclusion == "success" else None
     if not workflow.active:
@@ -57,6 +62,10 @@ def _drill_workflow(github: GithubProbe, name: str, max_age: float,
         return False, success, f"{workflow.path} has no schedule (manual runs only)"
     if not parsed.monthly:
         return False, success, f"{workflow.path} has schedule {list(parsed.crons)}, not monthly"
+    if fired is None or fired.age_days() > max_age:
+        return False, success, (f"the schedule of {workflow.path} has not fired within "
+                                f"{max_age:g} days (a manual run alone does not make the drill "
+                                f"automated)")
     if run is None:
         return False, None, f"{workflow.path} has never run to a conclusion"
     if run.conclusion != "success":

@@ -438,6 +438,11 @@ def test_the_most_recent_drill_run_may_be_a_manual_one(github: GithubFactory,
         (3, "schedule", "failure"), (5, "workflow_dispatch", "success")))
     with pytest.raises(AssertionError, match="concluded 'failure'"):
         drill_check(github(), Backups(None))
+    # A cron that has not fired in the window: the manual runs alone do not make it automated.
+    overrides.answers[runs_path("restore-drill.yml")] = (200, runs(
+        (3, "workflow_dispatch", "success"), (40, "schedule", "success")))
+    with pytest.raises(AssertionError, match="has not fired within 31 days"):
+        drill_check(github(), Backups(None))
 
 
 @pytest.mark.parametrize(("drill_record", "says"), [
