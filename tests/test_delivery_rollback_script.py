@@ -84,6 +84,14 @@ def rollback(target, endpoint="https://backboard.railway.com/graphql/v2"):
     body = json.dumps({"query": f'mutation {{ deploymentRollback(id: "{target}") }}'}).encode()
     urllib.request.urlopen(urllib.request.Request(endpoint, data=body))
 ''',
+    "a JSON body and a URL from f-strings": '''
+import os, urllib.request
+BASE = os.environ.get("RAILWAY_HOST", "https://backboard.railway.com")
+MUTATION = "mutation($id: String!) { deploymentRollback(id: $id) }"
+def rollback(target):
+    body = f'{{"query": "{MUTATION}", "variables": {{"id": "{target}"}}}}'.encode()
+    urllib.request.urlopen(urllib.request.Request(f"{BASE}/graphql/v2", data=body))
+''',
     "curl through subprocess": '''
 import json, subprocess
 Q = "mutation($id: String!) { deploymentRollback(id: $id) }"
@@ -114,6 +122,18 @@ Run `mutation { deploymentRollback(id: "{target}") }` at https://backboard.railw
 """
 def main(target):
     requests.post("https://hooks.slack.com/services/x", json={"text": NOTES})
+''',
+    "a chat message that quotes both": '''
+import requests
+API = "https://backboard.railway.com/graphql/v2"
+MUTATION = 'mutation { deploymentRollback(id: "%s") }'
+def main(target):
+    text = f"Roll back by hand: run {MUTATION % target} against {API}"
+    requests.post("https://hooks.slack.com/services/x", json={"text": text})
+    requests.post("https://hooks.slack.com/services/x",
+                  json={"text": "Paste %s into %s" % (MUTATION, API)})
+    requests.post("https://hooks.slack.com/services/x",
+                  json={"text": "Paste {} into {}".format(MUTATION, API)})
 ''',
     "sent somewhere else": '''
 import requests

@@ -7,11 +7,13 @@ notes template or a ``print`` is not a call.
 
 - **Python** is parsed with ``ast``. String constants that are a rollback mutation, and
   those that name the endpoint, are followed through assignments, containers, calls
-  (``json.dumps``, ``Request(...)``, ``.encode()``) and the script's own functions (their
-  parameters and return values) to the calls that send requests: ``urlopen``, ``post``,
-  ``request``, ``send``, ``execute`` and ``subprocess`` running a command that matches the
-  shell pattern. A sending call reached by both is a rollback call. Docstrings and bare
-  string statements send nothing.
+  (``json.dumps``, ``Request(...)``, ``.encode()``), attributes (``self.client``) and the
+  script's own functions (their parameters, defaults and return values) to the calls that
+  send requests: ``urlopen``, ``post``, ``request``, ``send``, ``execute`` and
+  ``subprocess`` running a command that matches the shell pattern. A sending call reached
+  by both is a rollback call. Docstrings and bare string statements send nothing, and a
+  value formatted into prose (an f-string, ``%`` or ``.format`` template with words around
+  it: a note or a chat message) is text for a human, not a request.
 - **Shell** is read as commands: comments and here-documents that do not feed the command
   are dropped, line continuations are joined, simple assignments (``NAME=...``,
   ``read ... NAME <<EOF``) are expanded into later commands, and functions are expanded where
@@ -57,6 +59,10 @@ _SENDERS = frozenset({"urlopen", "post", "request", "send", "execute", "execute_
                       "fetch", "put", "patch"})
 _SUBPROCESS = frozenset({"run", "call", "check_call", "check_output", "Popen", "system"})
 _SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
+
+# Two words in a row, once placeholders are gone: a template written for people to read.
+_PROSE = re.compile(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}")
+_PLACEHOLDER = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdrifx%]|\{[^{}]*\}")
 
 # Taint labels: what may reach a value.
 _MUT, _END = "mutation", "endpoint"
@@ -160,6 +166,14 @@ class _PythonScript:
         self.module_env: dict[str, Taint] = {}
         # Attributes set anywhere (``self.client = ...``), by their dotted name.
         self.attributes: dict[str, Taint] = {}
+        # Module-level names bound once to a string known without running the script.
+        self.literals: dict[str, str] = {}
+        for statement in tree.body:
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and \
+                    isinstance(statement.targets[0], ast.Name):
+                text = self._literal(statement.value)
+                if text is not None:
+                    self.literals[statement.targets[0].id] = text
         self.functions: dict[str, _Function] = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -183,6 +197,32 @@ class _PythonScript:
                     and isinstance(node.value.value, str):
                 found.add(id(node.value))
         return found
+
+    def _literal(self, node: ast.expr) -> str | None:
+        """The text of a string known without running the script: a constant, a module-level
+        name bound to one, a concatenation of those, or the default of
+        ``os.environ.get(NAME, default)``."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.literals.get(node.id)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            left, right = self._literal(node.left), self._literal(node.right)
+            return left + right if left is not None and right is not None else None
+        if isinstance(node, ast.Call) and _callee(node) in ("get", "getenv") and \
+                len(node.args) == 2:
+            return self._literal(node.args[1])
+        return None
+
+    def _formatted(self, text: str, literal: str, parts: list[Taint]) -> Taint:
+        """A string built from a template: values formatted into prose (a notes template, a
+        chat message) are text for a human, so what they carry does not flow on; into a
+        request body (JSON, a GraphQL document) or a URL, it does."""
+        own = self._constant_taint(text)
+        words = _PLACEHOLDER.sub(" ", literal)
+        if _PROSE.search(words) and not text.lstrip().startswith(("{", "mutation", "query")):
+            return own
+        return own.union(*parts)
 
     def _constant_taint(self, text: str) -> Taint:
         found = set()
@@ -249,11 +289,28 @@ class _PythonScript:
                 return self._constant_taint(node.value)
             return _EMPTY
         if isinstance(node, ast.JoinedStr):
-            text = "".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str)
-                           else "x" for v in node.values)
+            literal = [v.value if isinstance(v, ast.Constant) and isinstance(v.value, str)
+                       else None for v in node.values]
+            # A formatted constant (f"{BASE}/graphql") is known text: read it as such.
+            text = "".join(t if t is not None else
+                           (self._literal(v.value) if isinstance(v, ast.FormattedValue)
+                            else None) or "x" for t, v in zip(literal, node.values, strict=True))
             parts = [self.taint(v, env) for v in node.values
                      if not isinstance(v, ast.Constant)]
-            return self._constant_taint(text).union(*parts)
+            return self._formatted(text, "".join(t for t in literal if t), parts)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            joined = self._literal(node)
+            parts = [self.taint(node.left, env), self.taint(node.right, env)]
+            return (self._constant_taint(joined) if joined else _EMPTY).union(*parts)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and \
+                isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+            return self._formatted(node.left.value, node.left.value,
+                                   [self.taint(node.right, env)])
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr == "format" and isinstance(node.func.value, ast.Constant) and \
+                isinstance(node.func.value.value, str):
+            template = node.func.value.value
+            return self._formatted(template, template, self._arguments(node, env))
         if isinstance(node, ast.Name):
             return env.get(node.id, self.module_env.get(node.id, _EMPTY))
         if isinstance(node, ast.Attribute):
