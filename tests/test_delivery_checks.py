@@ -215,6 +215,17 @@ def test_a_secret_found_outside_the_allowed_scopes_fails_naming_its_scope(
                                     Evidence())
 
 
+def test_prs_merged_and_an_open_pr(github: GithubFactory, faults: Faults) -> None:
+    evidence = Evidence()
+    DELIVERY.test_prs_merged(github(), evidence)
+    assert set(recorded(evidence, "pull_requests")) == {"#29", "#30"}
+    faults.set("pr-unmerged")
+    with pytest.raises(AssertionError, match="#30 is open with merged=false"):
+        DELIVERY.test_prs_merged(github(), Evidence())
+    with pytest.raises(NotCovered, match=r"github\.prs"):
+        DELIVERY.test_prs_merged(github(prs=[]), Evidence())
+
+
 def test_a_missing_secret_fails_and_an_empty_list_is_not_covered(github: GithubFactory,
                                                                  faults: Faults) -> None:
     faults.set("secret-missing")
