@@ -22,16 +22,15 @@ What each criterion can and cannot tell:
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import opsready
 from opsready._errors import UnexpectedResponse
-from opsready.probes.github import newest_concluded
+from opsready.probes.github import newest_concluded, step_conclusions
 from opsready.probes.railway import pick_rollback_target
-from opsready.rollback_automation import ScriptAnalysis, analyse_script, analyse_shell, patterns
+from opsready.rollback_automation import ScriptAnalysis, analyse_script, calling_steps, patterns
 from opsready.schedules import parse_workflow
 
 if TYPE_CHECKING:
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from opsready.evidence import Evidence
     from opsready.probes.github import GithubProbe
     from opsready.probes.railway import RailwayProbe
-    from opsready.schedules import WorkflowStep
 
 pytestmark = [pytest.mark.ticket("P1-003")]
 
@@ -104,21 +102,6 @@ def _script(github: GithubProbe, cfg: GithubConfig,
     return path, analysis
 
 
-def _calling_steps(steps: tuple[WorkflowStep, ...], script: tuple[str, ScriptAnalysis] | None,
-                   cfg: GithubConfig) -> list[WorkflowStep]:
-    endpoint, shell = patterns(cfg.rollback_endpoints, cfg.rollback_shell_commands)
-    found = []
-    for step in steps:
-        if step.run is None:
-            continue
-        inline = analyse_shell(step.run, endpoint_pattern=endpoint, shell_pattern=shell)
-        runs_script = script is not None and script[1].calls_api and re.search(
-            rf"(^|[\s/'\"]){re.escape(script[0])}($|[\s'\"])", step.run, re.M)
-        if inline.calls_api or runs_script:
-            found.append(step)
-    return found
-
-
 def _workflow_run_called(github: GithubProbe, cfg: GithubConfig,
                          script: tuple[str, ScriptAnalysis] | None,
                          evidence: Evidence) -> None:
@@ -132,7 +115,10 @@ def _workflow_run_called(github: GithubProbe, cfg: GithubConfig,
     parsed = parse_workflow(text) if text is not None else None
     if parsed is None:
         raise UnexpectedResponse(f"github: {workflow.path} in {github.repo} is not a workflow")
-    steps = _calling_steps(parsed.steps, script, cfg)
+    endpoint, shell = patterns(cfg.rollback_endpoints, cfg.rollback_shell_commands)
+    steps = calling_steps(parsed.steps, script_path=script[0] if script else None,
+                          script_calls=script is not None and script[1].calls_api,
+                          endpoint_pattern=endpoint, shell_pattern=shell)
     run = newest_concluded(github.runs(workflow, status="completed", limit=30))
     found: dict[str, Any] = {"path": workflow.path, "state": workflow.state,
                              "calling_steps": [f"{s.job_name} / {s.name}" for s in steps],
@@ -150,13 +136,8 @@ def _workflow_run_called(github: GithubProbe, cfg: GithubConfig,
         opsready.not_covered(f"{workflow.path} has never run (cancelled and skipped runs aside), "
                              f"so no run shows that it rolls back")
     jobs = github.run_jobs(run.id)
-    outcomes = {}
-    for step in steps:
-        for job in jobs:
-            if job.name == step.job_name or job.name.startswith(step.job_name + " ("):
-                for done in job.steps:
-                    if done.name == step.name:
-                        outcomes[f"{job.name} / {done.name}"] = done.conclusion
+    outcomes = {k: v for step in steps
+                for k, v in step_conclusions(jobs, step.job_name, step.name).items()}
     evidence.record("rollback_workflow_run", {"run": run.summary(), "step_outcomes": outcomes})
     assert "success" in outcomes.values(), (
         f"GitHub {github.repo}: the latest run of {workflow.path} ({run.created_at:%Y-%m-%d}, "

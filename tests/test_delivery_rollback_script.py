@@ -11,9 +11,11 @@ from opsready.config import GithubConfig
 from opsready.rollback_automation import (
     ScriptAnalysis,
     analyse_script,
+    calling_steps,
     patterns,
     script_language,
 )
+from opsready.schedules import parse_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = GithubConfig(repo="acme/relay")
@@ -235,3 +237,31 @@ def test_the_shell_commands_are_configurable() -> None:
     endpoint, shell = patterns(DEFAULTS.rollback_endpoints, ["railway-api"])
     assert analyse_script(script, "x.sh", endpoint_pattern=endpoint,
                           shell_pattern=shell).calls_api
+
+
+def test_workflow_steps_that_call_inline_or_through_the_script() -> None:
+    workflow = parse_workflow(r'''
+on: workflow_dispatch
+jobs:
+  rollback:
+    steps:
+      - uses: actions/checkout@v4
+      - name: Inline
+        run: |
+          curl -X POST https://backboard.railway.com/graphql/v2 \
+            -d '{"query": "mutation { deploymentRollback(id: \"${{ inputs.id }}\") }"}'
+      - name: Script
+        run: ./scripts/rollback --notes notes.md
+      - name: Notes
+        run: |
+          echo "mutation { deploymentRollback(id: x) } on https://backboard.railway.com/graphql/v2"
+''')
+    assert workflow is not None
+
+    def names(script_calls: bool) -> list[str]:
+        return [s.name for s in calling_steps(workflow.steps, script_path="scripts/rollback",
+                                              script_calls=script_calls,
+                                              endpoint_pattern=ENDPOINT, shell_pattern=SHELL)]
+
+    assert names(True) == ["Inline", "Script"]
+    assert names(False) == ["Inline"]  # running a script that only writes notes calls nothing

@@ -34,6 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from opsready.schedules import WorkflowStep
+
 __all__ = [
     "MUTATION",
     "RollbackCall",
@@ -41,6 +43,7 @@ __all__ = [
     "analyse_python",
     "analyse_script",
     "analyse_shell",
+    "calling_steps",
     "patterns",
     "script_language",
 ]
@@ -697,3 +700,21 @@ def _positional(args: list[str]) -> dict[str, str]:
     out = {str(i): a for i, a in enumerate(args, 1)}
     out["@"] = out["*"] = " ".join(args)
     return out
+
+
+def calling_steps(steps: Iterable[WorkflowStep], *, script_path: str | None,
+                  script_calls: bool, endpoint_pattern: str,
+                  shell_pattern: str) -> list[WorkflowStep]:
+    """The workflow steps that call ``deploymentRollback``: inline (their ``run`` is read as
+    shell), or by running the rollback script at ``script_path`` when that script calls it."""
+    runs_script = re.compile(rf"(^|[\s/'\"]){re.escape(script_path)}($|[\s'\"])", re.M) \
+        if script_path and script_calls else None
+    found = []
+    for step in steps:
+        if step.run is None:
+            continue
+        inline = analyse_shell(step.run, endpoint_pattern=endpoint_pattern,
+                               shell_pattern=shell_pattern)
+        if inline.calls_api or (runs_script is not None and runs_script.search(step.run)):
+            found.append(step)
+    return found

@@ -42,6 +42,7 @@ __all__ = [
     "WorkflowJob",
     "WorkflowRun",
     "newest_concluded",
+    "step_conclusions",
 ]
 
 API_VERSION = "2022-11-28"
@@ -150,6 +151,15 @@ class WorkflowJob:
     status: str
     conclusion: str | None
     steps: tuple[JobStep, ...]
+
+
+def step_conclusions(jobs: Iterable[WorkflowJob], job_name: str,
+                     step_name: str) -> dict[str, str | None]:
+    """``"<job> / <step>"`` -> conclusion, for the step of that name in the job of that name
+    (a matrix job's name carries its values in parentheses)."""
+    return {f"{job.name} / {step.name}": step.conclusion
+            for job in jobs if job.name == job_name or job.name.startswith(job_name + " (")
+            for step in job.steps if step.name == step_name}
 
 
 @dataclass(frozen=True)
