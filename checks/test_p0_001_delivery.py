@@ -57,8 +57,9 @@ def test_prs_merged(github: GithubProbe, evidence: Evidence) -> None:
 def test_secrets_exist(github: GithubProbe, evidence: Evidence) -> None:
     """The deployment secrets exist where the workflows can read them (names only)"""
     cfg = github.cfg
-    if not cfg.secrets:
-        opsready.not_covered("not configured: github.secrets")
+    if not cfg.secrets or not cfg.secret_scopes:
+        opsready.not_covered("not configured: github.secrets"
+                             if not cfg.secrets else "not configured: github.secret_scopes")
     inventory = github.secret_inventory(cfg.secret_scopes, cfg.secret_environments)
     found = {name: [s.where for s in inventory.where(name)] for name in cfg.secrets}
     evidence.record("secrets", {"scopes_that_count": list(cfg.secret_scopes),

@@ -231,8 +231,10 @@ def test_a_missing_secret_fails_and_an_empty_list_is_not_covered(github: GithubF
     faults.set("secret-missing")
     with pytest.raises(AssertionError, match="missing: DEV_KEY"):
         DELIVERY.test_secrets_exist(github(), Evidence())
-    with pytest.raises(NotCovered, match=r"github.secrets"):
+    with pytest.raises(NotCovered, match=r"github\.secrets"):
         DELIVERY.test_secrets_exist(github(secrets=[]), Evidence())
+    with pytest.raises(NotCovered, match=r"github\.secret_scopes"):
+        DELIVERY.test_secrets_exist(github(secret_scopes=[]), Evidence())
 
 
 # -- P0-001: deployed version -------------------------------------------------------------------
