@@ -182,7 +182,14 @@ def test_deployed_version_is_main_head(
         parsed = parse_workflow(text) if text is not None else None
         since = github.compare(deploy.head_sha, head)
         found["changed_since_deploy"] = {"commits": since.ahead_by, "files": list(since.files[:50])}
-        if parsed is not None and since.files_complete and since.behind_by == 0:
+        if parsed is None or not since.files_complete:
+            evidence.record("versions", found)
+            raise UnexpectedResponse(
+                f"github: {shown} is the head of the last successful deploy, not of "
+                f"{github.branch}; whether the {since.ahead_by} commit(s) since would deploy "
+                f"cannot be told ({workflow.path} unreadable, or more changed files than the "
+                f"comparison lists)")
+        if since.behind_by == 0:
             deploying = [f for f in since.files if parsed.push_runs_for([f])]
             found["files_that_deploy"] = deploying
             if not parsed.push_runs_for(since.files):
@@ -191,8 +198,7 @@ def test_deployed_version_is_main_head(
             why = (f"{since.ahead_by} commit(s) since it change {', '.join(deploying[:5])}, "
                    f"which {workflow.path} deploys")
         else:
-            why = (f"what changed since it cannot be told from {workflow.path} and the "
-                   f"comparison ({since.status}, {len(since.files)} files)")
+            why = f"it is not in {github.branch}'s history ({since.status})"
     evidence.record("versions", found)
     last = deploy.head_sha if deploy is not None else "none"
     assert False, (  # noqa: B011 - the message is the finding

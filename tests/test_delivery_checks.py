@@ -268,6 +268,17 @@ def test_an_undeployed_code_commit_fails(github: GithubFactory, faults: Faults) 
                                                     Evidence())
 
 
+def test_a_comparison_too_long_to_judge_is_unverified(github: GithubFactory, faults: Faults,
+                                                       overrides: Overrides) -> None:
+    faults.set("docs-commit-after-deploy")
+    head = github().head_sha()
+    files = [{"filename": f"docs/page-{i}.md"} for i in range(300)]
+    overrides.answers[f"/repos/{REPO}/compare/{GIT_SHA}...{head}"] = (200, {
+        "status": "ahead", "ahead_by": 40, "behind_by": 0, "files": files})
+    with pytest.raises(UnexpectedResponse, match="cannot be told"):
+        DELIVERY.test_deployed_version_is_main_head(service(GIT_SHA), github(), Evidence())
+
+
 def test_versions_that_name_no_commit(github: GithubFactory) -> None:
     with pytest.raises(AssertionError, match=r"reports version 'v9.9.9'"):
         DELIVERY.test_deployed_version_is_main_head(service("v9.9.9"), github(), Evidence())
