@@ -73,8 +73,8 @@ def test_the_rate_limit_burst_reads_no_unbounded_body(small_limit: int) -> None:
     from opsready.probes.http import ServiceProbe
 
     with HostileServer(_endless) as server:
-        cfg = ServiceConfig(base_url=server.url, rate_limit=RateLimitConfig(max_requests=16, max_seconds=10,
-                                                                           concurrency=8))
+        bound = RateLimitConfig(path="/api/v1/actions", max_requests=16, max_seconds=10, concurrency=8)
+        cfg = ServiceConfig(base_url=server.url, rate_limit=bound)
         with ServiceProbe(cfg, timeout=10) as probe:
             begun = time.monotonic()
             with pytest.raises(BodyTooLarge):
@@ -151,7 +151,7 @@ def test_a_gateway_answer_cannot_judge_a_property_of_the_response(status: int) -
             with pytest.raises(GatewayAnswer, match=f"answered {status}"):
                 service.preflight("/api", "https://a.example", "POST", ["X-API-Key"])
             with pytest.raises(GatewayAnswer):
-                service.response_headers()
+                service.security_headers(["/health", "/api/v1/actions"])
             with pytest.raises(GatewayAnswer):
                 service.metrics()
             # Availability itself: the answer is the finding.

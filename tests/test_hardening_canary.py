@@ -83,10 +83,19 @@ service:
   base_url: {url}
   api_key: ${{CANARY_API_KEY}}
   admin_key: ${{CANARY_ADMIN_KEY}}
-  rate_limit: {{max_requests: 6, max_seconds: 2, concurrency: 2}}
-cors: {{}}
+  security_headers: {{paths: [/health, /api/v1/actions]}}
+  rate_limit: {{path: /api/v1/actions, max_requests: 6, max_seconds: 2, concurrency: 2}}
+cors:
+  paths: [/api/v1/actions]
+  allowed_origins: [https://app.example.com]
+  disallowed_origins: [https://evil.example.com]
+  methods: [POST]
+  request_headers: [X-API-Key]
 webhooks:
   secret: ${{CANARY_WEBHOOK}}
+  event_id_field: data.id
+  register_path: /api/v1/webhooks/endpoints
+  trigger_path: /api/v1/actions/execute
   delivery_timeout_s: 1
 prometheus:
   url: {url}
@@ -108,6 +117,14 @@ github:
   api_url: {url}
   token: ${{CANARY_GITHUB}}
   repo: relay/relay
+  prs: [29]
+  secrets: [RAILWAY_TOKEN]
+  secret_scopes: [repository]
+  deploy_workflow: deploy.yml
+  backup_workflow: backup.yml
+  slo_report_workflow: slo-report.yml
+  drill_workflow: restore-drill.yml
+  rollback_script: scripts/rollback
   rate_limit_wait_max_s: 0
 railway:
   api_url: {url}/graphql
@@ -191,7 +208,12 @@ def test_a_gateway_page_makes_property_criteria_unverified_not_open(tmp_path: Pa
 allow_intrusive: [otel_probe_span]
 timeout_s: 3
 service: {{base_url: {gateway.url}}}
-cors: {{}}
+cors:
+  paths: [/api/v1/actions]
+  allowed_origins: [https://app.example.com]
+  disallowed_origins: [https://evil.example.com]
+  methods: [POST]
+  request_headers: [X-API-Key]
 otel:
   collector_health_url: {healthy.url}/
   otlp_http_url: {gateway.url}

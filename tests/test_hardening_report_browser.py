@@ -64,8 +64,14 @@ timeout_s: 3
 service:
   base_url: {target.url}
   api_key: k-0123456789
-  rate_limit: {{max_requests: 4, max_seconds: 2, concurrency: 2}}
-cors: {{}}
+  security_headers: {{paths: [/health, /api/v1/actions]}}
+  rate_limit: {{path: /api/v1/actions, max_requests: 4, max_seconds: 2, concurrency: 2}}
+cors:
+  paths: [/api/v1/actions]
+  allowed_origins: [https://app.example.com]
+  disallowed_origins: [https://evil.example.com]
+  methods: [POST]
+  request_headers: [X-API-Key]
 prometheus:
   url: {target.url}
   alert_rules: [ServiceDown]
@@ -80,6 +86,9 @@ otel:
 github:
   api_url: {target.url}
   repo: relay/relay
+  prs: [29]
+  deploy_workflow: deploy.yml
+  slo_report_workflow: slo-report.yml
   rate_limit_wait_max_s: 0
 runbooks:
   source: github
