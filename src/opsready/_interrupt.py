@@ -50,6 +50,9 @@ class StopSignals:
         """Take over SIGINT and SIGTERM (main thread only; elsewhere this does nothing)."""
         if threading.current_thread() is not threading.main_thread() or self._previous:
             return
+        # A new run in this process starts with no stop of an earlier one.
+        self.reason = self._pending = None
+        self._writing = self.forward_to_children = False
         with contextlib.suppress(OSError):
             self._stderr = os.dup(2)
         for sig in _SIGNALS:
