@@ -60,11 +60,13 @@ def latest(backups: BackupStore) -> LatestBackups | None:
 
 
 @pytest.fixture(scope="module")
-def inspection(backups: BackupStore, latest: LatestBackups | None) -> DumpInspection | None:
+def inspection(backups: BackupStore, latest: LatestBackups | None,
+               opsready_env: Environment) -> DumpInspection | None:
     """One full read of the newest backup, shared by the sidecar and validity criteria."""
     if latest is None or latest.newest is None:
         return None
-    return backups.inspect(latest.newest)
+    drill = opsready_env.restore_drill
+    return backups.inspect(latest.newest, drill.pg_restore if drill else "pg_restore")
 
 
 @pytest.fixture(scope="module")

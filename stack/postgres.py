@@ -359,6 +359,9 @@ class PostgresPart:
         pwfile.chmod(0o600)
         if uid is not None and gid is not None:
             os.chown(pwfile, uid, gid)
+        # Named postgres-*.log, so the orchestrator's failure message shows its tail.
+        log = ctx.logs / "postgres-initdb.log"
+        ctx.logs.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.run(
                 [str(bindir / "initdb"), "-D", str(data), "-U", ADMIN_ROLE,
@@ -367,12 +370,13 @@ class PostgresPart:
                 cwd=root, capture_output=True, text=True, timeout=120, check=False,
                 **_as_user(user),
             )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.write_text(f"could not run {bindir / 'initdb'} as {user or 'this user'}: "
+                           f"{exc}\n")
+            raise RuntimeError(f"initdb could not start; see {log}") from None
         finally:
             pwfile.unlink(missing_ok=True)
         if proc.returncode != 0:
-            # Named postgres-*.log, so the orchestrator's failure message shows its tail.
-            log = ctx.logs / "postgres-initdb.log"
-            ctx.logs.mkdir(parents=True, exist_ok=True)
             log.write_text(proc.stdout + proc.stderr)
             raise RuntimeError(f"initdb failed; see {log}")
 

@@ -988,10 +988,11 @@ class _Load:
             if "opsready tolerated:" in line:
                 self.result.tolerated.append(redactor.text(line.split("opsready tolerated:",
                                                                       1)[1].strip()))
-            elif "ERROR" in line or "FATAL" in line or "error" in line:
-                errors.append(redactor.text(line))
             elif line.startswith("DETAIL:") and errors:
                 errors[-1] += " " + redactor.text(line)
+            elif line.strip() and not re.search(r"\b(WARNING|NOTICE|HINT|CONTEXT|LINE \d+):",
+                                                line):
+                errors.append(redactor.text(line))
         self.result.restore_errors = errors[:20]
         if code != 0:
             detail = "; ".join(errors[:3]) or "no error output"

@@ -348,13 +348,11 @@ class BackupSource:
 class BackupStore:
     """The configured bucket and prefix, through boto3."""
 
-    def __init__(self, cfg: BackupsConfig, timeout: float, *, client: Any = None,
-                 pg_restore: str = "pg_restore") -> None:
+    def __init__(self, cfg: BackupsConfig, timeout: float, *, client: Any = None) -> None:
         self.cfg = cfg
         self.bucket = cfg.s3.bucket
         self.prefix = cfg.s3.prefix
         self.timeout = timeout
-        self.pg_restore = pg_restore
         self.where = f"s3://{self.bucket}/{self.prefix}"
         self.endpoint = cfg.s3.endpoint_url or f"AWS S3 ({cfg.s3.region})"
         self.pattern = KeyPattern.compile(cfg.key_pattern, self.prefix) \
@@ -663,16 +661,17 @@ class BackupStore:
 
     # ---- inside the dump ----------------------------------------------------------------
 
-    def inspect(self, backup: BackupObject) -> DumpInspection:
-        """Read ``backup`` once, end to end (cached): its digest and its validity."""
+    def inspect(self, backup: BackupObject, pg_restore: str = "pg_restore") -> DumpInspection:
+        """Read ``backup`` once, end to end (cached): its digest and its validity, judged
+        with ``pg_restore`` for the archive formats."""
         if backup.key not in self._inspections:
             result = DumpInspection(key=backup.key)
             try:
                 if backup.is_directory:
-                    self._inspect_directory(backup, result)
+                    self._inspect_directory(backup, result, pg_restore)
                 else:
                     with self.open(backup) as stream:
-                        _inspect_stream(stream.chunks(), result, self.pg_restore)
+                        _inspect_stream(stream.chunks(), result, pg_restore)
             except ProbeError as exc:
                 if not isinstance(exc, MissingInput) or "pg_restore" not in str(exc):
                     raise
@@ -680,7 +679,8 @@ class BackupStore:
             self._inspections[backup.key] = result
         return self._inspections[backup.key]
 
-    def _inspect_directory(self, backup: BackupObject, result: DumpInspection) -> None:
+    def _inspect_directory(self, backup: BackupObject, result: DumpInspection,
+                           pg_restore: str) -> None:
         result.format = "directory"
         with tempfile.TemporaryDirectory(prefix="opsready-inspect-") as tmp:
             root = Path(tmp)
@@ -694,10 +694,10 @@ class BackupStore:
                         result.bytes_read += len(chunk)
                 result.file_digests[name] = digest.hexdigest()
             toc = (root / "toc.dat").read_bytes()[:4096]
-            if not _header(toc, result, self.pg_restore):
+            if not _header(toc, result, pg_restore):
                 return
-            _toc(root, result, self.pg_restore, stdin=None)
-            code, err = _run_tool([self.pg_restore, "-f", os.devnull, str(root)], None)
+            _toc(root, result, pg_restore, stdin=None)
+            code, err = _run_tool([pg_restore, "-f", os.devnull, str(root)], None)
             if code != 0:
                 result.problems.append(f"pg_restore could not read the whole directory "
                                        f"dump: {err}")
@@ -849,7 +849,12 @@ def _header(data: bytes, result: DumpInspection, pg_restore: str) -> bool:
         result.problems.append("the archive header is cut short")
         return False
     result.header = header.describe()
-    tool_major = _tool_major(pg_restore)
+    try:
+        tool_major = _tool_major(pg_restore)
+    except MissingInput as exc:
+        # The digest is still worth having: keep reading, and report the tool.
+        result.tool_error = exc
+        return False
     dumped_by = major_version(header.pg_dump_version)
     if tool_major is not None and dumped_by is not None and dumped_by > tool_major:
         result.tool_error = MissingInput(
