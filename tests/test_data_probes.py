@@ -446,3 +446,87 @@ def test_watchdog_unblocks_a_write_to_a_stalled_tool() -> None:
         tools.kill()
     assert time.monotonic() - started < 10
     assert proc.returncode is not None and proc.returncode < 0
+
+
+# ---- one read judges a dump ------------------------------------------------------------------
+
+
+_SCRIPT = (b"--\n-- PostgreSQL database dump\n--\nSET client_encoding = 'UTF8';\n"
+           b"COPY public.t (a) FROM stdin;\n1\n\\.\n--\n-- PostgreSQL database dump complete\n--\n")
+
+
+def _inspect(data: bytes) -> Any:
+    from opsready.probes.s3 import DumpInspection, _inspect_stream
+
+    result = DumpInspection(key="backups/2025-03-01/relay.sql.gz")
+    _inspect_stream(iter([data[i:i + 7] for i in range(0, len(data), 7)]), result,
+                    "pg_restore")
+    return result
+
+
+def test_inspection_of_a_whole_gzip_script() -> None:
+    import gzip
+    import hashlib
+
+    data = gzip.compress(_SCRIPT)
+    result = _inspect(data)
+    assert (result.format, result.compressed, result.problems) == ("plain", True, [])
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.bytes_read == len(data) and result.header["copy_blocks"] == 1
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    (__import__("gzip").compress(_SCRIPT)[:-12], "before its end marker"),
+    (__import__("gzip").compress(_SCRIPT[:-40]), "without the '-- PostgreSQL database dump "
+                                                 "complete' trailer"),
+    (_SCRIPT.replace(b"-- PostgreSQL database dump\n", b"-- hand-written\n", 1),
+     "does not open with"),
+    (b"<html><body>503 Service Unavailable</body></html>" * 100, "not a PostgreSQL dump"),
+])
+def test_inspection_finds_what_is_wrong_inside(data: bytes, says: str) -> None:
+    result = _inspect(data)
+    assert any(says in p for p in result.problems), result.problems
+    assert result.sha256 is not None  # the digest is still there for the sidecar criterion
+
+
+def test_inspection_of_a_hostile_script() -> None:
+    result = _inspect(_SCRIPT.replace(b"SET client_encoding", b"\\! id\nSET client_encoding"))
+    assert result.hostile is not None and "line 4" in result.hostile
+
+
+# ---- the encryption requirement --------------------------------------------------------------
+
+
+def _check_module(name: str) -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "checks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_checks_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.mark.parametrize(("algorithm", "key_id", "required", "ok"), [
+    ("AES256", None, "AES256", True),
+    ("aws:kms", KEY, "AES256", True),
+    ("AES256", None, "aws:kms", False),
+    ("aws:kms", None, "aws:kms", True),
+    ("aws:kms:dsse", KEY, "aws:kms", True),
+    ("aws:kms", KEY, "aws:kms:dsse", False),
+    ("aws:kms", KEY, KEY, True),
+    ("aws:kms", KEY, "1234abcd-12ab-34cd-56ef-1234567890ab", True),
+    ("aws:kms", "1234abcd-12ab-34cd-56ef-1234567890ab", KEY, True),
+    ("aws:kms", KEY, "ffffffff-12ab-34cd-56ef-1234567890ab", False),
+    ("aws:kms", None, KEY, False),
+    ("AES256", None, KEY, False),
+])
+def test_required_encryption(algorithm: str, key_id: str | None, required: str,
+                             ok: bool) -> None:
+    satisfies = _check_module("test_p3_003_backup_storage")._satisfies
+    assert satisfies(algorithm, key_id, required) is ok

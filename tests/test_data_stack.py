@@ -106,6 +106,9 @@ def test_healthy_stack_data_tickets_done(stack: StartedStack, tmp_path: Path) ->
     listing = _evidence(_criterion(result, "P1-002", "The latest backup is younger"),
                         "listing")["value"]
     assert listing["listed_since"] is not None and listing["requests"] == 1
+    retention = _evidence(_criterion(result, "P3-003", "Backups are kept"), "retention")["value"]
+    assert retention["effective_retention_days"] == 400
+    assert retention["noncurrent_version_expiration_days"] == {"backups-archive-then-expire": 90}
     for secret in ("pg_password", "pg_drill_password", "pg_reader_password"):
         assert stack.state["secrets"][secret] not in (result.out_dir / "readiness.json").read_text()
     assert _drill_databases(stack) == []
