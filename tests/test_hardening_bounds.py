@@ -125,7 +125,7 @@ def test_a_blackholed_s3_endpoint_costs_one_timeout_per_criterion() -> None:
         try:
             begun = time.monotonic()
             with pytest.raises(ProbeError):
-                store.list_backups()
+                store.bucket_exists()
             first = time.monotonic() - begun
             begun = time.monotonic()
             with pytest.raises(ProbeError):

@@ -47,7 +47,7 @@ ENV_CASES: dict[str, tuple[bytes | str, list[str], list[str]]] = {
     "host": ("grafana:\n  url: http://bad..host\n", [], ["grafana.url", "impossible host"]),
     "host-dash": ("otel:\n  trace_api_url: http://-nope-.example\n", [], ["otel.trace_api_url", "impossible host"]),
     "daily-window": ("backups:\n  s3: {bucket: b}\n  daily_min_days: 40\n  daily_window_days: 30\n", [],
-                     ["backups.daily_min_days", "daily_window_days"]),
+                     ["backups", "daily_min_days (40)", "daily_window_days (30)"]),
     "gate-commas": ("", ["--gate", ",,"], ["--gate", "gate", "'none'"]),
     "gate-empty": ("", ["--gate", ""], ["--gate"]),
     "workers-negative": ("", ["-n", "-1"], ["-n", "from 0 to 32"]),

@@ -7,6 +7,7 @@ Every secret is a ``SecretStr`` and is registered with redaction as soon as it i
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import ipaddress
 import math
@@ -18,7 +19,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from opsready._errors import ConfigError
 
@@ -321,19 +330,27 @@ class RailwayConfig(_Section):
 
 class S3Config(_Section):
     bucket: str
-    prefix: str = "backups/"
+    prefix: str = ""
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
 
 
+DumpFormatName = Literal["custom", "directory", "tar", "plain"]
+
+
 class BackupsConfig(_Section):
     s3: S3Config
+    # Which objects under the prefix are backups: a glob with strftime date fields
+    # (opsready.backup_keys). Empty: the backup criteria are not covered.
+    key_pattern: str | None = None
+    # pg_dump's output formats this platform's backups may use (plain: gzip'd or not).
+    accepted_formats: list[DumpFormatName] = ["custom", "directory", "tar", "plain"]
     rpo_hours: float = Field(default=26.0, gt=0)
     min_size_bytes: int = Field(default=1024, ge=0)
     max_shrink_fraction: float = Field(default=0.5, ge=0, le=1)
-    sidecar_suffix: str = ".sha256"
+    sidecar_suffix: str = Field(default=".sha256", min_length=1)
     # Where the last drill is recorded (JSON), for "the drill is scheduled or recent";
     # empty: no record is read.
     drill_record_key: str | None = None
@@ -344,23 +361,70 @@ class BackupsConfig(_Section):
     drill_record_success_values: list[str] = ["passed", "success", "succeeded"]
     drill_record_rto_field: str = "rto_seconds"
     retention_days: int = Field(default=365, ge=1)
+    # The bucket's default encryption must be at least this: AES256 (any server-side
+    # encryption), aws:kms (KMS), or a KMS key id or ARN (that key). Empty: not judged.
+    required_encryption: str | None = None
+    # The day the platform's backups began, when older backups may have left no trace.
+    history_start: dt.date | None = None
     daily_window_days: int = Field(default=30, ge=1)
     daily_min_days: int = Field(default=28, ge=1)
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _key_pattern(cls, v: str | None) -> str | None:
+        if v:
+            from opsready.backup_keys import KeyPattern
+
+            KeyPattern.compile(v)
+        return v or None
+
+    @field_validator("accepted_formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one of custom, directory, tar, plain")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> BackupsConfig:
+        if self.daily_min_days > self.daily_window_days:
+            raise ValueError(f"daily_min_days ({self.daily_min_days}) is larger than "
+                             f"daily_window_days ({self.daily_window_days})")
+        return self
 
 
 class RestoreDrillConfig(_Section):
     # A maintenance database on the scratch server; the drill creates its own database there.
     scratch_dsn: SecretStr
-    # Optional read-only DSN of the source, used only to compare row counts.
+    # A read-only DSN of the source: the drill asks it who it is, and counts its rows.
     source_dsn: SecretStr | None = None
-    expected_tables: list[str] = ["workspaces", "api_keys", "audit_logs", "sessions"]
+    # Other databases the drill must prove it is not writing to.
+    protected_dsns: list[SecretStr] = []
+    expected_tables: list[str] = []
     min_rows: dict[str, int] = {}
-    row_tolerance: float = Field(default=0.05, ge=0, le=1)
+    # Tables that may legitimately be empty in a backup.
+    allowed_empty_tables: list[str] = []
+    # How much the live source may grow per day of the backup's age (one day at least).
+    row_growth_per_day: float = Field(default=0.1, ge=0, le=10)
+    # Statements whose errors do not fail the restore (regular expressions).
+    tolerated_errors: list[str] = [r"\bOWNER TO\b", r"^COMMENT ON EXTENSION\b"]
+    # A superuser (or pg_execute_server_program member) restores only when named here.
+    allow_privileged_role: str | None = None
     rto_target_s: float = Field(default=600.0, gt=0)
     jobs: int = Field(default=2, ge=1, le=16)
     pg_restore: str = "pg_restore"
     psql: str = "psql"
     statement_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("tolerated_errors")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
 
 
 class SloSpec(_Section):
@@ -679,8 +743,8 @@ def load_environment(name_or_path: str, root: Path, env: dict[str, str] | None =
 
 
 def _check_values(model: Environment, file: str) -> None:
-    """What the section models cannot see alone: numbers that are not finite, URLs with an
-    impossible host or port, and keys that contradict each other."""
+    """What the section models do not check: numbers that are not finite, and URLs with an
+    impossible host or port."""
     for where, value, is_secret in _walk(model, ""):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(file, where, f"value {value} is not a finite number", "give a number")
@@ -695,14 +759,6 @@ def _check_values(model: Environment, file: str) -> None:
             if problem is not None:
                 raise ConfigError(file, where, f"value {mask_url(value)!r}: {problem}",
                                   "give a URL such as https://host.example:8443/path")
-    backups = model.backups
-    if backups is not None and backups.daily_min_days > backups.daily_window_days:
-        raise ConfigError(
-            file, "backups.daily_min_days",
-            f"is {backups.daily_min_days}, more days than backups.daily_window_days "
-            f"({backups.daily_window_days}) holds",
-            "make daily_min_days at most daily_window_days",
-        )
 
 
 def _walk(obj: Any, where: str) -> Iterator[tuple[str, Any, bool]]:
@@ -786,8 +842,11 @@ def _config_error(file: str, exc: ValidationError, data: dict[str, Any],
         return ConfigError(file, field, "unknown key", f"remove it; {fix}")
     if kind == "missing":
         return ConfigError(file, field, "is required", f"add `{loc[-1]}:` to the section")
-    shown = _shown_value(loc, err.get("input"), substituted or {})
     msg = _mask_all(err["msg"].removeprefix("Value error, "), substituted or {})
+    if isinstance(err.get("input"), dict) and _model_at(Environment, loc) is not None:
+        # A check across the keys of a section: its message names them.
+        return ConfigError(file, field, msg, "change the keys it names")
+    shown = _shown_value(loc, err.get("input"), substituted or {})
     return ConfigError(file, field, f"value {shown} is invalid", msg)
 
 

@@ -15,7 +15,8 @@ with one entry per criterion (test function), as data::
 
 - ``contacts``: what the criterion would contact, with ``{config.key}`` placeholders. A secret
   key may appear only as ``{key|host}`` (its host, port and database, never the rest);
-  ``{key?text}`` shows ``text`` when the key is not set (``{backups.s3.endpoint_url?AWS S3}``).
+  ``{key?text}`` (or ``{key|host?text}``) shows ``text`` when the key is not set
+  (``{backups.s3.endpoint_url?AWS S3}``).
 - ``reads``: further configuration keys it reads (the placeholders count already).
 - ``bounds``: keys whose values bound it in time or size (timeouts, burst size), printed
   with their values.
@@ -45,7 +46,7 @@ __all__ = ["PLAN_SUFFIX", "CriterionPlan", "PlanLine", "load_plan", "plan_path",
 
 PLAN_SUFFIX = ".plan.yaml"
 _KEYS = {"contacts", "reads", "bounds", "intrusive"}
-_PLACEHOLDER = re.compile(r"\{(?P<key>[A-Za-z_][A-Za-z0-9_.]*)(?:\|(?P<filter>host)|\?(?P<fallback>[^}]*))?\}")
+_PLACEHOLDER = re.compile(r"\{(?P<key>[A-Za-z_][A-Za-z0-9_.]*)(?:\|(?P<filter>host))?(?:\?(?P<fallback>[^}]*))?\}")
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,9 @@ def _render(contact: str, env: Environment, missing: list[str]) -> str:
                 missing.append(key)
             return f"<{key} not set>"
         if m.group("filter") == "host":
-            raw = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-            return redactor.text(_host_of(raw))
+            items = value if isinstance(value, list | tuple) else [value]
+            raws = [v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in items]
+            return redactor.text(",".join(_host_of(raw) for raw in raws))
         return _shown(value)
 
     return _PLACEHOLDER.sub(sub, contact)
