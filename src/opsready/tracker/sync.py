@@ -162,7 +162,7 @@ def _sync(bundle: Bundle, catalogue: Catalogue, tracker: Tracker, env: Environme
         report_url = env.tracker.report_url.format(run_id=run.id, environment=run.environment)
     facts = RunFacts(run=run, manifest_sha256=bundle.manifest_sha256, report_url=report_url)
     say(f"opsready sync: run {run.id} of environment {run.environment}")
-    say(f"  bundle {bundle.dir}: intact ({bundle.files} files), sha256 of {MANIFEST_NAME} "
+    say(f"  bundle {_shown(bundle.dir)}: intact ({bundle.files} files), sha256 of {MANIFEST_NAME} "
         f"{bundle.manifest_sha256[:16]}…")
     say(f"  tracker: {tracker.name} {tracker.location}")
     if dry_run:
@@ -236,3 +236,10 @@ def _show_plan(plan: TicketPlan, row: Callable[[str, str, str], str], say: Calla
     for change in plan.changes:
         say(row(plan.ticket, plan.key, change.summary))
 
+
+def _shown(path: Path) -> str:
+    """A path relative to the current directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
