@@ -545,3 +545,19 @@ def test_run_sync_api_gives_the_same_verdict(project: Project) -> None:
     assert run_sync(env_name=ENV, root=project.root, tracker_kind="github", report=None, dry_run=True,
                     out=out) == ExitCode.OK
     assert out.getvalue().count('create "') == 11
+
+
+def test_the_nightly_workflow_syncs_after_verify_when_the_repository_enables_it() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "verify-nightly.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
+    runs = [str(s.get("run", "")) for s in steps]
+    verify = next(i for i, r in enumerate(runs) if "opsready verify " in r)
+    syncs = [i for i, r in enumerate(runs) if "opsready sync " in r]
+    assert len(syncs) == 1 and syncs[0] > verify
+    step = steps[syncs[0]]
+    assert "--tracker github" in step["run"] and "--report" in step["run"]
+    # It runs after a failed gate too, and only where the repository turned it on.
+    assert "always()" in step["if"] and "vars.OPSREADY_TRACKER_SYNC == 'true'" in step["if"]
+    assert step["env"]["OPSREADY_TRACKER_TOKEN"] == "${{ secrets.OPSREADY_TRACKER_TOKEN }}"
+    # The write token never reaches the verify step.
+    assert "OPSREADY_TRACKER_TOKEN" not in (steps[verify].get("env") or {})
