@@ -189,7 +189,7 @@ def _sync(bundle: Bundle, catalogue: Catalogue, tracker: Tracker, env: Environme
             _show_plan(plan, row, say)
         say("")
         touched = sum(1 for p in plans if p.changes)
-        say(f"dry run: {changes} changes to {touched} issues planned, none written"
+        say(f"dry run: {_count(changes, 'change')} to {_count(touched, 'issue')} planned, none written"
             + ("; run without --dry-run to apply them" if changes else "; the tracker already shows this run"))
         return ExitCode.FAILED if blocking else ExitCode.OK
 
@@ -198,7 +198,7 @@ def _sync(bundle: Bundle, catalogue: Catalogue, tracker: Tracker, env: Environme
             _show_plan(plan, row, say)
 
     def show(result: ChangeResult) -> None:
-        mark = {"applied": "done", "failed": "FAILED", "not attempted": "not applied"}[result.state]
+        mark = {"applied": "applied", "failed": "FAILED", "not attempted": "not applied"}[result.state]
         say(row(result.change.ticket, result.issue, f"{mark}: {result.change.summary}"))
 
     results = apply_plans(plans, tracker, on_result=show, on_plan=show_unchanged)
@@ -207,7 +207,7 @@ def _sync(bundle: Bundle, catalogue: Catalogue, tracker: Tracker, env: Environme
     say("")
     if not missed and not blocking:
         if applied:
-            say(f"synced: {len(applied)} changes applied; the tracker shows run {run.id}")
+            say(f"synced: {_count(len(applied), 'change')} applied; the tracker shows run {run.id}")
         else:
             say(f"nothing to change: the tracker already shows run {run.id}")
         return ExitCode.OK
@@ -243,3 +243,7 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
