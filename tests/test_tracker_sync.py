@@ -561,3 +561,109 @@ def test_the_nightly_workflow_syncs_after_verify_when_the_repository_enables_it(
     assert step["env"]["OPSREADY_TRACKER_TOKEN"] == "${{ secrets.OPSREADY_TRACKER_TOKEN }}"
     # The write token never reaches the verify step.
     assert "OPSREADY_TRACKER_TOKEN" not in (steps[verify].get("env") or {})
+
+
+def test_an_issue_reopened_by_hand_while_done_is_closed_again_with_a_reason(project: Project) -> None:
+    project.bundle()
+    assert project.sync()[0] == ExitCode.OK
+    project.fake.patch(project.fake.issue("P2-001"), state="open")
+    second = project.bundle()
+    code, output = project.sync()
+    assert code == ExitCode.OK, output
+    issue = project.fake.issue("P2-001")
+    assert issue["state"] == "closed"
+    comments = opsready_comments(project.fake.comments(issue))
+    assert len(comments) == 2 and "closed again.** This issue was reopened" in comments[-1]
+
+    # Synced again, one run says one thing once: its comment already explains the state, so
+    # the issue is put back without a second comment from the same run.
+    project.fake.patch(issue, state="open")
+    code, output = project.sync("--report", str(second))
+    assert code == ExitCode.OK, output
+    assert project.fake.issue("P2-001")["state"] == "closed"
+    assert len(opsready_comments(project.fake.comments(issue))) == 2
+
+
+def test_a_second_issue_with_the_same_label_is_named_and_left_alone(project: Project) -> None:
+    project.bundle()
+    assert project.sync()[0] == ExitCode.OK
+    with project.fake._client() as c:
+        c.post(f"/repos/{REPO}/issues", json={"title": "copy", "labels": ["opsready:P3-001"]}).raise_for_status()
+    code, output = project.sync()
+    assert code == ExitCode.OK, output
+    assert "also carry opsready:P3-001; only #109, the oldest, is kept in step" in output
+    copy = next(i for i in project.fake.issues() if i["title"] == "copy")
+    assert copy["comments"] == 0 and copy["state"] == "open"
+
+
+class Interposer(httpx.BaseTransport):
+    """Between the tracker and the fake: ``lose`` forwards the Nth write and then reports a
+    timeout (the change happened, the answer was lost); ``drop_labels`` strips the labels of
+    a new issue, as GitHub does when the token may not set them."""
+
+    def __init__(self, url: str, lose: int | None = None, drop_labels: bool = False) -> None:
+        self.client = httpx.Client(base_url=url, timeout=10)
+        self.lose, self.drop_labels, self.writes = lose, drop_labels, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.content
+        if request.method != "GET":
+            self.writes += 1
+            if self.drop_labels and request.method == "POST" and request.url.path.endswith("/issues"):
+                body = json.loads(content)
+                body.pop("labels", None)
+                content = json.dumps(body).encode()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
+        resp = self.client.request(request.method, request.url.raw_path.decode(), headers=headers,
+                                   content=content)
+        if request.method != "GET" and self.writes == self.lose:
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return httpx.Response(resp.status_code, headers=resp.headers, content=resp.content)
+
+
+def sync_through(project: Project, transport: httpx.BaseTransport) -> tuple[ExitCode, str]:
+    from opsready.config import Environment
+    from opsready.tracker.github import GithubTracker
+
+    def factory(kind: str, env: Environment, dry_run: bool) -> GithubTracker:
+        assert env.tracker is not None and env.tracker.github is not None
+        return GithubTracker(env.tracker.github, timeout=5, transport=transport)
+
+    out = io.StringIO()
+    code = run_sync(env_name=ENV, root=project.root, tracker_kind="github", report=None, dry_run=False,
+                    out=out, tracker_factory=factory)
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("lose", [1, 5, 6], ids=["a create", "a comment", "a close"])
+def test_a_lost_answer_is_listed_as_not_applied_and_the_rerun_posts_nothing_twice(
+        project: Project, lose: int) -> None:
+    """The write happened but its answer timed out. Writes 1-3 are P0-001's create, first
+    comment and close; 4-6 are P1-002's."""
+    project.bundle({criterion("P1-003", 0): "fail"})
+    code, output = sync_through(project, Interposer(project.fake.url, lose=lose))
+    assert code == ExitCode.FAILED, output
+    missed = output.split("\nnot applied:\n", 1)[1]
+    assert "did not answer within" in missed, missed
+    # The failure skips only the rest of its ticket; the tickets after it were synced.
+    assert "P2-001 #" in output.split("\napplied:\n", 1)[1]
+
+    code, output = project.sync()
+    assert code == ExitCode.OK, output
+    assert len(project.fake.issues()) == 11
+    for issue in project.fake.issues():
+        ticket = issue["title"].split()[0]
+        comments = opsready_comments(project.fake.comments(issue))
+        assert len(comments) == 1 and "(first sync)" in comments[0], (ticket, comments)
+        assert issue["state"] == ("open" if ticket == "P1-003" else "closed"), ticket
+    assert "nothing to change" in project.sync()[1]
+
+
+def test_labels_dropped_on_create_are_added_at_once(project: Project) -> None:
+    project.bundle()
+    code, output = sync_through(project, Interposer(project.fake.url, drop_labels=True))
+    assert code == ExitCode.OK, output
+    assert output.count("(dropped on create)") == 11
+    for ticket in CATALOGUE.ids:
+        assert project.fake.labels(project.fake.issue(ticket)) == {f"opsready:{ticket}", "readiness:done"}
+    assert "nothing to change" in project.sync()[1]

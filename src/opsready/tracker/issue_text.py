@@ -31,6 +31,7 @@ from opsready.report.model import Ticket as ReadinessTicket
 __all__ = [
     "BEGIN",
     "END",
+    "Announcement",
     "IssueAction",
     "RecordedState",
     "RunFacts",
@@ -39,6 +40,7 @@ __all__ = [
     "comment_marker",
     "criterion_outcome",
     "hand_comment",
+    "last_announcement",
     "managed_section",
     "merged_body",
     "read_state",
@@ -49,10 +51,12 @@ __all__ = [
 BEGIN = "<!-- opsready:begin -->"
 END = "<!-- opsready:end -->"
 _STATE = re.compile(r"<!-- opsready:state (\{.*?\}) -->")
+_MARKER = re.compile(r"<!-- opsready:sync ticket=(\S+) run=(\S+) status=(\w+) action=(\w+) -->")
 _MESSAGE_CHARS = 300
 
 # What a sync does to the issue's open/closed state along with a comment.
 IssueAction = Literal["close", "reopen", "none"]
+_ACTIONS: tuple[IssueAction, ...] = ("close", "reopen", "none")
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,28 @@ def same_text(a: str, b: str) -> bool:
 
 def comment_marker(ticket_id: str, run_id: str, status: Status, action: IssueAction) -> str:
     return f"<!-- opsready:sync ticket={ticket_id} run={run_id} status={status} action={action} -->"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """What the newest sync comment of an issue announced."""
+
+    run_id: str
+    status: Status
+    action: IssueAction
+
+
+def last_announcement(comments: Sequence[str], ticket_id: str) -> Announcement | None:
+    """The newest sync comment about ``ticket_id`` among ``comments`` (oldest first)."""
+    for body in reversed(comments):
+        m = _MARKER.match(body.lstrip())
+        if m is None or m.group(1) != ticket_id:
+            continue
+        status = next((s for s in STATUSES if s == m.group(3)), None)
+        action = next((a for a in _ACTIONS if a == m.group(4)), None)
+        if status is not None and action is not None:
+            return Announcement(run_id=m.group(2), status=status, action=action)
+    return None
 
 
 def _escape(text: str) -> str:

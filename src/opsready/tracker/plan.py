@@ -19,15 +19,15 @@ from opsready._errors import AccessRefused, ProbeError, TargetUnreachable
 from opsready.catalogue import Catalogue
 from opsready.catalogue import Ticket as CatalogueTicket
 from opsready.probes.github import RateLimited
-from opsready.report.model import STATUSES, Readiness, Status
+from opsready.report.model import Readiness, Status
 from opsready.report.model import Ticket as ReadinessTicket
 from opsready.tracker.base import CloseReason, TrackedIssue, Tracker
 from opsready.tracker.issue_text import (
     IssueAction,
     RecordedState,
     RunFacts,
-    comment_marker,
     hand_comment,
+    last_announcement,
     managed_section,
     merged_body,
     read_state,
@@ -108,8 +108,7 @@ class ChangeResult:
     error: str = ""
 
 
-def plan_tickets(readiness: Readiness, catalogue: Catalogue, tracker: Tracker, facts: RunFacts,
-                 on_error: Callable[[str, ProbeError], None] | None = None) -> list[TicketPlan]:
+def plan_tickets(readiness: Readiness, catalogue: Catalogue, tracker: Tracker, facts: RunFacts) -> list[TicketPlan]:
     """A plan per catalogue ticket, in catalogue order. A ticket whose issue cannot be read
     gets a plan that leaves it alone and says why; reading stops at a failure no later
     request can get past (rate limit beyond its bound, refused token, tracker unreachable)."""
@@ -122,8 +121,6 @@ def plan_tickets(readiness: Readiness, catalogue: Catalogue, tracker: Tracker, f
         try:
             plans.append(plan_ticket(ticket, readiness.ticket(ticket.id), tracker, facts))
         except ProbeError as exc:
-            if on_error is not None:
-                on_error(ticket.id, exc)
             plans.append(TicketPlan(ticket.id, None, left_alone=f"could not be read: {exc}", blocking=True))
             if isinstance(exc, _STOPPING):
                 stopped = f"reading stopped after: {exc}"
@@ -163,28 +160,27 @@ def plan_ticket(ticket: CatalogueTicket, rt: ReadinessTicket | None, tracker: Tr
         return plan
 
     shown = sorted(label for label in issue.labels if label.startswith(STATUS_LABEL_PREFIX))
-    was: Status | None = recorded.status if recorded is not None else None
-    shown_status = next((s for s in STATUSES if shown == [status_label(s)]), None)
-    if shown_status is not None:
-        was = shown_status
-    status_changed = shown != [status_label(rt.status)]
     action: IssueAction = "none"
     if wanted_closed and not issue.closed:
         action = "close"
     elif not wanted_closed and issue.closed:
         action = "reopen"
 
-    comment: str | None = None
-    if status_changed:
-        comment = status_comment(facts, rt, was, recorded, action)
-    elif action != "none":
-        comment = hand_comment(facts, rt, action)
-    if comment is not None:
-        marker = comment_marker(ticket.id, run.id, rt.status, action)
-        if not any(marker in existing for existing in tracker.comments(issue)):
-            what = (f"status {rt.status}" + (f" (was {was})" if was and status_changed else "")
-                    if status_changed else f"why it is {'reopened' if action == 'reopen' else 'closed again'}")
-            plan.changes.append(Change(ticket.id, "comment", f"comment: {what}", body=comment))
+    # The comments say what sync last announced. The labels alone cannot: a new issue carries
+    # its labels before its first comment is posted, and a person may edit labels.
+    last = last_announcement(tracker.comments(issue), ticket.id)
+    if last is None or last.status != rt.status:
+        was = last.status if last is not None else None
+        comment = status_comment(facts, rt, was, recorded if last is not None else None, action)
+        what = f"status {rt.status}" + (f" (was {was})" if was else " (first sync)")
+        plan.changes.append(Change(ticket.id, "comment", f"comment: {what}", body=comment))
+    elif action != "none" and (last.run_id, last.action) != (run.id, action):
+        # The status was announced, and the issue has since been closed or reopened against
+        # it: by a person, since a sync's own close or reopen follows its comment. Within
+        # one run the announcement already says it, so a repeat is not posted.
+        what = f"why it is {'reopened' if action == 'reopen' else 'closed again'}"
+        plan.changes.append(Change(ticket.id, "comment", f"comment: {what}",
+                                   body=hand_comment(facts, rt, action)))
 
     missing = [label for label in labels if label not in issue.labels]
     if missing:
