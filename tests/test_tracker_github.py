@@ -280,6 +280,39 @@ def test_a_mapped_action_is_ticked_when_its_criteria_pass() -> None:
     assert checklist(ticket, done)[4] == ("Write the report", True)
 
 
+@dataclass(frozen=True)
+class JudgedAction:
+    """A run's verdict on one action, as a bundle that records per-action results holds it."""
+
+    action: str
+    status: str
+
+
+def test_the_run_s_own_verdict_on_an_action_comes_first() -> None:
+    from dataclasses import replace
+
+    catalogue = load_catalogue(ROOT / "config" / "tickets.yaml")
+    base = catalogue.get("P1-002")
+    assert base is not None
+    ticket = base.model_copy(update={"actions": [MappedAction("Verify RTO", ("test_rto",)),
+                                                 "Attested by hand", "Still open"]})
+
+    @dataclass(frozen=True)
+    class JudgedTicket:
+        criteria: list[Criterion]
+        status: str
+        actions: list[JudgedAction]
+
+    rt = ticket_with({"test_rto": "pass"}, status="done")
+    judged = JudgedTicket(criteria=rt.criteria, status="done", actions=[
+        JudgedAction("Verify RTO", "open"), JudgedAction("Attested by hand", "attested"),
+        JudgedAction("Still open", "not_covered")])
+    assert checklist(ticket, judged) == [  # type: ignore[arg-type]
+        ("Verify RTO", False), ("Attested by hand", True), ("Still open", False)]
+    assert checklist(ticket, replace(judged, actions=[])) == [  # type: ignore[arg-type]
+        ("Verify RTO", True), ("Attested by hand", True), ("Still open", True)]
+
+
 def test_the_managed_section_is_replaced_and_people_s_text_is_kept() -> None:
     section = "<!-- opsready:begin -->\nnew\n<!-- opsready:end -->"
     body = "Owner: ops\n\n<!-- opsready:begin -->\nold\n<!-- opsready:end -->\n\nNotes below."

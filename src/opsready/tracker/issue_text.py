@@ -143,14 +143,37 @@ def _proves(criteria: Sequence[Criterion], names: tuple[str, ...]) -> bool:
                                 for c in matched)
 
 
+# An action the run itself judged (the bundle's per-action result) is ticked in these states:
+# its criteria rolled up to done, or a valid attestation covers a manual action.
+_PROVEN_ACTION = ("done", "attested")
+
+
+def _judged_actions(rt: ReadinessTicket) -> dict[str, bool]:
+    """Action text -> proven, from the bundle's own per-action results when the run recorded
+    them (a ticket's ``actions``); empty for a bundle without them."""
+    found: dict[str, bool] = {}
+    for result in getattr(rt, "actions", None) or []:
+        text, status = getattr(result, "action", None), getattr(result, "status", None)
+        if isinstance(text, str) and isinstance(status, str):
+            found[text] = status in _PROVEN_ACTION
+    return found
+
+
 def checklist(ticket: CatalogueTicket, rt: ReadinessTicket) -> list[tuple[str, bool]]:
-    """Each action of the ticket and whether it is ticked. An action mapped to criteria is
-    ticked when they passed; an action without a mapping is proven only by the whole ticket,
-    so it is ticked when the ticket is done."""
+    """Each action of the ticket and whether it is ticked. The run's own verdict on an action
+    comes first; else an action the catalogue maps to criteria is ticked when they passed; an
+    action without either is proven only by the whole ticket, so it is ticked when the ticket
+    is done."""
+    judged = _judged_actions(rt)
     items = []
     for action in list[object](ticket.actions):
         text, names = action_criteria(action)
-        items.append((text, _proves(rt.criteria, names) if names is not None else rt.status == "done"))
+        if text in judged:
+            items.append((text, judged[text]))
+        elif names is not None:
+            items.append((text, _proves(rt.criteria, names)))
+        else:
+            items.append((text, rt.status == "done"))
     return items
 
 
