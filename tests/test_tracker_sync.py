@@ -190,7 +190,8 @@ class Project:
         (self.root / "config" / "environments" / f"{ENV}.yaml").write_text(yaml.safe_dump(env))
 
     def bundle(self, outcomes: dict[str, Outcome] | None = None, waivers: list[Waiver] | None = None,
-               environment: str = ENV, selected: list[str] | None = None) -> Path:
+               environment: str = ENV, selected: list[str] | None = None,
+               messages: dict[str, str] | None = None) -> Path:
         """A sealed bundle of the next run: every criterion passes, except ``outcomes``
         (``"P1-002::test_name"`` -> outcome)."""
         self.runs += 1
@@ -208,7 +209,8 @@ class Project:
                 outcome = overrides.pop(cid, "pass")
                 results.append(CriterionResult(
                     id=cid, ticket=ticket, title=name.removeprefix("test_").replace("_", " "), outcome=outcome,
-                    message="" if outcome == "pass" else f"{name}: found something else; fix it",
+                    message=(messages or {}).get(cid) or ("" if outcome == "pass"
+                                                          else f"{name}: found something else; fix it"),
                     skip_kind="not_covered" if outcome == "skip" else None))
         assert not overrides, f"no such criteria: {sorted(overrides)}"
         run = Run(id=run_id, environment=environment, env_file=f"{environment}.yaml", started_at=started,
@@ -667,3 +669,12 @@ def test_labels_dropped_on_create_are_added_at_once(project: Project) -> None:
     for ticket in CATALOGUE.ids:
         assert project.fake.labels(project.fake.issue(ticket)) == {f"opsready:{ticket}", "readiness:done"}
     assert "nothing to change" in project.sync()[1]
+
+
+def test_a_configured_secret_in_a_message_does_not_reach_the_tracker(project: Project) -> None:
+    leaked = criterion("P0-001", 0)
+    project.bundle({leaked: "fail"}, messages={leaked: f"probe sent {project.fake.issues_token} and failed"})
+    code, output = project.sync()
+    assert code == ExitCode.OK, output
+    comment = project.fake.comments(project.fake.issue("P0-001"))[0]
+    assert "probe sent" in comment and project.fake.issues_token not in comment

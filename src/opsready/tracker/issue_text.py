@@ -25,6 +25,7 @@ from typing import Literal
 
 from opsready._coverage import NOT_APPLICABLE
 from opsready.catalogue import Ticket as CatalogueTicket
+from opsready.evidence import redactor
 from opsready.report.model import STATUSES, Criterion, Run, Status, WaiverEntry
 from opsready.report.model import Ticket as ReadinessTicket
 
@@ -339,7 +340,9 @@ def _detail(rt: ReadinessTicket) -> list[str]:
 
 
 def _blocks(*blocks: Iterable[str]) -> str:
-    return "\n\n".join("\n".join(b) for b in blocks if b)
+    # The messages were redacted when the run wrote them; redact again with this process's
+    # secrets, since a comment leaves for a third party.
+    return redactor.text("\n\n".join("\n".join(b) for b in blocks if b))
 
 
 def status_comment(facts: RunFacts, rt: ReadinessTicket, was: Status | None,
