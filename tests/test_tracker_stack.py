@@ -24,7 +24,6 @@ def sync(stack: StartedStack, report: Path, *extra: str) -> subprocess.Completed
 def test_a_verified_run_syncs_into_the_stack_s_issues(stack: StartedStack, tmp_path: Path) -> None:
     result = run_verify(stack, tmp_path, tickets=JUDGED)
     assert result.status["P2-002"] == "done", result.explain(JUDGED)
-    assert result.status["P3-002"] == "done", result.explain(JUDGED)
 
     dry = sync(stack, result.out_dir, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -46,8 +45,10 @@ def test_a_verified_run_syncs_into_the_stack_s_issues(stack: StartedStack, tmp_p
             found = gh.get(f"/repos/{repo}/issues", params={"labels": f"opsready:{ticket}", "state": "all"})
             found.raise_for_status()
             (issue,) = found.json()
-            assert {label["name"] for label in issue["labels"]} == {f"opsready:{ticket}", "readiness:done"}
-            assert issue["state"] == "closed" and issue["state_reason"] == "completed"
-            assert "- [ ]" not in issue["body"]
+            status = result.status[ticket]
+            assert {label["name"] for label in issue["labels"]} == {f"opsready:{ticket}", f"readiness:{status}"}
+            assert issue["state"] == ("closed" if status in ("done", "waived") else "open")
+            if status == "done":
+                assert issue["state_reason"] == "completed" and "- [ ]" not in issue["body"]
             comments = gh.get(f"/repos/{repo}/issues/{issue['number']}/comments").json()
             assert len(comments) == 1 and result.out_dir.name in comments[0]["body"]

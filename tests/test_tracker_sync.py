@@ -19,7 +19,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from opsready.cli import main
 from opsready.report import files
 from opsready.report.manifest import write_manifest
 from opsready.report.model import CriterionResult, Hashes, Outcome, Readiness, Run, Scope, build_readiness
+from opsready.tracker.issue_text import action_criteria
 from opsready.tracker.sync import run_sync
 from opsready.waivers import Waiver, WaiverSet
 
@@ -257,6 +258,16 @@ def opsready_comments(comments: list[str]) -> list[str]:
     return [c for c in comments if "<!-- opsready:sync " in c]
 
 
+def proven(ticket: str, action: object, status: str, failed: set[str]) -> bool:
+    """Whether an action's checklist box is ticked: every action of a done ticket is; else an
+    action the catalogue maps to criteria is when they ran and none of them failed, and an
+    action without a mapping is not (only the whole ticket proves it)."""
+    if status == "done":
+        return True
+    names = action_criteria(action)[1]
+    return names is not None and bool(set(names) & set(CRITERIA[ticket])) and not set(names) & failed
+
+
 # -- the tests --------------------------------------------------------------------------------
 
 
@@ -276,9 +287,10 @@ def test_first_sync_creates_one_issue_per_ticket_with_labels_and_checklist(proje
         assert project.fake.labels(issue) == {f"opsready:{ticket.id}", f"readiness:{status}"}
         assert issue["title"] == f"{ticket.id} {ticket.title}"
         assert ticket.summary.strip() in issue["body"] and ticket.impact.strip() in issue["body"]
-        ticked = "x" if status == "done" else " "
         for action in ticket.actions:
-            assert f"- [{ticked}] {action}" in issue["body"], (ticket.id, action)
+            text = action_criteria(action)[0]
+            ticked = "x" if proven(ticket.id, action, status, {name("P1-002"), name("P2-001", 0)}) else " "
+            assert f"- [{ticked}] {text}" in issue["body"], (ticket.id, text)
         assert issue["state"] == ("closed" if status in ("done", "waived") else "open")
         comments = project.fake.comments(issue)
         assert len(comments) == 1
@@ -325,8 +337,13 @@ def test_a_regression_reopens_the_issue_with_one_comment(project: Project) -> No
     assert f"`{name('P1-002')}`): pass → **fail**" in change
     # Only the criterion that changed is listed.
     assert name("P1-002", 0) not in change
-    # The action checklist is unticked with the ticket: none of its actions is proven now.
-    assert "- [x]" not in issue["body"]
+    # The checklist unticks what the failure unproves.
+    ticket = CATALOGUE.get("P1-002")
+    assert ticket is not None
+    for action in ticket.actions:
+        box = "x" if proven("P1-002", action, "open", {name("P1-002")}) else " "
+        assert f"- [{box}] {action_criteria(action)[0]}" in issue["body"]
+    assert "- [ ]" in issue["body"]
     # The other tickets did not move: no new comment anywhere else.
     for ticket in CATALOGUE.ids:
         if ticket != "P1-002":
@@ -423,7 +440,7 @@ def test_a_secondary_rate_limit_mid_way_is_waited_out(project: Project) -> None:
 
 
 def test_a_secondary_rate_limit_beyond_the_bound_stops_and_a_rerun_completes(project: Project) -> None:
-    project.bundle({criterion("P1-004"): "fail"})
+    statuses = readiness_of(project.bundle({criterion("P1-004"): "fail"})).judged
     # Longer than tracker.github.rate_limit_wait_max_s (5 s): the sync cannot wait it out.
     project.fake.arm_secondary_limit(after_writes=7, times=4, retry_after=600)
     code, output = project.sync()
@@ -446,9 +463,9 @@ def test_a_secondary_rate_limit_beyond_the_bound_stops_and_a_rerun_completes(pro
     for issue in issues:
         assert len(opsready_comments(project.fake.comments(issue))) == 1, issue["title"]
         ticket = issue["title"].split()[0]
-        status = "open" if ticket == "P1-004" else "done"
+        status = statuses[ticket]
         assert project.fake.labels(issue) == {f"opsready:{ticket}", f"readiness:{status}"}
-        assert issue["state"] == ("open" if status == "open" else "closed")
+        assert issue["state"] == ("closed" if status in ("done", "waived") else "open")
     # And now nothing is left to do.
     assert "nothing to change" in project.sync()[1]
 
@@ -603,22 +620,22 @@ class Interposer(httpx.BaseTransport):
     timeout (the change happened, the answer was lost); ``drop_labels`` strips the labels of
     a new issue, as GitHub does when the token may not set them."""
 
-    def __init__(self, url: str, lose: int | None = None, drop_labels: bool = False) -> None:
+    def __init__(self, url: str, lose: Callable[[httpx.Request], bool] | None = None,
+                 drop_labels: bool = False) -> None:
         self.client = httpx.Client(base_url=url, timeout=10)
-        self.lose, self.drop_labels, self.writes = lose, drop_labels, 0
+        self.lose, self.drop_labels, self.lost = lose, drop_labels, False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         content = request.content
-        if request.method != "GET":
-            self.writes += 1
-            if self.drop_labels and request.method == "POST" and request.url.path.endswith("/issues"):
-                body = json.loads(content)
-                body.pop("labels", None)
-                content = json.dumps(body).encode()
+        if self.drop_labels and _creates(request):
+            body = json.loads(content)
+            body.pop("labels", None)
+            content = json.dumps(body).encode()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
         resp = self.client.request(request.method, request.url.raw_path.decode(), headers=headers,
                                    content=content)
-        if request.method != "GET" and self.writes == self.lose:
+        if self.lose is not None and not self.lost and request.method != "GET" and self.lose(request):
+            self.lost = True
             raise httpx.ReadTimeout("the answer was lost", request=request)
         return httpx.Response(resp.status_code, headers=resp.headers, content=resp.content)
 
@@ -637,18 +654,30 @@ def sync_through(project: Project, transport: httpx.BaseTransport) -> tuple[Exit
     return code, out.getvalue()
 
 
-@pytest.mark.parametrize("lose", [1, 5, 6], ids=["a create", "a comment", "a close"])
+def _creates(request: httpx.Request) -> bool:
+    return request.method == "POST" and request.url.path.endswith("/issues")
+
+
+def _comments(request: httpx.Request) -> bool:
+    return request.method == "POST" and request.url.path.endswith("/comments")
+
+
+def _closes(request: httpx.Request) -> bool:
+    return request.method == "PATCH" and b'"closed"' in request.content
+
+
+@pytest.mark.parametrize("lose", [_creates, _comments, _closes], ids=["a create", "a comment", "a close"])
 def test_a_lost_answer_is_listed_as_not_applied_and_the_rerun_posts_nothing_twice(
-        project: Project, lose: int) -> None:
-    """The write happened but its answer timed out. Writes 1-3 are P0-001's create, first
-    comment and close; 4-6 are P1-002's."""
-    project.bundle({criterion("P1-003", 0): "fail"})
+        project: Project, lose: Callable[[httpx.Request], bool]) -> None:
+    """The first write of one kind happened, but its answer timed out."""
+    statuses = readiness_of(project.bundle({criterion("P1-003", 0): "fail"})).judged
+    assert "done" in statuses.values()
     code, output = sync_through(project, Interposer(project.fake.url, lose=lose))
     assert code == ExitCode.FAILED, output
     missed = output.split("\nnot applied:\n", 1)[1]
     assert "did not answer within" in missed, missed
     # The failure skips only the rest of its ticket; the tickets after it were synced.
-    assert "P2-001 #" in output.split("\napplied:\n", 1)[1]
+    assert "P3-003 #" in output.split("\napplied:\n", 1)[1]
 
     code, output = project.sync()
     assert code == ExitCode.OK, output
@@ -657,17 +686,18 @@ def test_a_lost_answer_is_listed_as_not_applied_and_the_rerun_posts_nothing_twic
         ticket = issue["title"].split()[0]
         comments = opsready_comments(project.fake.comments(issue))
         assert len(comments) == 1 and "(first sync)" in comments[0], (ticket, comments)
-        assert issue["state"] == ("open" if ticket == "P1-003" else "closed"), ticket
+        assert issue["state"] == ("closed" if statuses[ticket] in ("done", "waived") else "open"), ticket
     assert "nothing to change" in project.sync()[1]
 
 
 def test_labels_dropped_on_create_are_added_at_once(project: Project) -> None:
-    project.bundle()
+    statuses = readiness_of(project.bundle()).judged
     code, output = sync_through(project, Interposer(project.fake.url, drop_labels=True))
     assert code == ExitCode.OK, output
     assert output.count("(dropped on create)") == 11
     for ticket in CATALOGUE.ids:
-        assert project.fake.labels(project.fake.issue(ticket)) == {f"opsready:{ticket}", "readiness:done"}
+        assert project.fake.labels(project.fake.issue(ticket)) == {f"opsready:{ticket}",
+                                                                   f"readiness:{statuses[ticket]}"}
     assert "nothing to change" in project.sync()[1]
 
 
