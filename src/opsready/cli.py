@@ -77,6 +77,7 @@ def _add_sync_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                        "usage or config error.")
     s.add_argument("--env", default="local",
                    help="environment NAME (config/environments/NAME.yaml) or a YAML path (default: local)")
+    # Each choice is a section under `tracker:` in the environment (opsready.tracker.sync).
     s.add_argument("--tracker", required=True, choices=("github",),
                    help="the tracker section of the environment to write to")
     s.add_argument("--report", default=None, metavar="DIR", type=Path,

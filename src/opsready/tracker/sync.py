@@ -30,10 +30,8 @@ from opsready.tracker.base import Tracker
 from opsready.tracker.issue_text import RunFacts
 from opsready.tracker.plan import ChangeResult, TicketPlan, apply_plans, plan_tickets
 
-__all__ = ["TRACKERS", "Bundle", "BundleRefused", "load_bundle", "newest_report", "run_sync"]
+__all__ = ["Bundle", "BundleRefused", "load_bundle", "newest_report", "run_sync"]
 
-# The trackers ``--tracker`` accepts; each is a section under ``tracker:`` in the environment.
-TRACKERS = ("github",)
 WRITE_NAME = "tracker_sync"
 
 
@@ -171,6 +169,8 @@ def _sync(bundle: Bundle, catalogue: Catalogue, tracker: Tracker, env: Environme
     say("")
 
     plans = plan_tickets(bundle.readiness, catalogue, tracker, facts)
+    # Not part of the interface: a tracker may have a word about its credentials (GitHub: a
+    # classic token, whose scopes reach far beyond issues).
     note = getattr(tracker, "token_note", None)
     if isinstance(note, str):
         say(f"note: {note}")
