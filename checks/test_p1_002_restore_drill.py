@@ -1,5 +1,5 @@
 """P1-002: the latest backup is fresh, whole and a real dump; a restore drill brings it back
-within the RTO; drills happen monthly.
+within the RTO. (That drills happen monthly is judged in test_p1_002_drill_schedule.py.)
 
 The drill is intrusive (``restore_drill``): it writes only to a scratch database of its own,
 which it drops afterwards, even on Ctrl-C.
@@ -12,13 +12,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import pytest
 
 import opsready
-from opsready import ProbeError
-from opsready.schedules import runs_at_least_monthly, workflow_crons
 
 if TYPE_CHECKING:
-    from opsready.config import Environment
     from opsready.evidence import Evidence
-    from opsready.probes.github import GithubProbe
     from opsready.probes.postgres import DrillResult, ScratchServer
     from opsready.probes.s3 import BackupObject, BackupStore, LatestBackups
 
@@ -183,72 +179,3 @@ def test_restore_drill_within_rto(drill: Drill | None, scratch_server: ScratchSe
         f"{result.rto_seconds:.1f} s from download to verified restore, expected at most "
         f"{target:g} s (restore_drill.rto_target_s); see the phases to find the slow step"
     )
-
-
-def test_restore_drill_scheduled(backups: BackupStore, opsready_env: Environment,
-                                 request: pytest.FixtureRequest, evidence: Evidence) -> None:
-    """A restore drill is scheduled monthly, or the last recorded drill is recent enough"""
-    if opsready_env.github is None and not backups.cfg.drill_record_key:
-        opsready.not_covered("not configured: github (drill_workflow) or backups.drill_record_key")
-    found: dict[str, object] = {}
-    errors: list[ProbeError] = []
-    monthly = recent = False
-    if opsready_env.github is not None:
-        try:
-            workflow = _drill_workflow(request.getfixturevalue("github"),
-                                       opsready_env.github.drill_workflow)
-            found["workflow"] = workflow
-            monthly = bool(workflow["monthly"])
-        except ProbeError as exc:
-            errors.append(exc)
-    max_age = backups.cfg.drill_max_age_days
-    try:
-        record = backups.drill_record()
-        found["drill_record"] = None if record is None else {
-            "key": record.key, "finished_at": record.finished_at.isoformat(),
-            "age_days": round(record.age_days(), 2)}
-        recent = record is not None and record.age_days() <= max_age
-    except ProbeError as exc:
-        errors.append(exc)
-    evidence.record("drill_schedule", found)
-    if monthly or recent:
-        return
-    if errors:
-        raise errors[0]  # one side could not be read, and the other does not pass
-    assert False, (  # noqa: B011 - the message is the finding
-        f"drill schedule: {_describe_workflow(found)}; last drill record: "
-        f"{_describe_record(found, backups)}; expected a workflow with a monthly `schedule` "
-        f"trigger or a drill at most {max_age:g} days old; schedule the drill workflow monthly"
-    )
-
-
-def _drill_workflow(github: GithubProbe, name: str) -> dict[str, object]:
-    """The drill workflow's path, state and cron triggers, and whether it runs monthly."""
-    workflow = github.workflow(name)
-    path = str(workflow.get("path", "")) if workflow else ""
-    text = github.get_file(path) if path else None
-    crons = workflow_crons(text) if text is not None else None
-    state = workflow.get("state") if workflow else None
-    return {"name": name, "path": path or None, "state": state, "crons": crons,
-            "monthly": state == "active" and any(runs_at_least_monthly(c) for c in crons or [])}
-
-
-def _describe_workflow(found: dict[str, object]) -> str:
-    wf = found.get("workflow")
-    if not isinstance(wf, dict):
-        return "no GitHub section configured"
-    if not wf.get("path"):
-        return f"workflow {wf['name']} not found"
-    if wf.get("state") != "active":
-        return f"workflow {wf['path']} is {wf.get('state')}"
-    crons = wf.get("crons")
-    return f"{wf['path']} has {'no schedule' if not crons else f'schedule {crons}, not monthly'}"
-
-
-def _describe_record(found: dict[str, object], backups: BackupStore) -> str:
-    rec = found.get("drill_record")
-    if not backups.cfg.drill_record_key:
-        return "not configured (backups.drill_record_key)"
-    if not isinstance(rec, dict):
-        return f"none at s3://{backups.bucket}/{backups.cfg.drill_record_key}"
-    return f"{rec['key']} finished {rec['age_days']} days ago"

@@ -44,6 +44,7 @@ FULL_DAYS = 3
 FULL_HISTORY_LIMIT = 64 << 20
 DRILL_AGE_DAYS = 10
 STALE_DRILL_AGE_DAYS = 45
+FAILED_DRILL_AGE_DAYS = 3
 NEWEST_AGE = dt.timedelta(hours=1)
 ADMIN_ROUTE = "/_opsready/last-modified"
 CHUNK = 1 << 20
@@ -86,6 +87,12 @@ class S3Part:
         Fault("no-drill-schedule",
               "the last restore drill is 45 days old (and the drill workflow has no schedule)",
               frozenset({"P1-002"})),
+        Fault("drill-record-failed",
+              "the drill record of 3 days ago says the restore drill failed",
+              frozenset({"P1-002"})),
+        Fault("drill-record-absent",
+              "no drill record is kept: the monthly drill workflow's runs are the evidence",
+              frozenset(), variant=True),
         Fault("versioning-off", "bucket versioning is Suspended", frozenset({"P3-003"})),
         Fault("no-lifecycle", "the bucket has no lifecycle configuration",
               frozenset({"P3-003"})),
@@ -174,13 +181,8 @@ class S3Part:
             self._stale(ctx, client, on)
         elif name == "corrupt-backup":
             self._corrupt(ctx, client, on)
-        elif name == "no-drill-schedule":
-            manifest = self._manifest(ctx)
-            if on:
-                finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=STALE_DRILL_AGE_DAYS)
-                self._put_drill_record(ctx, client, _drill_record(finished))
-            else:
-                self._put_drill_record(ctx, client, manifest["drill_record"])
+        elif name in ("no-drill-schedule", "drill-record-failed", "drill-record-absent"):
+            self._drill_fault(ctx, client, name, on)
 
     def stop(self, ctx: StackContext) -> None:
         return None
@@ -276,6 +278,19 @@ class S3Part:
         self._write_manifest(ctx, manifest)
         self._put_drill_record(ctx, client, record)
 
+    def _drill_fault(self, ctx: StackContext, client: Any, name: str, on: bool) -> None:
+        if not on:
+            self._put_drill_record(ctx, client, self._manifest(ctx)["drill_record"])
+        elif name == "drill-record-absent":
+            client.delete_object(Bucket=BUCKET, Key=DRILL_RECORD_KEY)
+        elif name == "drill-record-failed":
+            finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=FAILED_DRILL_AGE_DAYS)
+            self._put_drill_record(ctx, client, _drill_record(finished, result="failed",
+                                                              rto_seconds=None))
+        else:
+            finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=STALE_DRILL_AGE_DAYS)
+            self._put_drill_record(ctx, client, _drill_record(finished))
+
     def _put_drill_record(self, ctx: StackContext, client: Any, record: dict[str, Any]) -> None:
         client.put_object(Bucket=BUCKET, Key=DRILL_RECORD_KEY,
                           Body=json.dumps(record, indent=2).encode(),
@@ -366,14 +381,15 @@ def _newest_dump(client: Any) -> str | None:
     return newest[1] if newest else None
 
 
-def _drill_record(finished: dt.datetime, backup_key: str | None = None) -> dict[str, Any]:
+def _drill_record(finished: dt.datetime, backup_key: str | None = None, result: str = "passed",
+                  rto_seconds: float | None = 47.9) -> dict[str, Any]:
     started = finished - dt.timedelta(seconds=52)
     return {
         "started_at": _iso(started),
         "finished_at": _iso(finished),
-        "result": "passed",
+        "result": result,
         "backup_key": backup_key,
-        "rto_seconds": 47.9,
+        "rto_seconds": rto_seconds,
         "rpo_hours": 7.2,
         "tables": ["workspaces", "api_keys", "audit_logs", "sessions"],
         "runner": "github-actions: restore-drill.yml",

@@ -263,14 +263,35 @@ class GithubConfig(_Section):
     token: SecretStr | None = None
     repo: str
     branch: str = "main"
-    prs: list[int] = [29, 30]
-    secrets: list[str] = ["RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY", "DEV_KEY"]
-    deploy_workflow: str = "deploy.yml"
-    backup_workflow: str = "backup.yml"
-    slo_report_workflow: str = "slo-report.yml"
-    slo_report_max_age_days: float = 8
-    drill_workflow: str = "restore-drill.yml"
-    rollback_script: str = "scripts/rollback.py"
+    # The platform's own PR numbers, secret names, workflow files and script paths come from
+    # the environment file; a key left empty leaves its criterion not covered.
+    prs: list[int] = []
+    secrets: list[str] = []
+    # Where Actions secrets may live: the repository, its deployment environments, and the
+    # organization's secrets shared with the repository.
+    secret_scopes: list[Literal["repository", "environment", "organization"]] = [
+        "repository", "environment"]
+    # The deployment environments whose secrets count; empty means every environment.
+    secret_environments: list[str] = []
+    deploy_workflow: str = ""
+    # Oldest acceptable last successful run; None: any age (a deploy runs only on a push).
+    deploy_max_age_days: float | None = Field(default=None, gt=0)
+    backup_workflow: str = ""
+    backup_max_age_days: float | None = Field(default=1.5, gt=0)
+    # A deployed version that matches this regex is a tag, resolved to its commit.
+    version_tag_pattern: str | None = None
+    slo_report_workflow: str = ""
+    slo_report_max_age_days: float = Field(default=8, gt=0)
+    drill_workflow: str = ""
+    rollback_script: str = ""
+    rollback_workflow: str = ""
+    # The commands of a shell rollback script that send HTTP requests: regexes matched
+    # against a command's first word.
+    rollback_shell_commands: list[str] = ["curl", "wget", "https?", "xh"]
+    # Where a rollback request must go: regexes searched in the request's URL, by default
+    # Railway's public GraphQL endpoint under both of its domains.
+    rollback_endpoints: list[str] = [r"backboard\.railway\.com/graphql",
+                                     r"backboard\.railway\.app/graphql"]
     rate_limit_wait_max_s: float = Field(default=60.0, ge=0, le=3600)
 
     @field_validator("repo")
@@ -278,6 +299,17 @@ class GithubConfig(_Section):
     def _repo(cls, v: str) -> str:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
             raise ValueError("expected owner/name, e.g. acme/relay")
+        return v
+
+    @field_validator("version_tag_pattern", "rollback_shell_commands", "rollback_endpoints")
+    @classmethod
+    def _regex(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for pattern in [v] if isinstance(v, str) else v or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") \
+                    from None
         return v
 
 
@@ -306,9 +338,15 @@ class BackupsConfig(_Section):
     min_size_bytes: int = Field(default=1024, ge=0)
     max_shrink_fraction: float = Field(default=0.5, ge=0, le=1)
     sidecar_suffix: str = ".sha256"
-    # Where the last drill is recorded, for the "drill is scheduled or recent" criterion.
-    drill_record_key: str | None = "drills/last-drill.json"
-    drill_max_age_days: float = 31
+    # Where the last drill is recorded (JSON), for "the drill is scheduled or recent";
+    # empty: no record is read.
+    drill_record_key: str | None = None
+    drill_max_age_days: float = Field(default=31, gt=0)
+    # The record's fields: its outcome (one of the success values when the drill passed) and
+    # its measured RTO in seconds.
+    drill_record_outcome_field: str = "result"
+    drill_record_success_values: list[str] = ["passed", "success", "succeeded"]
+    drill_record_rto_field: str = "rto_seconds"
     retention_days: int = Field(default=365, ge=1)
     daily_window_days: int = Field(default=30, ge=1)
     daily_min_days: int = Field(default=28, ge=1)

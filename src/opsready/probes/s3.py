@@ -95,9 +95,14 @@ class DailyCoverage:
 
 @dataclass(frozen=True)
 class DrillRecord:
+    """The last restore drill as its record tells it: when it finished, how it ended (the
+    record's own word, e.g. ``passed``) and its measured RTO in seconds."""
+
     key: str
     finished_at: dt.datetime
     data: dict[str, Any]
+    outcome: str | None = None
+    rto_seconds: float | None = None
 
     def age_days(self, now: dt.datetime | None = None) -> float:
         now = now or dt.datetime.now(dt.UTC)
@@ -386,8 +391,9 @@ class BackupStore:
                              missing_days=missing, oldest_age_days=oldest)
 
     def drill_record(self) -> DrillRecord | None:
-        """The last drill's record (JSON with ``finished_at``), or ``None`` when there is none
-        or no key is configured. Without ``finished_at`` the object's LastModified counts."""
+        """The last drill's record (JSON with ``finished_at``, the configured outcome and RTO
+        fields), or ``None`` when there is none or no key is configured. Without
+        ``finished_at`` the object's LastModified counts."""
         key = self.cfg.drill_record_key
         if not key:
             return None
@@ -406,7 +412,13 @@ class BackupStore:
         if not isinstance(data, dict):
             raise UnexpectedResponse(f"s3: drill record s3://{self.bucket}/{key} is not an object")
         finished = _parse_time(data.get("finished_at")) or _utc(resp["LastModified"])
-        return DrillRecord(key=key, finished_at=finished, data=data)
+        outcome = data.get(self.cfg.drill_record_outcome_field)
+        rto = data.get(self.cfg.drill_record_rto_field)
+        return DrillRecord(
+            key=key, finished_at=finished, data=data,
+            outcome=str(outcome) if isinstance(outcome, str | bool | int) else None,
+            rto_seconds=float(rto) if isinstance(rto, int | float) and not isinstance(rto, bool)
+            else None)
 
     # ---- bucket settings ----------------------------------------------------------------
 
