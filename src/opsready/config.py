@@ -7,6 +7,7 @@ Every secret is a ``SecretStr`` and is registered with redaction as soon as it i
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 import re
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from opsready._errors import ConfigError
 
@@ -325,19 +334,27 @@ class RailwayConfig(_Section):
 
 class S3Config(_Section):
     bucket: str
-    prefix: str = "backups/"
+    prefix: str = ""
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
 
 
+DumpFormatName = Literal["custom", "directory", "tar", "plain"]
+
+
 class BackupsConfig(_Section):
     s3: S3Config
+    # Which objects under the prefix are backups: a glob with strftime date fields
+    # (opsready.backup_keys). Empty: the backup criteria are not covered.
+    key_pattern: str | None = None
+    # pg_dump's output formats this platform's backups may use (plain: gzip'd or not).
+    accepted_formats: list[DumpFormatName] = ["custom", "directory", "tar", "plain"]
     rpo_hours: float = Field(default=26.0, gt=0)
     min_size_bytes: int = Field(default=1024, ge=0)
     max_shrink_fraction: float = Field(default=0.5, ge=0, le=1)
-    sidecar_suffix: str = ".sha256"
+    sidecar_suffix: str = Field(default=".sha256", min_length=1)
     # Where the last drill is recorded (JSON), for "the drill is scheduled or recent";
     # empty: no record is read.
     drill_record_key: str | None = None
@@ -348,23 +365,70 @@ class BackupsConfig(_Section):
     drill_record_success_values: list[str] = ["passed", "success", "succeeded"]
     drill_record_rto_field: str = "rto_seconds"
     retention_days: int = Field(default=365, ge=1)
+    # The bucket's default encryption must be at least this: AES256 (any server-side
+    # encryption), aws:kms (KMS), or a KMS key id or ARN (that key). Empty: not judged.
+    required_encryption: str | None = None
+    # The day the platform's backups began, when older backups may have left no trace.
+    history_start: dt.date | None = None
     daily_window_days: int = Field(default=30, ge=1)
     daily_min_days: int = Field(default=28, ge=1)
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _key_pattern(cls, v: str | None) -> str | None:
+        if v:
+            from opsready.backup_keys import KeyPattern
+
+            KeyPattern.compile(v)
+        return v or None
+
+    @field_validator("accepted_formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one of custom, directory, tar, plain")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> BackupsConfig:
+        if self.daily_min_days > self.daily_window_days:
+            raise ValueError(f"daily_min_days ({self.daily_min_days}) is larger than "
+                             f"daily_window_days ({self.daily_window_days})")
+        return self
 
 
 class RestoreDrillConfig(_Section):
     # A maintenance database on the scratch server; the drill creates its own database there.
     scratch_dsn: SecretStr
-    # Optional read-only DSN of the source, used only to compare row counts.
+    # A read-only DSN of the source: the drill asks it who it is, and counts its rows.
     source_dsn: SecretStr | None = None
-    expected_tables: list[str] = ["workspaces", "api_keys", "audit_logs", "sessions"]
+    # Other databases the drill must prove it is not writing to.
+    protected_dsns: list[SecretStr] = []
+    expected_tables: list[str] = []
     min_rows: dict[str, int] = {}
-    row_tolerance: float = Field(default=0.05, ge=0, le=1)
+    # Tables that may legitimately be empty in a backup.
+    allowed_empty_tables: list[str] = []
+    # How much the live source may grow per day of the backup's age (one day at least).
+    row_growth_per_day: float = Field(default=0.1, ge=0, le=10)
+    # Statements whose errors do not fail the restore (regular expressions).
+    tolerated_errors: list[str] = [r"\bOWNER TO\b", r"^COMMENT ON EXTENSION\b"]
+    # A superuser (or pg_execute_server_program member) restores only when named here.
+    allow_privileged_role: str | None = None
     rto_target_s: float = Field(default=600.0, gt=0)
     jobs: int = Field(default=2, ge=1, le=16)
     pg_restore: str = "pg_restore"
     psql: str = "psql"
     statement_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("tolerated_errors")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
 
 
 class SloSpec(_Section):
