@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from opsready_stack.part import Fault, StackContext, wait_until
-from opsready_stack.service.app import ALLOWED_ORIGINS
+from opsready_stack.service.app import ALLOWED_ORIGINS, METRICS_FAULTS
 from opsready_stack.service.signing import configured_secret
 
 __all__ = ["ServicePart"]
@@ -41,6 +41,7 @@ class ServicePart:
         Fault("no-pool-metrics", "the db_connection_pool_* gauges are absent from /metrics",
               frozenset({"P2-004"})),
         Fault("no-tracing", "the service exports no spans", frozenset({"P2-001"})),
+        *METRICS_FAULTS,
     )
 
     def start(self, ctx: StackContext) -> None:
