@@ -43,6 +43,9 @@ SLO_FILE = "slo-rules.yml"
 # Another team's rules on the same Prometheus (the `other-team-rules` variant).
 OTHER_TEAM_FILE = "payments-alerts.yml"
 RULE_GROUPS = ("relay-alerts", "relay-slo")
+# Selectors that match nothing until something happens: the 5xx series of a counter labelled
+# by status appear with the first 5xx, and Prometheus' own ALERTS with the first alert.
+SERIES_MAY_BE_EMPTY = ("ALERTS", "ALERTS_FOR_STATE", 'http_requests_total{status=~"5.."}')
 JOB = "relay"
 POOL_ALERT = "DBPoolExhausted"
 RATE_LIMIT_METRIC = "rate_limit_breaches_total"
@@ -278,6 +281,7 @@ class PrometheusPart:
                 "pool_alert_rule": POOL_ALERT,
                 "slo_recording_rules": recording_rule_names(),
                 "rule_groups": list(RULE_GROUPS),
+                "series_may_be_empty": list(SERIES_MAY_BE_EMPTY),
                 "timeout_s": 10,
             },
             "slo": {

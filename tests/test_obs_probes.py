@@ -195,7 +195,7 @@ def _vector(*values: tuple[dict[str, str], str]) -> dict[str, Any]:
 
 
 def test_query_values(prom_server: _PromServer) -> None:
-    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url), timeout=2)
+    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url, service_job="relay"), timeout=2)
     prom_server.body = _vector(({"job": "relay"}, "0.25"))
     assert probe.value("x") == 0.25
     assert [dict(s.labels) for s in probe.job_series("db_connection_pool_size")] == [
@@ -270,7 +270,9 @@ def test_slo_status_ratio_slo_derives_budget_and_burn() -> None:
     assert status.burn_rate == pytest.approx(2.0)
     row = status.row()
     assert set(row) == {"slo", "target", "objective", "unit", "value", "compliant",
-                        "budget_remaining", "burn_rate"}
+                        "budget_remaining", "burn_rate", "current_window", "window",
+                        "budget_window", "note"}
+    assert (row["window"], row["budget_window"], row["note"]) == ("30d", "30d", "")
 
 
 def test_slo_status_latency_slo_uses_bad_query() -> None:
@@ -290,8 +292,41 @@ def test_slo_status_without_data_says_why() -> None:
     _fixed(probe, {"q": math.nan})
     status = probe.slo_status(spec, SloConfig(slos=[spec]))
     assert status.value is None and status.compliant is None
+    assert status.missing == "no_events"
     assert status.budget_remaining is None and status.burn_rate is None
-    assert "no value" in status.note and "budget" in status.note
+    assert "no events over 1h (NaN)" in status.note and "budget" in status.note
+    _fixed(probe, {"q": None})
+    assert probe.slo_status(spec, SloConfig(slos=[spec])).missing == "no_series"
+
+
+def test_slo_status_up_query_makes_availability_fall_in_a_full_outage() -> None:
+    """No request reaches a service that is down, so the request-based SLI keeps reading
+    100 %; the scrapes that failed pull the up-based SLI, and the SLO, down."""
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="availability", target=0.999, objective="ge", query="req[$window]",
+                   up_query="up[$window]")
+    _fixed(probe, {"req[1h]": 1.0, "up[1h]": 0.25, "req[30d]": 1.0, "up[30d]": 0.99})
+    status = probe.slo_status(spec, SloConfig(slos=[spec]))
+    assert status.value == 0.25 and status.compliant is False
+    assert status.budget_remaining == pytest.approx(1 - 0.01 / 0.001)
+    # The request counter has no series at all in a long outage: the up-based SLI stands.
+    _fixed(probe, {"req[1h]": None, "up[1h]": 0.0, "req[30d]": math.nan, "up[30d]": 0.98})
+    status = probe.slo_status(spec, SloConfig(slos=[spec]))
+    assert status.value == 0.0 and status.missing == ""
+    without = SloSpec(name="availability", target=0.999, objective="ge", query="req[$window]")
+    _fixed(probe, {"req[1h]": 1.0, "req[30d]": 1.0})
+    assert probe.slo_status(without, SloConfig(slos=[without])).value == 1.0
+
+
+def test_slo_status_budget_window_is_cut_to_the_retention() -> None:
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="error rate", target=0.01, objective="le", query="err[$window]")
+    asked = _fixed(probe, {"err[1h]": 0.002, "err[1d]": 0.001})
+    status = probe.slo_status(spec, SloConfig(window_days=30, slos=[spec]), retention_s=86400)
+    assert "err[30d]" not in asked
+    assert (status.window, status.budget_window) == ("30d", "1d")
+    assert "Prometheus keeps 1d" in status.note
+    assert status.budget_remaining == pytest.approx(0.9)
 
 
 def test_promql_duration() -> None:

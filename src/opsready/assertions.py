@@ -51,9 +51,10 @@ def selectors_match_series(where: str, kind: str, statuses: Sequence[SelectorSta
     selector that matches nothing can never fire (or record anything)."""
     __tracebackhide__ = True
     empty = [f"{s.rule}: {s.selector}" for s in statuses if s.matches is False]
+    never = "can never fire" if kind == "alert" else "records nothing"
     assert not empty, (
         f"{where}: {len(empty)} selector(s) of the {kind} rules match no series now: "
-        f"{'; '.join(empty)}; a rule whose selector matches nothing can never fire, however "
-        f"healthy it reads; fix the metric or label names in the expression (or the scrape), "
-        f"or list a selector that is legitimately empty under prometheus.series_may_be_empty"
+        f"{'; '.join(empty)}; a rule whose selector matches nothing {never}, however healthy "
+        f"it reads; fix the metric or label names in the expression (or the scrape), or list "
+        f"a selector that is legitimately empty under prometheus.series_may_be_empty"
     )
