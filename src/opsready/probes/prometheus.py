@@ -300,6 +300,10 @@ class PrometheusProbe:
         job = job or self._job()
         data = self._api("/api/v1/targets/metadata", params={
             "match_target": f"{{job={_quote(job)}}}", "metric": _metric_name(metric)})
+        if data == [] and metric.endswith("_total"):
+            # OpenMetrics names a counter's family without the _total of its samples.
+            data = self._api("/api/v1/targets/metadata", params={
+                "match_target": f"{{job={_quote(job)}}}", "metric": metric.removesuffix("_total")})
         if not isinstance(data, list):
             raise UnexpectedResponse(f"prometheus: targets metadata at {self.url} is not a list")
         found = []
