@@ -63,6 +63,8 @@ def test_runbook_sections(runbooks: RunbookLibrary, runbook_texts: dict[str, str
                           evidence: Evidence) -> None:
     """Each runbook has the sections Symptoms, Impact, Diagnosis, Mitigation and Escalation"""
     sections = runbooks.cfg.sections
+    if not runbooks.cfg.paths:
+        opsready.not_covered("not configured: runbooks.paths")
     if not sections:
         opsready.not_covered("not configured: runbooks.sections")
     least = runbooks.cfg.min_section_words

@@ -195,3 +195,27 @@ def test_prometheus_down_is_unverified(stack: StartedStack, tmp_path: Path) -> N
     result = run_verify(down, tmp_path, *SERIAL, tickets=needs, allow_intrusive=[])
     assert {t: result.status[t] for t in needs} == dict.fromkeys(needs, "unverified"), \
         result.explain(needs)
+
+
+def test_empty_platform_keys_are_not_covered(stack: StartedStack, tmp_path: Path) -> None:
+    """Relay's names live in the environment, not in the code: without them the criteria
+    that need them say "not configured" and their tickets are unverified."""
+
+    def blank(env: dict[str, Any]) -> None:
+        for key in ("rate_limit_metric", "pool_gauges"):
+            env["service"].pop(key)
+        env["prometheus"].pop("service_job")
+        env["slo"].pop("slos")
+        env["runbooks"].pop("paths")
+
+    bare = _env_copy(stack, tmp_path, "blank", blank)
+    needs = ("P0-001", "P2-003", "P2-004", "P3-001", "P3-002")
+    result = run_verify(bare, tmp_path, *SERIAL, tickets=needs, allow_intrusive=[])
+    assert {t: result.status[t] for t in needs} == dict.fromkeys(needs, "unverified"), \
+        result.explain(needs)
+    assert _outcomes(result, "P0-001")["test_service_target_up"] == "skip"
+    explained = result.explain(needs)
+    for key in ("service.rate_limit_metric", "service.pool_gauges", "prometheus.service_job",
+                "slo.slos", "runbooks.paths"):
+        assert f"not configured: {key}" in explained, key
+    assert _outcomes(result, "P2-004")["test_pool_gauges_exposed"] == "skip"
