@@ -36,10 +36,11 @@ class ServicePart:
               frozenset({"P1-004"})),
         Fault("unsigned-webhook", "webhooks are sent without a signature header",
               frozenset({"P1-004"})),
+        # Without the metrics, the alert rules that read them can never fire (P0-001).
         Fault("no-breach-metric", "rate_limit_breaches_total is absent from /metrics",
-              frozenset({"P2-003"})),
+              frozenset({"P0-001", "P2-003"})),
         Fault("no-pool-metrics", "the db_connection_pool_* gauges are absent from /metrics",
-              frozenset({"P2-004"})),
+              frozenset({"P0-001", "P2-004"})),
         Fault("no-tracing", "the service exports no spans", frozenset({"P2-001"})),
         *METRICS_FAULTS,
     )
