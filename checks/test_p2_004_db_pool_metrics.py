@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 import opsready
-from opsready.probes.prometheus import rule_selectors
 
 if TYPE_CHECKING:
     from opsready.config import Environment
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.prometheus import PrometheusProbe, Rule
+    from opsready.probes.prometheus import PrometheusProbe
 
 pytestmark = [pytest.mark.ticket("P2-004")]
 
@@ -163,10 +162,6 @@ def test_prometheus_has_pool_series(prometheus: PrometheusProbe, service: Servic
     )
 
 
-def _selected(rule: Rule) -> set[str]:
-    return {s.selector.metric for s in rule_selectors(rule.query) if s.selector.metric}
-
-
 def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServiceProbe,
                                 evidence: Evidence) -> None:
     """A loaded pool-exhaustion alert rule uses the pool gauges"""
@@ -181,7 +176,7 @@ def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServicePro
     required = {names[r] for r in roles}
     wanted = prometheus.cfg.pool_alert_rule
     rules = prometheus.scoped_rules("alert")
-    using = {r.name: sorted(_selected(r) & set(names.values())) for r in rules}
+    using = {r.name: sorted(r.selected_metrics() & set(names.values())) for r in rules}
     evidence.record("alert_rules_using_pool_gauges",
                     {name: used for name, used in using.items() if used})
     if wanted:
@@ -192,7 +187,7 @@ def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServicePro
             f"import the alert rules into Prometheus"
         )
     else:
-        candidates = [r for r in rules if required <= _selected(r)]
+        candidates = [r for r in rules if required <= r.selected_metrics()]
         assert candidates, (
             f"Prometheus at {prometheus.url}: none of the {len(rules)} alert rules in scope "
             f"selects all of {', '.join(sorted(required))}; expected a pool-exhaustion alert on "
@@ -201,7 +196,7 @@ def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServicePro
     rule = candidates[0]
     evidence.record("pool_alert_rule", {"name": rule.name, "expr": rule.query,
                                         "health": rule.health, "uses": using[rule.name]})
-    lacking = sorted(required - _selected(rule))
+    lacking = sorted(required - rule.selected_metrics())
     assert not lacking, (
         f"Prometheus at {prometheus.url}: alert rule {rule.name} does not select "
         f"{', '.join(lacking)} (expr: {rule.query!r}); expected the pool-exhaustion alert to "

@@ -72,10 +72,14 @@ class Rule:
     annotations: Mapping[str, str] = field(default_factory=dict)
     state: str | None = None
 
+    def selected_metrics(self) -> set[str]:
+        """The metric names the rule's expression selects (parsed, so a label value or a
+        string that happens to spell a metric is not a use of it)."""
+        return {s.selector.metric for s in rule_selectors(self.query) if s.selector.metric}
+
     def uses(self, metric: str) -> bool:
-        """True when the rule's expression names ``metric`` (a whole metric name)."""
-        return re.search(rf"(?<![A-Za-z0-9_:]){re.escape(metric)}(?![A-Za-z0-9_:])",
-                         self.query) is not None
+        """True when the rule's expression selects ``metric``."""
+        return metric in self.selected_metrics()
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "group": self.group, "health": self.health}
