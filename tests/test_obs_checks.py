@@ -351,8 +351,8 @@ def test_the_slo_table_is_a_typed_table_with_its_windows() -> None:
                                evidence=evidence)
     table = next(i for i in evidence.items if i.name == "slo_table")
     assert table.kind == "table"
-    assert table.value[0]["budget_window"] == "15d" and table.value[0]["window"] == "30d"
-    json.dumps(table.value)
+    assert table.rows[0]["budget_window"] == "15d" and table.rows[0]["window"] == "30d"
+    json.dumps(table.rows)
 
 
 # -- P3-002: runbooks ---------------------------------------------------------------------------
