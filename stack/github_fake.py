@@ -29,6 +29,8 @@ __all__ = ["REPO", "GithubPart", "build_app"]
 
 REPO = "relay-platform/relay"
 BRANCH = "main"
+# A release branch with the same files as main: its name holds a `/`, as blob links to it do.
+RELEASE_BRANCH = "release/2024.06"
 HERE = Path(__file__).resolve().parent
 REPO_DIR = HERE / "github_repo"
 VARIANTS_DIR = HERE / "github_repo_variants"
@@ -80,6 +82,9 @@ FAULTS = (
           "slo-report.yml has no schedule trigger; it is run by hand (recently, successfully)",
           frozenset({"P3-001"})),
     Fault("runbook-missing", "docs/runbooks/db-connections.md is absent from the repo",
+          frozenset({"P3-002"})),
+    Fault("runbook-sections-empty",
+          "docs/runbooks/outage.md has every heading but only 'TBD' under them",
           frozenset({"P3-002"})),
     Fault("rollback-notes-only",
           "scripts/rollback only writes markdown notes (which quote the mutation)",
@@ -440,6 +445,8 @@ class FakeGithub:
         """The bytes of one file of the repo as the current faults serve it, or None."""
         if path == "docs/runbooks/db-connections.md" and self.faults.on("runbook-missing"):
             return None
+        if path == "docs/runbooks/outage.md" and self.faults.on("runbook-sections-empty"):
+            return (VARIANTS_DIR / "outage_headings_only.md").read_bytes()
         if path == ROLLBACK_SCRIPT and self.faults.on("rollback-notes-only"):
             return (VARIANTS_DIR / "rollback_notes_only.py").read_bytes()
         if path == ROLLBACK_SCRIPT and self.faults.on("rollback-shell-script"):
@@ -491,7 +498,7 @@ class FakeGithub:
         return entry
 
     def known_ref(self, ref: str) -> bool:
-        return self.resolve(ref) is not None
+        return ref == RELEASE_BRANCH or self.resolve(ref) is not None
 
 
 def _b64_lines(data: bytes) -> str:
