@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -304,8 +305,10 @@ SECRETS = {
 
 
 def test_plan_sends_nothing_and_shows_every_criterion_without_secrets(tmp_path: Path) -> None:
-    env = {**child_env(), **SECRETS}
     example = ROOT / "config" / "environments" / "production.example.yaml"
+    # Every variable the example names gets a canary; the known secrets get realistic shapes.
+    named = set(re.findall(r"\$\{([A-Z0-9_]+)\}", example.read_text()))
+    env = {**child_env(), **{n: f"tok_CANARYplan_{n.lower()}" for n in named}, **SECRETS}
     proc = subprocess.run(
         [sys.executable, "-c", GUARD, "verify", "--plan", "--env", str(example), "--root", str(ROOT),
          "--allow-intrusive", "restore_drill"],
