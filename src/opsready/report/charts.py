@@ -162,7 +162,7 @@ def _svg(series: Series, chart_id: str) -> str:
         return _TOP + plot_h * (1 - max(0.0, min(1.0, value / top)))
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
+        f'<svg viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
         f'role="img" aria-labelledby="{chart_id}-title {chart_id}-desc">',
         f'<title id="{chart_id}-title">{_e(series.title)}</title>',
         f'<desc id="{chart_id}-desc">{len(pts)} points from {start.date().isoformat()} to '
