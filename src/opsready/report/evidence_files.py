@@ -54,30 +54,39 @@ def _whole(item: EvidenceItem) -> tuple[bytes, str]:
     return json.dumps(value, indent=2, sort_keys=True).encode("utf-8"), ".json"
 
 
-def _cut(item: EvidenceItem, limit: int, file: str, original: int) -> EvidenceItem:
-    # Leave room for the item's own fields (name, kind, the cut record) within the bound.
-    room = max(limit - 512 - len(item.name.encode("utf-8")), 256)
-    cut = EvidenceCut(original_bytes=original, kept_bytes=0, file=file)
-    kept: EvidenceItem
+def _kept(item: EvidenceItem, room: int) -> EvidenceItem:
+    """The item with its content cut to about ``room`` bytes."""
     if isinstance(item, AttachmentItem):
         value = "" if item.encoding == "base64" else _prefix(item.value, room) + _MARK
-        kept = item.model_copy(update={"value": value})
-    elif isinstance(item, TableItem):
+        return item.model_copy(update={"value": value})
+    if isinstance(item, TableItem):
         rows: list[dict[str, Any]] = []
         used = 0
         for row in item.rows:
-            used += len(json.dumps(row).encode("utf-8")) + 2
+            used += len(json.dumps(row, separators=(",", ":")).encode("utf-8")) + 1
             if used > room:
                 break
             rows.append(row)
-        kept = item.model_copy(update={"rows": rows, "note": _prefix(item.note, 1024)})
-    elif isinstance(item, ValueItem):
+        return item.model_copy(update={"rows": rows, "note": _prefix(item.note, 1024)})
+    if isinstance(item, ValueItem):
         text = item.value if isinstance(item.value, str) else json.dumps(item.value, indent=2, sort_keys=True)
-        kept = item.model_copy(update={"value": _prefix(text, room) + _MARK})
-    else:
-        kept = item
-    kept_bytes = _size(kept)
-    return kept.model_copy(update={"cut": cut.model_copy(update={"kept_bytes": kept_bytes})})
+        return item.model_copy(update={"value": _prefix(text, room) + _MARK})
+    return item
+
+
+def _cut(item: EvidenceItem, limit: int, file: str, original: int) -> EvidenceItem:
+    # Leave room for the item's own fields (name, kind, the cut record) within the bound; JSON
+    # escaping can make the kept text larger than its bytes, so shrink until it fits.
+    room = max(limit - 512 - len(item.name.encode("utf-8")), 256)
+    kept = _kept(item, room)
+    for _ in range(8):
+        size = _size(kept) + 200  # the cut record itself
+        if size <= limit or room <= 256:
+            break
+        room = max(int(room * limit / size * 0.95), 256)
+        kept = _kept(item, room)
+    cut = EvidenceCut(original_bytes=original, kept_bytes=_size(kept), file=file)
+    return kept.model_copy(update={"cut": cut})
 
 
 def bound_evidence(readiness: Readiness, out_dir: Path, limit: int) -> Readiness:
