@@ -33,6 +33,7 @@ _CSS = """
 #opsready table { border-collapse: collapse; margin: .5em 0 1em; }
 #opsready th, #opsready td { border: 1px solid #999; padding: 4px 8px; text-align: left; vertical-align: top; }
 #opsready th { background: #eee; }
+#opsready .id { white-space: nowrap; }
 #opsready .badge { display: inline-block; padding: 1px 8px; border-radius: 9px; font-weight: bold;
   border: 2px solid #000; background: #fff; color: #000; white-space: nowrap; }
 #opsready .badge.done { background: #1b5e20; border-color: #1b5e20; color: #fff; }
@@ -57,6 +58,7 @@ _CSS = """
   #opsready > .report-part { order: 3; }
   #opsready > .report-head { order: 1; }
   #opsready > .report-tickets { order: 2; }
+  #opsready > .test-log { display: none; }
   #opsready pre { max-height: none; overflow: visible; }
   #opsready .chart-numbers { max-height: none; overflow: visible; }
   #opsready details:not([open]) > :not(summary) { display: none; }
@@ -222,7 +224,7 @@ def render_section(r: Readiness, charts: list[Series] | None = None) -> str:
         notes = ([t.note] if t.note else []) + (t.not_checked if t.status != "done" else [])
         notes += t.carried_forward
         rows.append([
-            f'<a href="#ticket-{_e(t.id)}">{_e(t.id)}</a>',
+            f'<a class="id" href="#ticket-{_e(t.id)}">{_e(t.id)}</a>',
             _e(t.title),
             _e(t.priority),
             _badge(t.status) + _lines(notes),
@@ -338,7 +340,7 @@ def render_section(r: Readiness, charts: list[Series] | None = None) -> str:
         for c in t.criteria:
             out.append(_criterion(c))
     out.append("</div>")
-    out.append('<h2 class="report-part">Test log</h2></section>')
+    out.append('<h2 class="test-log">Test log</h2></section>')
     return "\n".join(out)
 
 
