@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import http.server
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,9 +21,6 @@ from conftest import ROOT, child_env
 from headless_chromium import browser, pdf_text, print_to_pdf
 from opsready.report.html import verdict_line
 from opsready.report.model import Readiness
-
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("pdftotext") is None,
-                                reason="chromium and pdftotext come from stack/install-deps.sh")
 
 # Jenkins serves archived HTML with this policy by default: no script runs, no inline style applies.
 JENKINS_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'self';"
