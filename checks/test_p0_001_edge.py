@@ -1,92 +1,159 @@
 """P0-001, edge part: the merged Phase 2/3 features answer at the service's edge: health, the
 security headers and rate limiting.
 
+What each criterion can and cannot tell:
+
+- Health: ``/health`` answers 200 and, when its JSON body has the configured status field
+  (``service.health_status_field``), that field says healthy. A body without the field is
+  judged by the status code alone, and the evidence says so. It cannot tell whether the
+  service checks its dependencies before it says healthy.
+- Security headers: the policy of ``service.security_headers`` (defaults: the Mozilla HTTP
+  Observatory's tests) on each configured path, with the headers parsed as browsers parse
+  them: HSTS per RFC 6797 (first field only), CSP per CSP Level 3 (every policy must block a
+  forbidden source; fallback to ``default-src``; nonces, hashes and ``'strict-dynamic'``),
+  ``X-Content-Type-Options`` per Fetch and ``Referrer-Policy`` (the last recognised token).
+  Over plain http a browser ignores HSTS (RFC 6797 §8.1); the header is still judged, and the
+  evidence says that it protects nobody there. It reads only the configured paths.
+- Rate limiting (intrusive): a bounded burst gets a 429 whose ``Retry-After`` is valid per
+  RFC 9110 §10.2.3: delay-seconds of at least ``service.rate_limit.retry_after_min_s``, or an
+  HTTP-date after the response's own ``Date``. It cannot tell whether the limit is the one
+  the platform intends, only that one exists within the bound.
+
 The deployed version is compared with main's head in ``test_p0_001_delivery.py``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import pytest
 
+import opsready
+
 if TYPE_CHECKING:
+    from opsready.config import SecurityHeadersConfig
     from opsready.evidence import Evidence
-    from opsready.probes.http import ServiceProbe
+    from opsready.probes.http import SecurityHeaders, ServiceProbe
 
 pytestmark = [pytest.mark.ticket("P0-001")]
 
-_SECURITY_HEADERS = ("strict-transport-security", "content-security-policy",
-                     "x-content-type-options", "referrer-policy")
-
 
 def test_health_ok(service: ServiceProbe, evidence: Evidence) -> None:
-    """/health returns 200"""
+    """/health returns 200 and reports itself healthy"""
     health = service.health()
-    evidence.record("health", {"status": health.status, "body": health.body,
-                               "version": health.version, "elapsed_s": round(health.elapsed_s, 4)})
+    evidence.record("health", health.evidence())
     assert health.status == 200, (
-        f"GET {service.base_url}{service.cfg.health_path} answered {health.status}, expected 200; "
-        f"check the service's logs and its last deployment"
+        f"GET {health.url} answered {health.status}, expected 200; check the service's logs "
+        f"and its last deployment"
+    )
+    if health.reported is None:
+        evidence.record("health_status_field", f"the body has no {health.status_field!r} field; "
+                                               "judged by the status code alone")
+        return
+    accepted = [v.lower() for v in service.cfg.health_ok_values]
+    assert health.reported.strip().lower() in accepted, (
+        f"GET {health.url} answered 200 but its {health.status_field!r} is "
+        f"{health.reported!r}, expected one of {service.cfg.health_ok_values}; the service "
+        f"reports itself unhealthy: see the body in the evidence for the failing dependency"
     )
 
 
-def _header_problems(headers: dict[str, str], service: ServiceProbe) -> list[str]:
-    want = service.cfg.security_headers
+@pytest.fixture(scope="module")
+def security_headers(service: ServiceProbe) -> list[SecurityHeaders]:
+    paths = service.cfg.security_headers.paths
+    if not paths:
+        opsready.not_covered("not configured: service.security_headers.paths")
+    return service.security_headers(paths)
+
+
+def _hsts_problems(seen: SecurityHeaders, want: SecurityHeadersConfig) -> list[str]:
+    hsts = seen.hsts
+    if not hsts.present:
+        return ["no Strict-Transport-Security"]
+    if hsts.problem is not None:
+        return [f"Strict-Transport-Security {hsts.raw!r} is invalid: {hsts.problem}"]
     problems = []
-    hsts = headers.get("strict-transport-security")
-    match = re.search(r"max-age\s*=\s*\"?(\d+)", hsts or "", re.I)
-    if hsts is None:
-        problems.append("no Strict-Transport-Security")
-    elif match is None or int(match.group(1)) < want.hsts_min_max_age:
-        problems.append(f"Strict-Transport-Security {hsts!r} has a max-age below "
-                        f"{want.hsts_min_max_age}")
-    if want.require_csp and not (headers.get("content-security-policy") or "").strip():
-        problems.append("no Content-Security-Policy")
-    nosniff = headers.get("x-content-type-options")
-    if (nosniff or "").strip().lower() != want.content_type_options.lower():
-        problems.append(f"X-Content-Type-Options was {nosniff!r}, expected "
-                        f"{want.content_type_options!r}")
-    referrer = headers.get("referrer-policy")
-    # A comma-separated list falls back right to left: the last value is the one browsers use.
-    effective = (referrer or "").split(",")[-1].strip().lower()
-    if effective != want.referrer_policy.lower():
-        problems.append(f"Referrer-Policy was {referrer!r}, expected {want.referrer_policy!r}")
+    if (hsts.max_age or 0) < want.hsts_min_max_age:
+        problems.append(f"HSTS max-age {hsts.max_age} is below {want.hsts_min_max_age}")
+    if want.hsts_include_subdomains and not hsts.include_subdomains:
+        problems.append("HSTS lacks includeSubDomains")
+    if want.hsts_preload and not hsts.preload:
+        problems.append("HSTS lacks preload")
     return problems
 
 
-def test_security_headers(service: ServiceProbe, evidence: Evidence) -> None:
-    """The security headers are present with correct values"""
-    seen = service.response_headers()
-    evidence.record("security_headers", {
-        path: {name: headers.get(name) for name in _SECURITY_HEADERS}
-        for path, headers in seen.items()
-    })
-    bad = [f"GET {service.base_url}{path}: {'; '.join(problems)}"
-           for path, headers in seen.items()
-           if (problems := _header_problems(headers, service))]
+def _csp_problems(seen: SecurityHeaders, want: SecurityHeadersConfig) -> list[str]:
+    csp = seen.csp
+    if not csp.present:
+        return ["no Content-Security-Policy"] if want.require_csp else []
+    problems = [f"CSP has no {d}" for d in want.csp_required_directives if not csp.has(d)]
+    for directive, sources in want.csp_forbidden_sources.items():
+        allowed = [s for s in sources if csp.allows(directive, s)]
+        if allowed:
+            problems.append(f"CSP {directive} allows {' '.join(allowed)} "
+                            f"(governed by: {'; '.join(csp.governing(directive))})")
+    return problems
+
+
+def _other_problems(seen: SecurityHeaders, want: SecurityHeadersConfig) -> list[str]:
+    problems = []
+    nosniff = seen.content_type_options
+    if (nosniff or "").lower() != want.content_type_options.lower():
+        problems.append(f"X-Content-Type-Options was {seen.raw['x-content-type-options']!r}, "
+                        f"expected {want.content_type_options!r}")
+    if seen.referrer_policy not in want.referrer_policies:
+        problems.append(f"Referrer-Policy was {seen.raw['referrer-policy']!r} (applied: "
+                        f"{seen.referrer_policy}), expected one of {want.referrer_policies}")
+    return problems
+
+
+def test_security_headers(service: ServiceProbe, security_headers: list[SecurityHeaders],
+                          evidence: Evidence) -> None:
+    """The security headers meet the configured policy on every configured path"""
+    want = service.cfg.security_headers
+    evidence.record("security_headers", [s.evidence() for s in security_headers])
+    if not service.base_url.startswith("https://"):
+        evidence.record("hsts_note", f"{service.base_url} is plain http: browsers ignore "
+                                     "Strict-Transport-Security there (RFC 6797 §8.1), so HSTS "
+                                     "is judged as sent but protects nobody on this URL")
+    bad = [f"GET {s.url} ({s.status}): {'; '.join(problems)}" for s in security_headers
+           if (problems := _hsts_problems(s, want) + _csp_problems(s, want)
+               + _other_problems(s, want))]
     assert not bad, (
-        f"{' | '.join(bad)}; expected HSTS max-age ≥ {service.cfg.security_headers.hsts_min_max_age}, "
-        f"a CSP, nosniff and the configured Referrer-Policy on every response; add them in the "
-        f"service's security-headers middleware"
+        f"{' | '.join(bad)}; expected the policy of service.security_headers on every "
+        f"response; fix the service's security-headers middleware"
     )
 
 
 @pytest.mark.intrusive("rate_limit_burst")
 def test_rate_limit_burst(service: ServiceProbe, evidence: Evidence) -> None:
-    """Rate limiting answers a bounded burst with 429 and Retry-After"""
+    """Rate limiting answers a bounded burst with 429 and a valid Retry-After"""
+    if service.cfg.rate_limit.path is None:
+        opsready.not_covered("not configured: service.rate_limit.path")
     burst = service.burst()
     evidence.record("burst", burst.evidence())
-    evidence.record("requests_to_429", burst.took)
+    evidence.measure("requests_to_429", burst.took, "requests")
     assert burst.limited, (
         f"a burst of {burst.sent} {burst.method} {service.base_url}{burst.path} requests with "
         f"the configured key in {burst.elapsed_s:.1f}s (bound: {burst.max_requests} requests, "
         f"{burst.max_seconds:g}s, stopped by {burst.stopped_by}) got no 429; expected the "
         f"per-workspace rate limit to refuse before the bound; enable rate limiting"
     )
-    retry_after = burst.limited_headers.get("retry-after")
-    assert retry_after is not None and retry_after.strip(), (
-        f"the 429 after {burst.took} requests to {service.base_url}{burst.path} carried no "
-        f"Retry-After; expected one so clients know when to come back; set it on every 429"
+    retry = burst.retry_after
+    where = f"the 429 after {burst.took} requests to {service.base_url}{burst.path}"
+    assert retry is not None, (
+        f"{where} carried no Retry-After; expected one so clients know when to come back; "
+        f"set it on every 429"
     )
+    minimum = service.cfg.rate_limit.retry_after_min_s
+    if retry.form == "delay-seconds":
+        assert (retry.delay_s or 0) >= minimum, (
+            f"{where}: Retry-After {retry.raw!r} is below the minimum of {minimum}s; a client "
+            f"would retry at once into the same limit; send the seconds until the window frees"
+        )
+    else:
+        assert retry.form == "http-date" and (retry.seconds or 0) > 0, (
+            f"{where}: Retry-After {retry.raw!r} is neither delay-seconds (digits only) nor an "
+            f"HTTP-date after the response's {retry.reference_source} "
+            f"({retry.reference.isoformat()}), as RFC 9110 §10.2.3 requires; send whole seconds"
+        )

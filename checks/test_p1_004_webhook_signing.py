@@ -1,8 +1,26 @@
-"""P1-004: a real receiver gets a real delivery, and its signature verifies over the raw body.
+"""P1-004: a real receiver gets the delivery of the event we triggered, and its signature
+verifies over the raw body.
 
-One end-to-end run per module: start the receiver, register it (or use the static target),
-trigger one event with a fresh Idempotency-Key and wait, bounded, for the delivery. The
-criteria below judge that one delivery.
+One end-to-end run per module: start the receiver and prove its URL reaches it, register it
+(or use the static target), trigger one event with a fresh Idempotency-Key and wait, bounded,
+for the delivery of that event, told apart from any other by ``webhooks.event_id_field``. The
+criteria judge that one delivery.
+
+What the criteria can and cannot tell:
+
+- The delivery criterion sees only the triggered event: a stray delivery (a ping, another
+  event) does not count, and is listed in the evidence. A receiver URL that does not reach
+  the receiver is unverified, since the platform could not have delivered either.
+- The signature criterion verifies the scheme's HMAC-SHA256 over the exact bytes received,
+  under ``webhooks.secret``.
+- The timestamp criterion judges freshness only where the signature covers the timestamp
+  (``stripe``, ``standard-webhooks``, or a ``hex`` body field named by
+  ``webhooks.timestamp_field``). A ``hex`` timestamp header is not covered by the signature:
+  anyone replaying a delivery can refresh it, so the criterion says it cannot be judged.
+- There is no "tampered body / wrong secret is rejected" criterion: once the genuine
+  signature verifies under the configured secret, HMAC-SHA256 makes both rejections certain,
+  so such a criterion could never fail on any platform. It would test our verifier, not the
+  platform; the suite's own tests prove the verifier rejects both.
 """
 
 from __future__ import annotations
@@ -14,8 +32,8 @@ import pytest
 import opsready
 from opsready.probes.webhooks import (
     check_timestamp,
+    delivery_timestamp,
     redacted_headers,
-    rejection_cases,
     run_webhook_e2e,
     verify_signature,
 )
@@ -24,31 +42,30 @@ if TYPE_CHECKING:
     from opsready.config import WebhooksConfig
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.webhooks import Delivery, Verdict, WebhookE2E
+    from opsready.probes.webhooks import Delivery, WebhookE2E
 
 pytestmark = [pytest.mark.ticket("P1-004"), pytest.mark.intrusive("webhook_e2e")]
 
 
 @pytest.fixture(scope="module")
 def e2e(service: ServiceProbe, webhooks_config: WebhooksConfig) -> WebhookE2E:
-    if webhooks_config.register_path is not None and service.cfg.admin_key is None:
-        opsready.not_covered("not configured: service.admin_key (registering the receiver through "
-                    "webhooks.register_path needs it)")
-    return run_webhook_e2e(service, webhooks_config)
-
-
-@pytest.fixture(scope="module")
-def genuine(e2e: WebhookE2E, webhooks_config: WebhooksConfig) -> Verdict:
-    """The delivery's own signature, verified once for the criteria that judge it."""
-    delivery = _delivery(e2e)
-    return verify_signature(webhooks_config.scheme, webhooks_config.secret.get_secret_value(),
-                            delivery.headers, delivery.body,
-                            signature_header=webhooks_config.signature_header)
+    cfg = webhooks_config
+    for key in ("trigger_path", "event_id_field"):
+        if getattr(cfg, key) is None:
+            opsready.not_covered(f"not configured: webhooks.{key}")
+    if cfg.register_path is None and cfg.receiver_port == 0 and not cfg.receiver_public_url:
+        opsready.not_covered("not configured: webhooks.register_path (or, for a target set up "
+                             "on the platform, a fixed webhooks.receiver_port)")
+    if cfg.register_path is not None and service.cfg.admin_key is None:
+        opsready.not_covered("not configured: service.admin_key (registering the receiver "
+                             "through webhooks.register_path needs it)")
+    return run_webhook_e2e(service, cfg)
 
 
 def _delivery(e2e: WebhookE2E) -> Delivery:
     if e2e.delivery is None:
-        opsready.not_covered("no delivery arrived, so there is nothing to verify (see the delivery criterion)")
+        opsready.not_covered("the triggered event was not delivered, so there is nothing to "
+                             "verify (see the delivery criterion)")
     return e2e.delivery
 
 
@@ -56,65 +73,61 @@ def test_delivery_arrives(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
                           evidence: Evidence) -> None:
     """A real receiver gets the triggered event within the delivery timeout"""
     evidence.record("webhook_e2e", e2e.evidence(webhooks_config))
-    if e2e.latency_s is not None:
-        evidence.record("delivery_latency_s", round(e2e.latency_s, 4))
+    evidence.measure("delivery_latency", e2e.latency_s, "s")
+    count = len(e2e.stray)
+    strays = (f" ({count} other deliver{'y' if count == 1 else 'ies'} arrived, none for it)"
+              if count else "")
     assert e2e.delivery is not None, (
         f"triggered POST {e2e.trigger.path} (answered {e2e.trigger.status}) with a fresh "
-        f"Idempotency-Key; no delivery reached the receiver at {e2e.receiver_url} "
-        f"({e2e.registration}) within {e2e.timeout_s:g}s; expected one signed delivery; check "
-        f"that the platform delivers to registered endpoints and can reach the receiver"
+        f"Idempotency-Key; no delivery with {e2e.correlation} ({e2e.expected_id!r}) reached the "
+        f"receiver at {e2e.receiver_url} ({e2e.registration}) within {e2e.timeout_s:g}s"
+        f"{strays}; expected the triggered event, signed; check that the platform delivers "
+        f"every event to registered endpoints"
     )
 
 
-def test_signature_verifies(e2e: WebhookE2E, webhooks_config: WebhooksConfig, genuine: Verdict,
+def test_signature_verifies(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
                             evidence: Evidence) -> None:
     """The signature verifies over the raw body with the configured scheme and secret"""
-    delivery, verdict = _delivery(e2e), genuine
+    cfg = webhooks_config
+    delivery = _delivery(e2e)
+    verdict = verify_signature(cfg.scheme, cfg.secret.get_secret_value(), delivery.headers,
+                               delivery.body, signature_header=cfg.signature_header)
     evidence.record("signature", {
-        "scheme": webhooks_config.scheme,
+        "scheme": cfg.scheme,
         "verdict": verdict.reason,
         "body_bytes": len(delivery.body),
-        "delivery_headers": redacted_headers(delivery.headers, webhooks_config),
+        "delivery_headers": redacted_headers(delivery.headers, cfg),
     })
     assert verdict.ok, (
-        f"delivery to {e2e.receiver_url} ({webhooks_config.scheme} scheme): {verdict.reason}; "
-        f"expected a valid HMAC-SHA256 signature under webhooks.secret; make the platform sign "
-        f"every delivery with the secret its receivers were given"
+        f"delivery to {e2e.receiver_url} ({cfg.scheme} scheme): {verdict.reason}; expected a "
+        f"valid HMAC-SHA256 signature under webhooks.secret; make the platform sign every "
+        f"delivery with the secret its receivers were given"
     )
 
 
 def test_timestamp_within_tolerance(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
                                     evidence: Evidence) -> None:
-    """The delivery's timestamp is within the tolerance"""
+    """The delivery's signed timestamp is within the tolerance"""
+    cfg = webhooks_config
     delivery = _delivery(e2e)
-    verdict = check_timestamp(webhooks_config.scheme, delivery.headers, delivery.received_at,
-                              tolerance_s=webhooks_config.tolerance_s,
-                              timestamp_header=webhooks_config.timestamp_header)
-    if verdict is None:
-        opsready.not_applicable("the hex scheme carries no timestamp here (webhooks.timestamp_header is null)")
-    evidence.record("timestamp", {"verdict": verdict.reason, "received_at": delivery.received_at,
-                                  "tolerance_s": webhooks_config.tolerance_s})
+    kw = {"timestamp_header": cfg.timestamp_header, "timestamp_field": cfg.timestamp_field}
+    found = delivery_timestamp(cfg.scheme, delivery.headers, delivery.body, **kw)
+    if found is None:
+        opsready.not_applicable("the hex scheme carries no timestamp here (webhooks."
+                                "timestamp_field and timestamp_header are null)")
+    if not found.signed:
+        opsready.not_covered(f"the {found.source} is not covered by the hex signature (it "
+                             f"signs the body only), so its freshness proves nothing against "
+                             f"a replay; name a signed body field in webhooks.timestamp_field")
+    verdict = check_timestamp(cfg.scheme, delivery.headers, delivery.received_at,
+                              tolerance_s=cfg.tolerance_s, body=delivery.body, **kw)
+    assert verdict is not None
+    evidence.record("timestamp", {"source": found.source, "value": found.raw,
+                                  "verdict": verdict.reason, "received_at": delivery.received_at,
+                                  "tolerance_s": cfg.tolerance_s})
     assert verdict.ok, (
-        f"delivery to {e2e.receiver_url} ({webhooks_config.scheme} scheme): {verdict.reason}; "
-        f"expected a fresh timestamp so receivers can refuse replays; sign with the current time "
+        f"delivery to {e2e.receiver_url} ({cfg.scheme} scheme): {verdict.reason}; expected a "
+        f"fresh signed timestamp so receivers can refuse replays; sign with the current time "
         f"and keep the platform's clock in sync"
-    )
-
-
-def test_tampered_and_wrong_secret_rejected(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
-                                            genuine: Verdict, evidence: Evidence) -> None:
-    """A tampered body and a wrong secret are rejected"""
-    delivery = _delivery(e2e)
-    cases = rejection_cases(webhooks_config, delivery)
-    evidence.record("rejections", {"genuine": genuine.reason,
-                                   **{name: v.reason for name, v in cases.items()}})
-    assert genuine.ok, (
-        f"the genuine delivery to {e2e.receiver_url} does not verify ({genuine.reason}), so a "
-        f"rejection of tampered copies proves nothing; fix the signature first"
-    )
-    accepted = [name for name, verdict in cases.items() if verdict.ok]
-    assert not accepted, (
-        f"delivery to {e2e.receiver_url} ({webhooks_config.scheme} scheme): the signature still "
-        f"verified with a {' and a '.join(accepted)}; expected both to be rejected; the signature "
-        f"must cover the raw body and depend on the secret"
     )

@@ -1,7 +1,17 @@
-"""P2-002: real CORS preflights from every allowed origin, and from the disallowed ones.
+"""P2-002: real CORS exchanges, judged by the Fetch standard's CORS protocol.
 
-Each preflight is what a browser sends: ``OPTIONS`` with ``Origin``,
-``Access-Control-Request-Method`` and ``Access-Control-Request-Headers``, and no credentials.
+For every configured path, allowed origin and method, a preflight as a browser sends it
+(``OPTIONS`` with ``Origin``, ``Access-Control-Request-Method`` and
+``Access-Control-Request-Headers``, no credentials); then the actual request
+(``cors.actual_method`` with ``Origin``), whose response is what browsers and caches use.
+Hostile origins are derived from every allowed origin (a suffix and a prefix trick, the other
+scheme, a subdomain, ``null``) and sent with the configured ``disallowed_origins``.
+
+What the criteria can and cannot tell: they see the headers a browser would judge, and judge
+them as Fetch does (an ok status is any 2xx; ``Access-Control-Allow-Credentials`` must be the
+exact bytes ``true``; methods match case-sensitively, headers case-insensitively; ``*`` counts
+only without credentials). They cannot see origins nobody configured or derived, paths not
+configured, or what a browser's own cache does with the answers.
 """
 
 from __future__ import annotations
@@ -11,150 +21,212 @@ from typing import TYPE_CHECKING
 import pytest
 
 import opsready
+from opsready.probes.http_headers import HostileOrigin, hostile_origins
 
 if TYPE_CHECKING:
     from opsready.config import CorsConfig
     from opsready.evidence import Evidence
-    from opsready.probes.http import PreflightResult, ServiceProbe
+    from opsready.probes.http import ServiceProbe
+    from opsready.probes.http_headers import CorsResponse
 
 pytestmark = [pytest.mark.ticket("P2-002")]
 
 
 @pytest.fixture(scope="module")
-def preflights(service: ServiceProbe, cors_config: CorsConfig) -> list[PreflightResult]:
-    if not cors_config.allowed_origins:
-        opsready.not_covered("not configured: cors.allowed_origins")
-    return [
-        service.preflight(cors_config.path, origin, cors_config.method, cors_config.request_headers)
-        for origin in cors_config.allowed_origins
-    ]
+def preflights(service: ServiceProbe, cors_config: CorsConfig) -> list[CorsResponse]:
+    cfg = cors_config
+    for key in ("paths", "allowed_origins"):
+        if not getattr(cfg, key):
+            opsready.not_covered(f"not configured: cors.{key}")
+    return [service.preflight(path, origin, method, cfg.request_headers)
+            for path in cfg.paths for origin in cfg.allowed_origins for method in cfg.methods]
 
 
-def _probed(cfg: CorsConfig, p: PreflightResult) -> str:
-    return f"preflight OPTIONS {p.url} from {p.origin} ({cfg.method})"
+@pytest.fixture(scope="module")
+def actual(service: ServiceProbe, cors_config: CorsConfig,
+           preflights: list[CorsResponse]) -> list[CorsResponse]:
+    return [service.cors_request(path, origin, cors_config.actual_method)
+            for path in cors_config.paths for origin in cors_config.allowed_origins]
 
 
-def _record(evidence: Evidence, results: list[PreflightResult]) -> None:
-    evidence.record("preflights", [p.evidence() for p in results])
+def _shown(p: CorsResponse) -> str:
+    what = "preflight OPTIONS" if p.kind == "preflight" else f"actual {p.method}"
+    method = f" ({p.method})" if p.kind == "preflight" else ""
+    return f"{what} {p.url} from {p.origin}{method}"
 
 
-def test_preflight_ok(preflights: list[PreflightResult], cors_config: CorsConfig,
-                      evidence: Evidence) -> None:
-    """Each allowed origin's preflight answers 200 or 204"""
+def _record(evidence: Evidence, results: list[CorsResponse]) -> None:
+    evidence.table("cors_exchanges", [p.row() for p in results])
+
+
+def _some(problems: list[str], shown: int = 4) -> str:
+    """The first few problems; the evidence table has every exchange."""
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
+def test_preflight_ok(preflights: list[CorsResponse], evidence: Evidence) -> None:
+    """Each allowed origin's preflight answers with an ok status (2xx)"""
     _record(evidence, preflights)
-    bad = [f"{_probed(cors_config, p)} answered {p.status}" for p in preflights
-           if p.status not in (200, 204)]
+    bad = [f"{_shown(p)} answered {p.status}" for p in preflights if not p.ok_status]
     assert not bad, (
-        f"{'; '.join(bad)}; expected 200 or 204; allow the origin, method and headers in the "
-        f"service's CORS policy"
+        f"{_some(bad)}; expected an ok status (200-299) so the browser goes on; allow the "
+        f"origin, method and headers in the service's CORS policy"
     )
 
 
-def test_allow_origin_is_the_origin(preflights: list[PreflightResult], cors_config: CorsConfig,
+def _origin_problem(p: CorsResponse, credentials: bool) -> str | None:
+    value = p.allow_origin
+    if value is None:
+        return f"{_shown(p)}: no Access-Control-Allow-Origin"
+    if value == "*" and credentials:
+        return (f"{_shown(p)}: Access-Control-Allow-Origin was '*', expected the origin itself "
+                f"(credentials are enabled)")
+    if value not in (p.origin, "*"):
+        return f"{_shown(p)}: Access-Control-Allow-Origin was {value!r}"
+    return None
+
+
+def test_allow_origin_is_the_origin(preflights: list[CorsResponse], cors_config: CorsConfig,
                                     evidence: Evidence) -> None:
     """Access-Control-Allow-Origin equals the origin, never * with credentials"""
     _record(evidence, preflights)
-    bad = []
-    for p in preflights:
-        value = p.header("Access-Control-Allow-Origin")
-        if value is None:
-            bad.append(f"{_probed(cors_config, p)}: no Access-Control-Allow-Origin")
-        elif value == "*" and cors_config.credentials:
-            bad.append(f"{_probed(cors_config, p)}: Access-Control-Allow-Origin was '*', expected "
-                       f"the origin itself (credentials are enabled)")
-        elif value != p.origin and value != "*":
-            bad.append(f"{_probed(cors_config, p)}: Access-Control-Allow-Origin was {value!r}")
+    bad = [m for p in preflights if (m := _origin_problem(p, cors_config.credentials))]
     assert not bad, (
-        f"{'; '.join(bad)}; expected the requesting origin echoed exactly; answer allowed "
+        f"{_some(bad)}; expected the requesting origin echoed exactly; answer allowed "
         f"origins from the allow-list, never with a wildcard"
     )
 
 
-def test_allow_credentials(preflights: list[PreflightResult], cors_config: CorsConfig,
+def test_allow_credentials(preflights: list[CorsResponse], cors_config: CorsConfig,
                            evidence: Evidence) -> None:
-    """Access-Control-Allow-Credentials is true"""
+    """Access-Control-Allow-Credentials is exactly true"""
     if not cors_config.credentials:
-        opsready.not_applicable("cors.credentials is false: the platform does not use credentialed requests")
+        opsready.not_applicable("cors.credentials is false: the platform does not use "
+                                "credentialed requests")
     _record(evidence, preflights)
-    bad = [f"{_probed(cors_config, p)}: Access-Control-Allow-Credentials was "
-           f"{p.header('Access-Control-Allow-Credentials')!r}"
-           for p in preflights
-           if (p.header("Access-Control-Allow-Credentials") or "").strip().lower() != "true"]
-    assert not bad, f"{'; '.join(bad)}; expected 'true'; enable credentials in the CORS policy"
-
-
-# CORS-safelisted methods pass a preflight even when they are not listed (Fetch standard).
-_SAFELISTED_METHODS = {"get", "head", "post"}
-
-
-def test_method_and_headers_allowed(preflights: list[PreflightResult], cors_config: CorsConfig,
-                                    evidence: Evidence) -> None:
-    """The requested method and every requested header are allowed"""
-    _record(evidence, preflights)
-    bad = []
-    for p in preflights:
-        methods = p.listed("Access-Control-Allow-Methods")
-        wildcard = "*" in methods and not cors_config.credentials
-        method = cors_config.method.lower()
-        if method not in methods and method not in _SAFELISTED_METHODS and not wildcard:
-            bad.append(f"{_probed(cors_config, p)}: method {cors_config.method} not in "
-                       f"Access-Control-Allow-Methods {p.header('Access-Control-Allow-Methods')!r}")
-        allowed = p.listed("Access-Control-Allow-Headers")
-        any_header = "*" in allowed and not cors_config.credentials
-        missing = [h for h in cors_config.request_headers
-                   if h.lower() not in allowed and not any_header]
-        if missing:
-            bad.append(f"{_probed(cors_config, p)}: {', '.join(missing)} not in "
-                       f"Access-Control-Allow-Headers {p.header('Access-Control-Allow-Headers')!r}")
+    bad = [f"{_shown(p)}: Access-Control-Allow-Credentials was {p.allow_credentials!r}"
+           for p in preflights if p.allow_credentials != "true"]
     assert not bad, (
-        f"{'; '.join(bad)}; expected the method and all of {', '.join(cors_config.request_headers)} "
-        f"allowed; add them to the CORS policy's allowed methods and headers"
+        f"{_some(bad)}; expected exactly 'true' (Fetch compares it case-sensitively); "
+        f"enable credentials in the CORS policy and send the value in lower case"
     )
 
 
-def test_vary_origin(preflights: list[PreflightResult], cors_config: CorsConfig,
-                     evidence: Evidence) -> None:
-    """Vary contains Origin"""
+def test_methods_allowed(preflights: list[CorsResponse], cors_config: CorsConfig,
+                         evidence: Evidence) -> None:
+    """Every configured method is allowed: listed, or CORS-safelisted"""
     _record(evidence, preflights)
-    bad = [f"{_probed(cors_config, p)}: Vary was {p.header('Vary')!r}" for p in preflights
-           if not p.listed("Vary") & {"origin", "*"}]
+    bad = [f"{_shown(p)}: {p.method} not in Access-Control-Allow-Methods "
+           f"{p.header('access-control-allow-methods')!r}"
+           for p in preflights if not p.allows_method(p.method, credentials=cors_config.credentials)]
     assert not bad, (
-        f"{'; '.join(bad)}; expected Vary to contain Origin, so caches do not serve one origin's "
+        f"{_some(bad)}; expected every non-safelisted method listed exactly as the browser "
+        f"sends it (the match is case-sensitive); add it to the CORS policy's allowed methods"
+    )
+
+
+def test_headers_allowed(preflights: list[CorsResponse], cors_config: CorsConfig,
+                         evidence: Evidence) -> None:
+    """Every configured request header is allowed"""
+    if not cors_config.request_headers:
+        opsready.not_covered("not configured: cors.request_headers")
+    _record(evidence, preflights)
+    bad = [f"{_shown(p)}: {', '.join(missing)} not in Access-Control-Allow-Headers "
+           f"{p.header('access-control-allow-headers')!r}" for p in preflights
+           if (missing := [h for h in cors_config.request_headers
+                           if not p.allows_header(h, credentials=cors_config.credentials)])]
+    assert not bad, (
+        f"{_some(bad)}; expected all of {', '.join(cors_config.request_headers)} allowed; "
+        f"add them to the CORS policy's allowed headers"
+    )
+
+
+def _varies(p: CorsResponse) -> bool:
+    # A fixed "*" is the same for every origin; an answer chosen by Origin must say so.
+    return p.allow_origin == "*" or bool(p.vary & {"origin", "*"})
+
+
+def test_vary_origin(preflights: list[CorsResponse], evidence: Evidence) -> None:
+    """The preflight's Vary contains Origin"""
+    _record(evidence, preflights)
+    bad = [f"{_shown(p)}: Vary was {p.header('vary')!r}" for p in preflights if not _varies(p)]
+    assert not bad, (
+        f"{_some(bad)}; expected Vary to contain Origin, so caches do not serve one origin's "
         f"answer to another; add Vary: Origin to CORS responses"
     )
 
 
-def test_max_age(preflights: list[PreflightResult], cors_config: CorsConfig,
+def test_max_age(preflights: list[CorsResponse], cors_config: CorsConfig,
                  evidence: Evidence) -> None:
-    """Access-Control-Max-Age is present"""
+    """Access-Control-Max-Age is at least the configured minimum"""
     _record(evidence, preflights)
-    bad = []
-    for p in preflights:
-        value = p.header("Access-Control-Max-Age")
-        if value is None:
-            bad.append(f"{_probed(cors_config, p)}: no Access-Control-Max-Age")
-        elif not value.strip().lstrip("-").isdigit():
-            bad.append(f"{_probed(cors_config, p)}: Access-Control-Max-Age {value!r} is not a number")
+    minimum = cors_config.max_age_min_s
+    bad = [f"{_shown(p)}: Access-Control-Max-Age was {p.header('access-control-max-age')!r}"
+           for p in preflights if p.max_age is None or p.max_age < minimum]
     assert not bad, (
-        f"{'; '.join(bad)}; expected a Max-Age in seconds (browsers fall back to 5 s and "
-        f"preflight nearly every request); set the CORS policy's max age"
+        f"{_some(bad)}; expected delta-seconds of at least {minimum} (0 disables the "
+        f"preflight cache, and a missing or invalid value leaves browsers at 5 s, preflighting "
+        f"nearly every request); set the CORS policy's max age"
     )
 
 
-def test_disallowed_origin_refused(service: ServiceProbe, cors_config: CorsConfig,
-                                   evidence: Evidence) -> None:
-    """A disallowed origin gets no Access-Control-Allow-Origin"""
-    if not cors_config.disallowed_origins:
-        opsready.not_covered("not configured: cors.disallowed_origins")
-    results = [
-        service.preflight(cors_config.path, origin, cors_config.method, cors_config.request_headers)
-        for origin in cors_config.disallowed_origins
-    ]
-    _record(evidence, results)
-    bad = [f"{_probed(cors_config, p)} answered {p.status} with Access-Control-Allow-Origin "
-           f"{p.header('Access-Control-Allow-Origin')!r}"
-           for p in results if p.header("Access-Control-Allow-Origin") is not None]
+def test_actual_request(actual: list[CorsResponse], cors_config: CorsConfig,
+                        evidence: Evidence) -> None:
+    """The actual request from each allowed origin carries ACAO, ACAC and Vary: Origin"""
+    _record(evidence, actual)
+    bad = []
+    for p in actual:
+        problem = _origin_problem(p, cors_config.credentials)
+        if problem:
+            bad.append(problem)
+        if cors_config.credentials and p.allow_credentials != "true":
+            bad.append(f"{_shown(p)}: Access-Control-Allow-Credentials was {p.allow_credentials!r}")
+        if not _varies(p):
+            bad.append(f"{_shown(p)}: Vary was {p.header('vary')!r}")
     assert not bad, (
-        f"{'; '.join(bad)}; expected no Access-Control-Allow-Origin for an origin outside the "
-        f"allow-list; stop reflecting or wildcarding origins in the CORS policy"
+        f"{_some(bad)}; expected the origin echoed, credentials 'true' and Vary: Origin on "
+        f"the actual response too (browsers read it, and caches key on it); apply the CORS "
+        f"policy to every response, not only to preflights"
+    )
+
+
+@pytest.fixture(scope="module")
+def hostile(cors_config: CorsConfig) -> list[HostileOrigin]:
+    found = hostile_origins(cors_config.allowed_origins, cors_config.hostile_variants,
+                            cors_config.disallowed_origins)
+    if not found:
+        opsready.not_covered("no hostile origin to send: cors.allowed_origins gives none to "
+                             "derive and cors.disallowed_origins is empty")
+    return found
+
+
+def test_hostile_origins_refused(service: ServiceProbe, cors_config: CorsConfig,
+                                 preflights: list[CorsResponse], hostile: list[HostileOrigin],
+                                 evidence: Evidence) -> None:
+    """Hostile and disallowed origins get no Access-Control-Allow-Origin"""
+    cfg = cors_config
+    kinds = {h.origin: h for h in hostile}
+    results = [service.preflight(path, h.origin, method, cfg.request_headers)
+               for path in cfg.paths for h in hostile for method in cfg.methods]
+    results += [service.cors_request(path, h.origin, cfg.actual_method)
+                for path in cfg.paths for h in hostile]
+    _record(evidence, results)
+    evidence.record("hostile_origins", [vars(h) for h in hostile])
+
+    leaked: dict[str, list[CorsResponse]] = {}
+    for p in results:
+        if p.allow_origin is not None:
+            leaked.setdefault(p.origin, []).append(p)
+    bad = []
+    for origin, hits in leaked.items():
+        h, first = kinds[origin], hits[0]
+        made = h.variant + (f" of {h.derived_from}" if h.derived_from else "")
+        others = f" and {len(hits) - 1} more exchanges" if len(hits) > 1 else ""
+        bad.append(f"{origin} [{made}] got Access-Control-Allow-Origin {first.allow_origin!r} "
+                   f"on {_shown(first)} ({first.status}){others}")
+    assert not bad, (
+        f"{_some(bad)}; expected no Access-Control-Allow-Origin for an origin outside the "
+        f"allow-list; compare the Origin with the allow-list exactly, never by prefix, suffix "
+        f"or pattern, and never reflect it"
     )

@@ -1,13 +1,17 @@
 """The service-edge checks (P0-001 edge, P1-004, P2-002, P2-003) against the reference stack.
 
 The fault matrix (test_fault_matrix.py) proves that every fault opens exactly its tickets; here
-the faults named by these tickets' "done when" are run directly, with the criterion that must
-fail, plus the webhook schemes end to end, skipped intrusive probes and an unreachable service.
+each edge fault is run with the one criterion that must fail, each legitimate variant with its
+ticket that must stay done, and the paths that must end unverified: an unreachable service or
+receiver, a config key left empty, a timestamp the signature does not cover. The webhook
+schemes run end to end against a second service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,50 +47,129 @@ def _evidence(criterion: dict[str, Any], name: str) -> Any:
     raise AssertionError(f"no evidence {name!r} in {criterion['title']!r}: {criterion['evidence']}")
 
 
+def _env_variant(stack: StartedStack, tmp_path: Path, name: str,
+                 change: Callable[[dict[str, Any]], None]) -> StartedStack:
+    """The stack's env.yaml, changed by ``change``, in a directory of its own."""
+    env = yaml.safe_load(stack.env_path.read_text())
+    change(env)
+    copied = tmp_path / name
+    copied.mkdir()
+    (copied / "env.yaml").write_text(yaml.safe_dump(env))
+    return StartedStack(copied, 0.0, "")
+
+
 def test_edge_tickets_done_on_the_healthy_stack(stack: StartedStack, tmp_path: Path) -> None:
     result = run_verify(stack, tmp_path, *SERIAL, tickets=EDGE, allow_intrusive=EDGE_PROBES)
     assert {t: result.status[t] for t in EDGE} == dict.fromkeys(EDGE, "done"), result.explain(EDGE)
 
     preflight = _criterion(result, "P2-002", "Access-Control-Allow-Origin equals the origin, "
                                              "never * with credentials")
-    shown = _evidence(preflight, "preflights")
-    assert {p["request"]["headers"]["Origin"] for p in shown} == {
-        "https://relay-studio-one.vercel.app", "http://localhost:3000"}
-    assert all(p["response"]["headers"]["access-control-allow-origin"]
-               == p["request"]["headers"]["Origin"] for p in shown)
+    rows = _evidence(preflight, "cors_exchanges")
+    assert {r["origin"] for r in rows} == {"https://relay-studio-one.vercel.app",
+                                           "http://localhost:3000"}
+    assert {r["method"] for r in rows} == {"POST", "DELETE"}
+    assert all(r["allow_origin"] == r["origin"] and r["kind"] == "preflight" for r in rows)
+    hostile = _criterion(result, "P2-002", "Hostile and disallowed origins get no "
+                                           "Access-Control-Allow-Origin")
+    variants = {h["variant"] for h in _evidence(hostile, "hostile_origins")}
+    assert variants == {"suffix", "prefix", "scheme", "subdomain", "null", "configured"}
+    assert all(r["allow_origin"] is None for r in _evidence(hostile, "cors_exchanges"))
 
     delivery = _criterion(result, "P1-004", "A real receiver gets the triggered event within the "
                                             "delivery timeout")
-    assert 0 < _evidence(delivery, "delivery_latency_s") < 10
-    headers = _evidence(delivery, "webhook_e2e")["delivery"]["headers"]
+    assert 0 < _evidence(delivery, "delivery_latency") < 10
+    run = _evidence(delivery, "webhook_e2e")
+    headers = run["delivery"]["headers"]
     assert headers["x-signature"] == "[redacted]"
-    assert headers["x-webhook-timestamp"].isdigit()
+    assert run["delivery"]["event_id"] == run["expected_event_id"]
+    timestamp = _criterion(result, "P1-004", "The delivery's signed timestamp is within the "
+                                             "tolerance")
+    assert _evidence(timestamp, "timestamp")["source"] == "body field created"
 
-    burst = _criterion(result, "P0-001", "Rate limiting answers a bounded burst with 429 and "
-                                         "Retry-After")
+    headers_seen = _criterion(result, "P0-001", "The security headers meet the configured policy "
+                                                "on every configured path")
+    assert "protects nobody" in _evidence(headers_seen, "hsts_note")
+    assert len(_evidence(headers_seen, "security_headers")) == 2
+    health = _criterion(result, "P0-001", "/health returns 200 and reports itself healthy")
+    assert _evidence(health, "health")["reported_status"] == "ok"
+    burst = _criterion(result, "P0-001", "Rate limiting answers a bounded burst with 429 and a "
+                                         "valid Retry-After")
     took = _evidence(burst, "requests_to_429")
-    assert isinstance(took, int) and 1 <= took <= 300
+    assert 1 <= took <= 300
+    assert _evidence(burst, "burst")["retry_after"]["form"] == "delay-seconds"
 
     secrets = [v for v in stack.state["secrets"].values() if len(v) >= 8]
     text = json.dumps(result.readiness)
     assert not [s for s in secrets if s in text], "a stack secret reached readiness.json"
 
 
-@pytest.mark.parametrize(("fault", "ticket", "title"), [
+HEADERS = "The security headers meet the configured policy on every configured path"
+DELIVERY = "A real receiver gets the triggered event within the delivery timeout"
+
+
+@pytest.mark.parametrize(("fault", "ticket", "title", "quoted"), [
     ("cors-wildcard", "P2-002",
-     "Access-Control-Allow-Origin equals the origin, never * with credentials"),
+     "Access-Control-Allow-Origin equals the origin, never * with credentials", "'*'"),
+    ("cors-reflect-any", "P2-002",
+     "Hostile and disallowed origins get no Access-Control-Allow-Origin",
+     "[prefix of https://relay-studio-one.vercel.app]"),
+    ("cors-startswith-match", "P2-002",
+     "Hostile and disallowed origins get no Access-Control-Allow-Origin",
+     "[suffix of https://relay-studio-one.vercel.app]"),
+    ("cors-credentials-casing", "P2-002", "Access-Control-Allow-Credentials is exactly true",
+     "'True'"),
+    ("cors-max-age-zero", "P2-002", "Access-Control-Max-Age is at least the configured minimum",
+     "'0'"),
+    ("cors-methods-safelisted-only", "P2-002",
+     "Every configured method is allowed: listed, or CORS-safelisted", "DELETE not in"),
+    ("cors-actual-no-vary", "P2-002",
+     "The actual request from each allowed origin carries ACAO, ACAC and Vary: Origin",
+     "Vary was None"),
+    ("no-hsts", "P0-001", HEADERS, "no Strict-Transport-Security"),
+    ("hsts-short", "P0-001", HEADERS, "max-age 86400 is below 31536000"),
+    ("csp-unsafe-inline", "P0-001", HEADERS, "script-src allows 'unsafe-inline'"),
+    ("referrer-unsafe-url", "P0-001", HEADERS, "'unsafe-url'"),
+    ("health-reports-fail", "P0-001", "/health returns 200 and reports itself healthy",
+     "'fail'"),
+    ("retry-after-invalid", "P0-001",
+     "Rate limiting answers a bounded burst with 429 and a valid Retry-After", "Retry-After '0."),
     ("bad-signature", "P1-004",
-     "The signature verifies over the raw body with the configured scheme and secret"),
-    ("no-breach-metric", "P2-003", "/metrics exposes rate_limit_breaches_total as a counter"),
-    ("no-hsts", "P0-001", "The security headers are present with correct values"),
+     "The signature verifies over the raw body with the configured scheme and secret",
+     "does not match"),
+    ("webhook-wrong-event", "P1-004", DELIVERY, "1 other delivery arrived"),
+    ("webhook-stale-timestamp", "P1-004", "The delivery's signed timestamp is within the tolerance",
+     "beyond the tolerance"),
+    ("no-breach-metric", "P2-003", "/metrics exposes rate_limit_breaches_total as a counter", ""),
 ])
 def test_fault_opens_its_ticket(stack: StartedStack, tmp_path: Path, fault: str, ticket: str,
-                                title: str) -> None:
+                                title: str, quoted: str) -> None:
     with stack.fault(fault):
         result = run_verify(stack, tmp_path, *SERIAL, tickets=[ticket],
                             allow_intrusive=EDGE_PROBES)
     assert result.status[ticket] == "open", result.explain([ticket])
-    assert _criterion(result, ticket, title)["outcome"] == "fail", result.explain([ticket])
+    failed = _criterion(result, ticket, title)
+    assert failed["outcome"] == "fail", result.explain([ticket])
+    assert quoted in failed["message"], failed["message"]
+
+
+EDGE_VARIANTS = ("cors-preflight-204", "security-headers-alternative", "health-draft-format",
+                 "retry-after-http-date", "webhook-ping-first")
+
+
+def test_variants_together_keep_the_edge_done(stack: StartedStack, tmp_path: Path) -> None:
+    """Other correct ways to build the same features are not findings, even all at once
+    (the fault matrix runs each variant alone against every ticket)."""
+    with contextlib.ExitStack() as flipped:
+        for variant in EDGE_VARIANTS:
+            flipped.enter_context(stack.fault(variant))
+        result = run_verify(stack, tmp_path, *SERIAL, tickets=EDGE, allow_intrusive=EDGE_PROBES)
+    assert {t: result.status[t] for t in EDGE} == dict.fromkeys(EDGE, "done"), result.explain(EDGE)
+    burst = _criterion(result, "P0-001", "Rate limiting answers a bounded burst with 429 and a "
+                                         "valid Retry-After")
+    assert _evidence(burst, "burst")["retry_after"]["form"] == "http-date"
+    rows = _evidence(_criterion(result, "P2-002", "Each allowed origin's preflight answers with "
+                                                  "an ok status (2xx)"), "cors_exchanges")
+    assert {r["status"] for r in rows} == {204}
 
 
 def test_no_rate_limit_fails_both_bursts_even_after_earlier_breaches(
@@ -112,8 +195,8 @@ def test_disallowed_intrusive_probes_skip_with_their_reason(stack: StartedStack,
         assert c["outcome"] == "skip", c
         assert "'webhook_e2e'" in c["message"] and "not allowed" in c["message"]
     assert result.status["P1-004"] == "unverified"
-    burst = _criterion(result, "P0-001", "Rate limiting answers a bounded burst with 429 and "
-                                         "Retry-After")
+    burst = _criterion(result, "P0-001", "Rate limiting answers a bounded burst with 429 and a "
+                                         "valid Retry-After")
     assert burst["outcome"] == "skip" and "'rate_limit_burst'" in burst["message"]
     # Without the burst, P2-003 accepts a breach counted earlier, and says so; with none
     # counted yet it skips for the same reason.
@@ -127,17 +210,102 @@ def test_disallowed_intrusive_probes_skip_with_their_reason(stack: StartedStack,
 
 
 def test_unreachable_service_is_unverified_not_open(stack: StartedStack, tmp_path: Path) -> None:
-    env = yaml.safe_load(stack.env_path.read_text())
-    env["service"]["base_url"] = f"http://127.0.0.1:{free_port()}"
-    copied = tmp_path / "unreachable"
-    copied.mkdir()
-    (copied / "env.yaml").write_text(yaml.safe_dump(env))
-    result = run_verify(StartedStack(copied, 0.0, ""), tmp_path, *SERIAL, tickets=EDGE,
-                        allow_intrusive=EDGE_PROBES)
+    def unreachable(env: dict[str, Any]) -> None:
+        env["service"]["base_url"] = f"http://127.0.0.1:{free_port()}"
+
+    result = run_verify(_env_variant(stack, tmp_path, "unreachable", unreachable), tmp_path,
+                        *SERIAL, tickets=EDGE, allow_intrusive=EDGE_PROBES)
     assert {t: result.status[t] for t in EDGE} == dict.fromkeys(EDGE, "unverified"), \
         result.explain(EDGE)
-    errors = [c for c in result.criteria("P2-002") if c["outcome"] == "error"]
-    assert errors and all("could not be reached" in c["message"] for c in errors)
+    for ticket in ("P0-001", "P2-002"):
+        errors = [c for c in result.criteria(ticket)
+                  if c["outcome"] == "error" and "could not be reached" in c["message"]]
+        assert errors, result.explain([ticket])
+    assert not [c for t in EDGE for c in result.criteria(t) if c["outcome"] == "fail"]
+
+
+def test_unreachable_receiver_url_is_unverified_not_open(stack: StartedStack,
+                                                         tmp_path: Path) -> None:
+    def dead_receiver(env: dict[str, Any]) -> None:
+        env["webhooks"]["receiver_public_url"] = f"http://127.0.0.1:{free_port()}/hook"
+
+    result = run_verify(_env_variant(stack, tmp_path, "dead-receiver", dead_receiver), tmp_path,
+                        *SERIAL, tickets=["P1-004"], allow_intrusive=EDGE_PROBES)
+    assert result.status["P1-004"] == "unverified", result.explain(["P1-004"])
+    delivery = _criterion(result, "P1-004", DELIVERY)
+    assert delivery["outcome"] == "error" and "does not reach the receiver" in delivery["message"]
+
+
+def test_refused_keys_are_unverified_not_open(stack: StartedStack, tmp_path: Path) -> None:
+    def wrong_keys(env: dict[str, Any]) -> None:
+        env["service"]["api_key"] = "not-a-key-of-this-platform"
+        env["service"]["admin_key"] = "not-an-admin-key-either"
+
+    tickets = ["P0-001", "P1-004"]
+    result = run_verify(_env_variant(stack, tmp_path, "refused", wrong_keys), tmp_path, *SERIAL,
+                        tickets=tickets, allow_intrusive=EDGE_PROBES)
+    assert {t: result.status[t] for t in tickets} == dict.fromkeys(tickets, "unverified"), \
+        result.explain(tickets)
+    for ticket, title in [("P0-001", HEADERS), ("P1-004", DELIVERY),
+                          ("P0-001", "Rate limiting answers a bounded burst with 429 and a "
+                                     "valid Retry-After")]:
+        refused = _criterion(result, ticket, title)
+        assert refused["outcome"] == "error" and "was refused" in refused["message"], refused
+    assert _criterion(result, "P0-001", "/health returns 200 and reports itself healthy")[
+        "outcome"] == "pass"
+
+
+def test_cors_without_credentials_is_not_applicable_not_open(stack: StartedStack,
+                                                            tmp_path: Path) -> None:
+    def no_credentials(env: dict[str, Any]) -> None:
+        env["cors"]["credentials"] = False
+
+    result = run_verify(_env_variant(stack, tmp_path, "no-credentials", no_credentials),
+                        tmp_path, *SERIAL, tickets=["P2-002"], allow_intrusive=EDGE_PROBES)
+    skipped = _criterion(result, "P2-002", "Access-Control-Allow-Credentials is exactly true")
+    assert skipped["outcome"] == "skip" and skipped["skip_kind"] == "not_applicable"
+    assert result.status["P2-002"] == "done", result.explain(["P2-002"])
+
+
+def test_empty_platform_keys_leave_their_criteria_not_covered(stack: StartedStack,
+                                                              tmp_path: Path) -> None:
+    def forget(env: dict[str, Any]) -> None:
+        del env["service"]["security_headers"]["paths"]
+        del env["service"]["rate_limit"]["path"]
+        env["cors"] = {"allowed_origins": env["cors"]["allowed_origins"]}
+        del env["webhooks"]["event_id_field"]
+
+    result = run_verify(_env_variant(stack, tmp_path, "forgotten", forget), tmp_path, *SERIAL,
+                        tickets=["P0-001", "P2-002", "P1-004"], allow_intrusive=EDGE_PROBES)
+    for ticket, title, key in [
+        ("P0-001", HEADERS, "service.security_headers.paths"),
+        ("P0-001", "Rate limiting answers a bounded burst with 429 and a valid Retry-After",
+         "service.rate_limit.path"),
+        ("P2-002", "Each allowed origin's preflight answers with an ok status (2xx)", "cors.paths"),
+        ("P2-002", "Hostile and disallowed origins get no Access-Control-Allow-Origin",
+         "cors.paths"),
+        ("P1-004", DELIVERY, "webhooks.event_id_field"),
+    ]:
+        skipped = _criterion(result, ticket, title)
+        assert skipped["outcome"] == "skip" and skipped["skip_kind"] == "not_covered", skipped
+        assert f"not configured: {key}" in skipped["message"]
+    assert {t: result.status[t] for t in ("P0-001", "P2-002", "P1-004")} == dict.fromkeys(
+        ("P0-001", "P2-002", "P1-004"), "unverified"), result.explain()
+
+
+def test_hex_timestamp_header_is_not_covered(stack: StartedStack, tmp_path: Path) -> None:
+    """The stack's X-Webhook-Timestamp is outside the hex signature: a replay can refresh it."""
+    def header_only(env: dict[str, Any]) -> None:
+        del env["webhooks"]["timestamp_field"]
+        env["webhooks"]["timestamp_header"] = "X-Webhook-Timestamp"
+
+    result = run_verify(_env_variant(stack, tmp_path, "ts-header", header_only), tmp_path,
+                        *SERIAL, tickets=["P1-004"], allow_intrusive=EDGE_PROBES)
+    timestamp = _criterion(result, "P1-004", "The delivery's signed timestamp is within the "
+                                             "tolerance")
+    assert timestamp["outcome"] == "skip" and timestamp["skip_kind"] == "not_covered", timestamp
+    assert "not covered by the hex signature" in timestamp["message"]
+    assert result.status["P1-004"] == "unverified"
 
 
 @pytest.mark.parametrize("scheme", ["stripe", "standard-webhooks"])
@@ -157,5 +325,6 @@ def test_webhook_scheme_verifies_end_to_end(stack: StartedStack, tmp_path: Path,
                             tickets=["P1-004"],
                             allow_intrusive=["webhook_e2e"])
     assert result.status["P1-004"] == "done", result.explain(["P1-004"])
-    timestamp = _criterion(result, "P1-004", "The delivery's timestamp is within the tolerance")
+    timestamp = _criterion(result, "P1-004", "The delivery's signed timestamp is within the "
+                                             "tolerance")
     assert timestamp["outcome"] == "pass"

@@ -19,7 +19,7 @@ import pytest
 from opsready._errors import AccessRefused, MissingInput, TargetUnreachable, UnexpectedResponse
 from opsready.config import RateLimitConfig, ServiceConfig, WebhooksConfig
 from opsready.probes.http import ServiceProbe
-from opsready.probes.webhooks import run_webhook_e2e, verify
+from opsready.probes.webhooks import WebhookReceiver, run_webhook_e2e, verify
 from opsready_stack.part import free_port
 from opsready_stack.service.app import ServiceSettings, serve_in_thread
 from opsready_stack.service.signing import configured_secret
@@ -28,12 +28,24 @@ API_KEY = "dev-key-for-tests-0001"
 ADMIN_KEY = "admin-key-for-tests-0001"
 VIEWER_KEY = "viewer-key-for-tests-0001"
 WEBHOOK_SECRET = "webhook-secret-for-tests"
+ACTIONS = "/api/v1/actions"
 
 
 def _cfg(base_url: str = "http://svc.test", **rate: object) -> ServiceConfig:
     return ServiceConfig(base_url=base_url, api_key=API_KEY,  # type: ignore[arg-type]
                          admin_key=ADMIN_KEY,  # type: ignore[arg-type]
-                         rate_limit=RateLimitConfig(**rate))  # type: ignore[arg-type]
+                         rate_limit=RateLimitConfig(path=ACTIONS, **rate))  # type: ignore[arg-type]
+
+
+def _webhooks(**kw: object) -> WebhooksConfig:
+    """The reference service's webhooks, as local.yaml describes them."""
+    settings: dict[str, object] = {
+        "secret": WEBHOOK_SECRET, "timestamp_field": "created",
+        "event_id_field": "data.execution_id", "trigger_id_field": "execution_id",
+        "register_path": "/api/v1/webhooks/endpoints", "trigger_path": f"{ACTIONS}/execute",
+        "trigger_body": {"action": "opsready.probe"}, "delivery_timeout_s": 5,
+    }
+    return WebhooksConfig(**(settings | kw))  # type: ignore[arg-type]
 
 
 def _mock(handler: Callable[[httpx.Request], httpx.Response], **rate: object) -> ServiceProbe:
@@ -90,7 +102,16 @@ def test_burst_stops_at_the_first_429_and_keeps_its_headers() -> None:
     assert 26 <= (result.took or 0) <= 30
     assert result.sent <= 26 + 4
     assert result.limited_headers["retry-after"] == "1"
+    assert result.retry_after is not None and result.retry_after.delay_s == 1
     assert result.evidence()["first_429_after"] == result.took
+    assert result.evidence()["retry_after"]["form"] == "delay-seconds"
+
+
+def test_burst_without_a_path_is_missing_input() -> None:
+    probe = ServiceProbe(ServiceConfig(base_url="http://svc.test"), timeout=5,
+                         transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    with pytest.raises(MissingInput, match=r"service\.rate_limit\.path"):
+        probe.burst()
 
 
 def test_burst_with_a_refused_key_is_access_refused_without_the_key() -> None:
@@ -108,6 +129,10 @@ def test_unreachable_service_is_target_unreachable() -> None:
         probe.burst()
     with pytest.raises(TargetUnreachable):
         probe.preflight("/api/v1/actions", "http://localhost:3000", "POST", ["X-API-Key"])
+    with pytest.raises(TargetUnreachable):
+        probe.cors_request("/api/v1/actions", "http://localhost:3000")
+    with pytest.raises(TargetUnreachable):
+        probe.security_headers(["/health"])
 
 
 # ----------------------------------------------------------------------- other requests
@@ -153,6 +178,62 @@ def test_a_short_retry_after_is_waited_out_once() -> None:
     assert resp.status == 200 and calls == 2
 
 
+def test_a_retry_after_http_date_is_waited_out_against_the_servers_date() -> None:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) > 1:
+            return httpx.Response(200, json={"ok": True})
+        # The server's clock is a day behind ours; its Date is what its HTTP-date means against.
+        return httpx.Response(429, headers={"Date": "Sun, 01 Mar 2026 12:00:00 GMT",
+                                            "Retry-After": "Sun, 01 Mar 2026 12:00:01 GMT"})
+
+    resp = _mock(handler).get("/api/v1/actions")
+    assert resp.status == 200 and len(calls) == 2
+    assert 0.8 < calls[1] - calls[0] < 3
+
+
+def test_an_invalid_retry_after_is_not_waited_out() -> None:
+    resp = _mock(lambda r: httpx.Response(429, headers={"Retry-After": "0.5"})).get("/x")
+    assert resp.status == 429
+
+
+def test_health_reads_the_status_field_and_bounds_the_body() -> None:
+    probe = _mock(lambda r: httpx.Response(200, json={"status": "UP", "version": "abc"}))
+    health = probe.health()
+    assert (health.status, health.reported, health.version) == (200, "UP", "abc")
+    assert health.evidence()["status_field"] == "status"
+    plain = _mock(lambda r: httpx.Response(200, text="x" * 100_000)).health()
+    assert plain.reported is None and plain.version is None
+    assert isinstance(plain.body, str) and len(plain.body) == 4096
+    listed = _mock(lambda r: httpx.Response(200, json=["ok"])).health()
+    assert listed.reported is None
+
+
+def test_security_headers_with_a_refused_key_is_access_refused() -> None:
+    probe = _mock(lambda r: httpx.Response(401, json={"error": "bad key"}))
+    with pytest.raises(AccessRefused, match=r"service\.api_key"):
+        probe.security_headers(["/api/v1/actions"])
+
+
+def test_security_headers_without_a_key_judge_what_comes_back() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert "x-api-key" not in request.headers
+        return httpx.Response(401, headers=[("Strict-Transport-Security", "max-age=1"),
+                                            ("Strict-Transport-Security", "max-age=99"),
+                                            ("Content-Security-Policy", "default-src 'none'"),
+                                            ("Content-Security-Policy", "img-src *")])
+
+    probe = ServiceProbe(ServiceConfig(base_url="https://svc.test"), timeout=5,
+                         transport=httpx.MockTransport(handler))
+    [seen] = probe.security_headers(["/a", "/a"])
+    assert seen.status == 401 and seen.over_https
+    assert seen.hsts.max_age == 1 and seen.hsts.fields == 2
+    assert len(seen.csp.policies) == 2
+    assert seen.evidence()["headers"]["x-content-type-options"] is None
+
+
 def test_preflight_sends_no_credentials() -> None:
     sent: list[httpx.Request] = []
 
@@ -162,13 +243,28 @@ def test_preflight_sends_no_credentials() -> None:
                                             "Vary": "Origin, Accept-Encoding"})
 
     result = _mock(handler).preflight("/x", "http://localhost:3000", "POST",
-                                      ["Idempotency-Key", "X-API-Key"])
+                                      ["X-API-Key", "Idempotency-Key"])
     request = sent[0]
     assert request.method == "OPTIONS"
     assert "x-api-key" not in request.headers
-    assert request.headers["access-control-request-headers"] == "idempotency-key, x-api-key"
-    assert result.status == 204 and result.listed("Vary") == {"origin", "accept-encoding"}
-    assert result.evidence()["request"]["headers"]["Origin"] == "http://localhost:3000"
+    # As browsers send it: lower-cased, sorted, no spaces.
+    assert request.headers["access-control-request-headers"] == "idempotency-key,x-api-key"
+    assert result.status == 204 and result.vary == {"origin", "accept-encoding"}
+    assert result.row()["origin"] == "http://localhost:3000" and result.kind == "preflight"
+
+
+def test_actual_cors_request_sends_origin_and_the_key() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, headers={"Access-Control-Allow-Origin": "https://a.example",
+                                            "Vary": "Origin"})
+
+    result = _mock(handler).cors_request("/x", "https://a.example")
+    assert sent[0].method == "GET" and sent[0].headers["origin"] == "https://a.example"
+    assert sent[0].headers["x-api-key"] == API_KEY
+    assert result.kind == "actual" and result.allow_origin == "https://a.example"
 
 
 # ----------------------------------------------------------------------- the real service
@@ -206,16 +302,31 @@ def faults(relay: tuple[str, Path]) -> Iterator[Callable[..., None]]:
     path.write_text("[]")
 
 
-def test_service_health_and_headers(probe: ServiceProbe) -> None:
+def test_service_health_and_headers(probe: ServiceProbe, faults: Callable[..., None]) -> None:
     health = probe.health()
-    assert health.status == 200 and health.version == "a" * 40
-    seen = probe.response_headers()
-    assert set(seen) == {"/health", "/api/v1/actions"}
-    for headers in seen.values():
-        assert headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
-        assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
-        assert headers["content-security-policy"]
+    assert health.status == 200 and health.version == "a" * 40 and health.reported == "ok"
+    seen = probe.security_headers(["/health", "/api/v1/actions"])
+    assert [s.url.removeprefix(probe.base_url) for s in seen] == ["/health", "/api/v1/actions"]
+    for headers in seen:
+        assert headers.hsts.max_age == 31536000 and headers.hsts.include_subdomains
+        assert headers.content_type_options == "nosniff"
+        assert headers.referrer_policy == "strict-origin-when-cross-origin"
+        assert not headers.csp.allows("script-src", "'unsafe-inline'")
+    faults("health-reports-fail")
+    assert probe.health().reported == "fail"
+    faults("health-draft-format")
+    draft = probe.health()
+    assert draft.reported == "pass" and draft.content_type == "application/health+json"
+    faults("security-headers-alternative")
+    [alt] = probe.security_headers(["/health"])
+    assert alt.hsts.preload and len(alt.csp.policies) == 2
+    assert not alt.csp.allows("script-src", "'unsafe-inline'")
+    assert not alt.csp.allows("script-src", "https:")
+    assert alt.referrer_policy == "strict-origin-when-cross-origin"
+    faults("hsts-short", "csp-unsafe-inline", "referrer-unsafe-url")
+    [bad] = probe.security_headers(["/health"])
+    assert bad.hsts.max_age == 86400 and bad.referrer_policy == "unsafe-url"
+    assert bad.csp.allows("script-src", "'unsafe-inline'")
 
 
 def test_service_needs_a_known_key(probe: ServiceProbe) -> None:
@@ -254,7 +365,7 @@ def test_service_rate_limit_and_breach_counter(probe: ServiceProbe) -> None:
     burst = probe.burst()
     assert burst.limited and (burst.took or 0) <= 120
     headers = burst.limited_headers
-    assert int(headers["retry-after"]) >= 1
+    assert burst.retry_after is not None and (burst.retry_after.delay_s or 0) >= 1
     assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(headers)
     after = probe.metrics().total("rate_limit_breaches_total")
     assert before is not None and after is not None and after > before
@@ -266,7 +377,7 @@ def test_service_rate_limit_and_breach_counter(probe: ServiceProbe) -> None:
 def test_service_faults_flip_per_request(probe: ServiceProbe,
                                          faults: Callable[..., None]) -> None:
     faults("no-rate-limit", "no-breach-metric", "no-pool-metrics", "no-hsts")
-    burst = probe.burst(RateLimitConfig(max_requests=120))
+    burst = probe.burst(RateLimitConfig(path=ACTIONS, max_requests=120))
     assert not burst.limited and burst.sent == 120
     snap = probe.metrics()
     assert snap.family("rate_limit_breaches_total") is None
@@ -278,29 +389,60 @@ def test_service_faults_flip_per_request(probe: ServiceProbe,
     assert snap.total("db_connection_pool_in_use") == 0.0
 
 
+def test_service_rate_limit_retry_after_faults(probe: ServiceProbe,
+                                               faults: Callable[..., None]) -> None:
+    faults("retry-after-http-date")
+    burst = probe.burst()
+    assert burst.retry_after is not None and burst.retry_after.form == "http-date"
+    assert 0 < (burst.retry_after.seconds or 0) <= 3
+    time.sleep(2.0)
+    faults("retry-after-invalid")
+    burst = probe.burst()
+    assert burst.retry_after is not None and burst.retry_after.form == "invalid"
+    time.sleep(2.0)
+
+
 def test_service_cors(probe: ServiceProbe, faults: Callable[..., None]) -> None:
     wanted = ["Idempotency-Key", "X-Signature", "X-API-Key"]
-    ok = probe.preflight("/api/v1/actions", "http://localhost:3000", "POST", wanted)
-    assert ok.status == 200 and ok.header("Access-Control-Allow-Origin") == "http://localhost:3000"
-    assert {h.lower() for h in wanted} <= ok.listed("Access-Control-Allow-Headers")
+    ok = probe.preflight("/api/v1/actions", "http://localhost:3000", "DELETE", wanted)
+    assert ok.status == 200 and ok.allow_origin == "http://localhost:3000"
+    assert {h.lower() for h in wanted} <= ok.allow_headers
+    assert ok.allows_method("DELETE", credentials=True) and ok.max_age == 600
+    actual = probe.cors_request("/api/v1/actions", "http://localhost:3000")
+    assert actual.allow_origin == "http://localhost:3000" and actual.allow_credentials == "true"
+    assert "origin" in actual.vary
     evil = probe.preflight("/api/v1/actions", "https://evil.example.com", "POST", wanted)
-    assert evil.status == 400 and evil.header("Access-Control-Allow-Origin") is None
+    assert evil.status == 400 and evil.allow_origin is None
+    faults("cors-preflight-204")
+    echo = probe.preflight("/api/v1/actions", "http://localhost:3000", "DELETE", wanted)
+    assert echo.status == 204 and echo.allow_methods == ("DELETE",)
+    assert {h.lower() for h in wanted} == echo.allow_headers
+    faults("cors-startswith-match")
+    sneaky = "http://localhost:3000.opsready-attacker.example"
+    assert probe.cors_request("/api/v1/actions", sneaky).allow_origin == sneaky
+    faults("cors-credentials-casing", "cors-max-age-zero", "cors-methods-safelisted-only",
+           "cors-actual-no-vary")
+    broken = probe.preflight("/api/v1/actions", "http://localhost:3000", "DELETE", wanted)
+    assert broken.allow_credentials == "True" and broken.max_age == 0
+    assert not broken.allows_method("DELETE", credentials=True)
+    assert "origin" not in probe.cors_request("/api/v1/actions", "http://localhost:3000").vary
     faults("cors-wildcard")
     wild = probe.preflight("/api/v1/actions", "http://localhost:3000", "POST", wanted)
-    assert wild.header("Access-Control-Allow-Origin") == "*"
-    assert wild.header("Access-Control-Allow-Credentials") == "true"
+    assert wild.allow_origin == "*" and wild.allow_credentials == "true"
     faults("cors-reflect-any")
     evil = probe.preflight("/api/v1/actions", "https://evil.example.com", "POST", wanted)
-    assert evil.header("Access-Control-Allow-Origin") == "https://evil.example.com"
+    assert evil.allow_origin == "https://evil.example.com"
 
 
 def test_webhook_e2e_against_the_service(probe: ServiceProbe,
                                          faults: Callable[..., None]) -> None:
-    cfg = WebhooksConfig(secret=WEBHOOK_SECRET, delivery_timeout_s=5)  # type: ignore[arg-type]
+    cfg = _webhooks()
     run = run_webhook_e2e(probe, cfg)
     assert run.delivery is not None and run.latency_s is not None and run.latency_s < 5
-    assert run.registration.startswith("registered we_")
-    assert verify("hex", WEBHOOK_SECRET, run.delivery.headers, run.delivery.body, time.time()).ok
+    assert run.registration.startswith("registered we_") and not run.stray
+    assert run.expected_id == run.trigger.json()["execution_id"]
+    assert verify("hex", WEBHOOK_SECRET, run.delivery.headers, run.delivery.body, time.time(),
+                  timestamp_field="created").ok
     # The receiver was unregistered afterwards.
     listed = probe.get("/api/v1/webhooks/endpoints", key="admin").json()
     assert run.receiver_url not in json.dumps(listed)
@@ -309,10 +451,51 @@ def test_webhook_e2e_against_the_service(probe: ServiceProbe,
     assert run.delivery is not None and run.delivery.header("X-Signature") is None
 
 
+def test_webhook_e2e_tells_the_triggered_event_from_strays(probe: ServiceProbe,
+                                                          faults: Callable[..., None]) -> None:
+    faults("webhook-ping-first")
+    run = run_webhook_e2e(probe, _webhooks())
+    assert run.delivery is not None
+    assert [json.loads(d.body)["type"] for d in run.stray] in ([], ["ping"])
+    faults("webhook-wrong-event")
+    begun = time.monotonic()
+    run = run_webhook_e2e(probe, _webhooks(delivery_timeout_s=1.5))
+    assert run.delivery is None and len(run.stray) == 1
+    assert run.evidence(_webhooks())["stray_deliveries"][0]["event_id"] != run.expected_id
+    assert time.monotonic() - begun < 5
+    # Correlated by the Idempotency-Key instead, which this platform's events do not carry.
+    faults()
+    run = run_webhook_e2e(probe, _webhooks(trigger_id_field=None, delivery_timeout_s=1.0))
+    assert run.delivery is None and run.expected_id == run.idempotency_key
+
+
+def test_webhook_e2e_trigger_without_the_id_field_is_unexpected(probe: ServiceProbe) -> None:
+    with pytest.raises(UnexpectedResponse, match="no_such_field"):
+        run_webhook_e2e(probe, _webhooks(trigger_id_field="no_such_field"))
+
+
+def test_webhook_e2e_with_an_unreachable_receiver_url_is_unreachable(probe: ServiceProbe) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/hook"
+    with pytest.raises(TargetUnreachable, match="does not reach the receiver"):
+        run_webhook_e2e(probe, _webhooks(receiver_public_url=dead))
+    # A URL that answers, but is not our receiver (a tunnel pointing elsewhere).
+    with WebhookReceiver(_webhooks()) as elsewhere, \
+            pytest.raises(TargetUnreachable, match="never reached the receiver"):
+        run_webhook_e2e(probe, _webhooks(receiver_public_url=elsewhere.url))
+
+
+def test_webhook_e2e_loopback_receiver_for_a_remote_platform_is_missing_input() -> None:
+    remote = ServiceProbe(_cfg("https://api.relay.example.com"), timeout=5,
+                          transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    with pytest.raises(MissingInput, match="receiver_public_url"):
+        run_webhook_e2e(remote, _webhooks())
+
+
 def test_webhook_e2e_needs_a_fixed_port_for_a_static_target(probe: ServiceProbe) -> None:
-    cfg = WebhooksConfig(secret=WEBHOOK_SECRET, register_path=None)  # type: ignore[arg-type]
     with pytest.raises(MissingInput, match="receiver_port"):
-        run_webhook_e2e(probe, cfg)
+        run_webhook_e2e(probe, _webhooks(register_path=None))
+    with pytest.raises(MissingInput, match="event_id_field"):
+        run_webhook_e2e(probe, _webhooks(event_id_field=None))
 
 
 def test_service_secret_forms() -> None:

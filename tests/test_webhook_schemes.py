@@ -23,9 +23,10 @@ from opsready._errors import MissingInput, TargetUnreachable
 from opsready.config import WebhooksConfig
 from opsready.probes.webhooks import (
     WebhookReceiver,
+    body_field,
     check_timestamp,
+    delivery_timestamp,
     redacted_headers,
-    rejection_cases,
     verify,
     verify_signature,
 )
@@ -49,6 +50,10 @@ def _headers(scheme: str, *, secret: str | None = None, body: bytes = BODY,
 def _sig_header(scheme: str) -> str:
     return {"hex": "X-Signature", "stripe": "Stripe-Signature",
             "standard-webhooks": "webhook-signature"}[scheme]
+
+
+# Where the hex scheme's timestamp is read in these tests: the stack's X-Webhook-Timestamp.
+HEX_TS = {"timestamp_header": "X-Webhook-Timestamp"}
 
 
 # ----------------------------------------------------------------------- the GitHub vector
@@ -89,7 +94,7 @@ def test_header_names_are_case_insensitive() -> None:
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_own_signatures_verify(scheme: str) -> None:
     secret = configured_secret(scheme, RAW_SECRET)
-    verdict = verify(scheme, secret, _headers(scheme), BODY, time.time())
+    verdict = verify(scheme, secret, _headers(scheme), BODY, time.time(), **HEX_TS)
     assert verdict.ok, verdict.reason
 
 
@@ -130,10 +135,10 @@ def test_stale_timestamp_rejected(scheme: str) -> None:
     # The signature itself is fine; only the timestamp gives the replay away.
     assert verify_signature(scheme, secret, headers, BODY,
                             signature_header=_sig_header(scheme)).ok
-    ts = check_timestamp(scheme, headers, now, tolerance_s=300)
+    ts = check_timestamp(scheme, headers, now, tolerance_s=300, **HEX_TS)
     assert ts is not None and not ts.ok
     assert "beyond the tolerance" in ts.reason
-    assert not verify(scheme, secret, headers, BODY, now, tolerance_s=300).ok
+    assert not verify(scheme, secret, headers, BODY, now, tolerance_s=300, **HEX_TS).ok
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -142,26 +147,49 @@ def test_stale_timestamp_rejected(scheme: str) -> None:
 def test_timestamp_tolerance_edges(scheme: str, skew: int, ok: bool) -> None:
     now = 1_800_000_000
     headers = _headers(scheme, ts=now - skew)
-    verdict = check_timestamp(scheme, headers, float(now), tolerance_s=300)
+    verdict = check_timestamp(scheme, headers, float(now), tolerance_s=300, **HEX_TS)
     assert verdict is not None and verdict.ok is ok, verdict
 
 
 def test_hex_without_timestamp_header_has_no_timestamp_check() -> None:
     assert check_timestamp("hex", {}, time.time(), tolerance_s=300, timestamp_header=None) is None
+    assert delivery_timestamp("hex", _headers("hex"), BODY) is None
 
 
-def test_rejection_cases_on_a_genuine_delivery() -> None:
-    from opsready.probes.webhooks import Delivery
+@pytest.mark.parametrize("scheme", ["stripe", "standard-webhooks"])
+def test_schemes_with_a_timestamp_sign_it(scheme: str) -> None:
+    found = delivery_timestamp(scheme, _headers(scheme, ts=1_800_000_000), BODY)
+    assert found is not None and found.signed and found.value == 1_800_000_000
 
-    for scheme in SCHEMES:
-        secret = configured_secret(scheme, RAW_SECRET)
-        cfg = WebhooksConfig(scheme=scheme, secret=secret,  # type: ignore[arg-type]
-                             signature_header=_sig_header(scheme))
-        delivery = Delivery("POST", "/", {k.lower(): v for k, v in _headers(scheme).items()},
-                            BODY, time.time(), time.monotonic())
-        cases = rejection_cases(cfg, delivery)
-        assert set(cases) == {"tampered body", "wrong secret"}
-        assert not any(v.ok for v in cases.values()), (scheme, cases)
+
+def test_hex_timestamp_header_is_not_covered_by_the_signature() -> None:
+    found = delivery_timestamp("hex", _headers("hex", ts=1_800_000_000), BODY, **HEX_TS)
+    assert found is not None and not found.signed and found.value == 1_800_000_000
+
+
+def test_hex_timestamp_body_field_is_covered_by_the_signature() -> None:
+    body = json.dumps({"id": "evt_1", "created": 1_800_000_000}).encode()
+    found = delivery_timestamp("hex", {}, body, timestamp_field="created", **HEX_TS)
+    assert found is not None and found.signed and found.value == 1_800_000_000
+    assert found.source == "body field created"
+    verdict = check_timestamp("hex", {}, 1_800_000_400.0, tolerance_s=300, body=body,
+                              timestamp_field="created")
+    assert verdict is not None and not verdict.ok and "+400s" in verdict.reason
+    missing = check_timestamp("hex", {}, time.time(), tolerance_s=300, body=b"{}",
+                              timestamp_field="created")
+    assert missing is not None and not missing.ok and "no body field created" in missing.reason
+    text = check_timestamp("hex", {}, time.time(), tolerance_s=300, body=b'{"created": "soon"}',
+                           timestamp_field="created")
+    assert text is not None and "not a unix timestamp" in text.reason
+
+
+def test_body_field_follows_dotted_paths() -> None:
+    doc = {"data": {"execution_id": "ex_1", "n": 0}, "list": [1]}
+    assert body_field(doc, "data.execution_id") == "ex_1"
+    assert body_field(doc, "data.n") == 0
+    assert body_field(doc, "data.missing") is None
+    assert body_field(doc, "list.0") is None
+    assert body_field(None, "data") is None
 
 
 def test_redacted_headers_hide_every_signature() -> None:
@@ -285,6 +313,13 @@ def test_receiver_wait_is_bounded() -> None:
         begun = time.monotonic()
         assert receiver.wait_for_delivery(0.3) is None
         assert time.monotonic() - begun < 1.5
+
+
+def test_receiver_reachability_check_is_not_a_delivery() -> None:
+    with WebhookReceiver(_cfg()) as receiver:
+        receiver.check_reachable(2.0)
+        assert receiver.deliveries == []
+        assert receiver.wait_for_delivery(0.2) is None
 
 
 def test_receiver_port_in_use_is_a_probe_error() -> None:

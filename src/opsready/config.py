@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from opsready._errors import ConfigError
 
 __all__ = [
+    "HOSTILE_ORIGIN_VARIANTS",
     "INTRUSIVE_PROBES",
     "BackupsConfig",
     "CorsConfig",
@@ -59,21 +60,57 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _observatory_csp_forbidden() -> dict[str, list[str]]:
+    """What the Mozilla HTTP Observatory's CSP test fails on: inline or broad script
+    sources, broad object sources, and ``'unsafe-eval'`` in scripts or styles."""
+    broad = ["*", "http:", "https:", "ftp:", "http://*", "https://*", "http://*.*", "https://*.*"]
+    return {
+        "script-src": ["'unsafe-inline'", "'unsafe-eval'", "data:", *broad],
+        "object-src": broad,
+        "style-src": ["'unsafe-eval'"],
+    }
+
+
 class SecurityHeadersConfig(_Section):
-    hsts_min_max_age: int = 31536000
+    """The security-header policy (P0-001). The defaults follow the Mozilla HTTP
+    Observatory's tests; ``paths`` is the platform's own and has no default."""
+
+    paths: list[str] = []
+    hsts_min_max_age: int = Field(default=15768000, ge=0)
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
     require_csp: bool = True
+    csp_required_directives: list[str] = []
+    # Directive -> sources it must not allow. A directive the policy leaves out falls back
+    # to default-src (CSP Level 3); with neither, everything is allowed.
+    csp_forbidden_sources: dict[str, list[str]] = Field(default_factory=_observatory_csp_forbidden)
     content_type_options: str = "nosniff"
-    referrer_policy: str = "strict-origin-when-cross-origin"
+    referrer_policies: list[str] = [
+        "no-referrer",
+        "same-origin",
+        "strict-origin",
+        "strict-origin-when-cross-origin",
+    ]
+
+    @field_validator("csp_required_directives", "csp_forbidden_sources")
+    @classmethod
+    def _lower_directives(cls, v: Any) -> Any:
+        # CSP directive names are ASCII case-insensitive.
+        if isinstance(v, dict):
+            return {k.lower(): [s.lower() for s in vals] for k, vals in v.items()}
+        return [d.lower() for d in v]
 
 
 class RateLimitConfig(_Section):
     """A bounded burst: at most ``max_requests`` requests and ``max_seconds`` seconds."""
 
-    path: str = "/api/v1/actions"
+    path: str | None = None
     method: str = "GET"
     max_requests: int = Field(default=300, ge=1, le=5000)
     max_seconds: float = Field(default=15.0, gt=0, le=120)
     concurrency: int = Field(default=8, ge=1, le=64)
+    # The smallest acceptable delay-seconds of the 429's Retry-After (RFC 9110 §10.2.3).
+    retry_after_min_s: int = Field(default=1, ge=0)
     # Where the burst is not allowed, a breach already counted within this window (a PromQL
     # duration) still shows the breach metric at work.
     found_breach_window: str = Field(default="24h", pattern=r"^(\d+(ms|s|m|h|d|w|y))+$")
@@ -82,12 +119,15 @@ class RateLimitConfig(_Section):
 class ServiceConfig(_Section):
     base_url: str
     health_path: str = "/health"
+    # The health body's field that says whether the service is healthy, and the values that
+    # mean it is (compared case-insensitively); a body without the field is judged by status.
+    health_status_field: str | None = "status"
+    health_ok_values: list[str] = ["ok", "pass", "up", "healthy"]
     metrics_path: str = "/metrics"
     version_field: str = "version"
     api_key: SecretStr | None = None
     admin_key: SecretStr | None = None
     api_key_header: str = "X-API-Key"
-    light_path: str = "/api/v1/actions"
     security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     # The counter the rate limiter increments on every 429, and the pool gauges.
@@ -105,34 +145,69 @@ class ServiceConfig(_Section):
         return _check_url(v)
 
 
+HostileVariant = Literal["suffix", "prefix", "scheme", "subdomain", "null"]
+HOSTILE_ORIGIN_VARIANTS: tuple[HostileVariant, ...] = ("suffix", "prefix", "scheme", "subdomain",
+                                                      "null")
+
+
 class CorsConfig(_Section):
-    path: str = "/api/v1/actions"
-    allowed_origins: list[str] = [
-        "https://relay-studio-one.vercel.app",
-        "http://localhost:3000",
-    ]
-    disallowed_origins: list[str] = ["https://evil.example.com"]
-    method: str = "POST"
-    request_headers: list[str] = ["Idempotency-Key", "X-Signature", "X-API-Key"]
+    """CORS as the Fetch standard defines it (P2-002). The allow-list, paths and request
+    headers are the platform's own and have no default."""
+
+    paths: list[str] = []
+    allowed_origins: list[str] = []
+    # Origins that must get no Access-Control-Allow-Origin, besides the hostile variants
+    # derived from every allowed origin.
+    disallowed_origins: list[str] = []
+    hostile_variants: list[HostileVariant] = list(HOSTILE_ORIGIN_VARIANTS)
+    methods: list[str] = Field(default=["GET"], min_length=1)
+    request_headers: list[str] = []
     credentials: bool = True
+    max_age_min_s: int = Field(default=1, ge=1)
+    # The method of the actual (non-preflight) CORS request; keep it safe (GET or HEAD).
+    actual_method: str = "GET"
+
+    @field_validator("allowed_origins", "disallowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "null" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s?#]+", origin):
+                raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port], "
+                                 f"with no path or trailing slash")
+        return v
+
+    @field_validator("methods", "actual_method")
+    @classmethod
+    def _methods(cls, v: Any) -> Any:
+        for method in [v] if isinstance(v, str) else v:
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", method):
+                raise ValueError(f"{method!r} is not an HTTP method")
+        return v
 
 
 class WebhooksConfig(_Section):
     scheme: Literal["hex", "stripe", "standard-webhooks"] = "hex"
     secret: SecretStr
-    # hex scheme: the header carrying ``sha256=<hex>`` and the optional timestamp header.
+    # hex scheme: the header carrying ``sha256=<hex>``. The hex signature covers the body
+    # only, so its timestamp is judged from a body field (``timestamp_field``); a timestamp
+    # header is not covered by the signature and cannot show freshness.
     signature_header: str = "X-Signature"
-    timestamp_header: str | None = "X-Webhook-Timestamp"
+    timestamp_header: str | None = None
+    timestamp_field: str | None = None
     tolerance_s: int = Field(default=300, ge=1)
+    # Which delivery is ours: the delivery body's field (dotted path) that carries the
+    # trigger response's ``trigger_id_field``, or the Idempotency-Key when that is null.
+    event_id_field: str | None = None
+    trigger_id_field: str | None = None
     # Where the receiver listens, and the URL the platform should use to reach it.
     receiver_bind: str = "127.0.0.1"
     receiver_port: int = Field(default=0, ge=0, le=65535)
     receiver_public_url: str | None = None
     # How the receiver gets registered: through the platform's API, or a static target
     # that is already configured on the platform side (then receiver_port must be fixed).
-    register_path: str | None = "/api/v1/webhooks/endpoints"
-    trigger_path: str = "/api/v1/actions/execute"
-    trigger_body: dict[str, Any] = {"action": "opsready.probe"}
+    register_path: str | None = None
+    trigger_path: str | None = None
+    trigger_body: dict[str, Any] | None = None
     delivery_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
 

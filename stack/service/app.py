@@ -15,7 +15,10 @@ Faults are read from ``DIR/faults.json`` on every request, so they flip without 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime as dt
+import email.utils
 import hashlib
 import hmac
 import json
@@ -107,6 +110,25 @@ SECURITY_HEADERS = (
     ("x-frame-options", "DENY"),
 )
 HSTS = ("strict-transport-security", "max-age=31536000; includeSubDomains")
+# The variant ``security-headers-alternative``: a strict CSP built on a per-response nonce
+# and 'strict-dynamic' (the 'unsafe-inline' and https: in it are for browsers that predate
+# CSP Level 3, which ignore the nonce), a second policy enforced alongside, a two-year
+# preloadable HSTS and a Referrer-Policy with a fallback token first.
+ALTERNATIVE_CSP = (
+    "default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic' 'unsafe-inline' https:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
+ALTERNATIVE_SECOND_CSP = "script-src 'self' 'unsafe-inline'; object-src 'none'"
+ALTERNATIVE_HSTS = "max-age=63072000; includeSubDomains; preload"
+ALTERNATIVE_REFERRER = "origin-when-cross-origin, strict-origin-when-cross-origin"
+# The faults of the security headers: each replaces one header's value.
+FAULTY_HEADERS = {
+    "hsts-short": ("strict-transport-security", "max-age=86400; includeSubDomains"),
+    "csp-unsafe-inline": ("content-security-policy",
+                          "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                          "frame-ancestors 'none'"),
+    "referrer-unsafe-url": ("referrer-policy", "unsafe-url"),
+}
 
 ROLES = {"admin_key": "admin", "dev_key": "developer", "viewer_key": "viewer"}
 ACTIONS = ("deploy.preview", "cache.purge", "report.generate", "workspace.export")
@@ -114,6 +136,8 @@ MAX_RECEIVERS = 100
 IDEMPOTENCY_TTL_S = 24 * 3600
 IDEMPOTENCY_MAX = 10_000
 WEBHOOK_TIMEOUT_S = 3.0
+# How far back the fault ``webhook-stale-timestamp`` dates an event and its signature.
+STALE_S = 3600
 # A receiver must be on this machine: the reference stack never calls out.
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -410,30 +434,51 @@ class Telemetry:
 
 
 class SecurityHeaders:
+    """HSTS, CSP, nosniff and the referrer policy on every response. Faults: ``no-hsts``,
+    ``hsts-short``, ``csp-unsafe-inline``, ``referrer-unsafe-url``; variant:
+    ``security-headers-alternative``."""
+
     def __init__(self, app: ASGIApp, service: RelayService) -> None:
         self.app = app
         self.service = service
+
+    def _headers(self) -> list[tuple[str, str]]:
+        faults = self.service.faults()
+        values = dict([*SECURITY_HEADERS, HSTS])
+        extra = []
+        if "security-headers-alternative" in faults:
+            nonce = base64.b64encode(secrets.token_bytes(16)).decode()
+            values["content-security-policy"] = ALTERNATIVE_CSP.format(nonce=nonce)
+            values["strict-transport-security"] = ALTERNATIVE_HSTS
+            values["referrer-policy"] = ALTERNATIVE_REFERRER
+            extra.append(("content-security-policy", ALTERNATIVE_SECOND_CSP))
+        for fault, (name, value) in FAULTY_HEADERS.items():
+            if fault in faults:
+                values[name] = value
+        if "no-hsts" in faults:
+            del values["strict-transport-security"]
+        return [*values.items(), *extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_hsts = not self.service.faults.on("no-hsts")
+        wanted = self._headers()
 
         async def add(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    headers.setdefault(name, value)
-                if with_hsts:
-                    headers.setdefault(*HSTS)
+                for name, value in wanted:
+                    headers.append(name, value)
             await send(message)
 
         await self.app(scope, receive, add)
 
 
 class Cors:
-    """The CORS allow-list with credentials. Faults: ``cors-wildcard``, ``cors-reflect-any``."""
+    """The CORS allow-list with credentials. Faults: ``cors-wildcard``, ``cors-reflect-any``,
+    ``cors-startswith-match``, ``cors-credentials-casing``, ``cors-max-age-zero``,
+    ``cors-methods-safelisted-only``, ``cors-actual-no-vary``; variant: ``cors-preflight-204``."""
 
     def __init__(self, app: ASGIApp, service: RelayService) -> None:
         self.app = app
@@ -441,12 +486,14 @@ class Cors:
         self.methods = {m.upper() for m in ALLOW_METHODS}
         self.headers = {h.lower() for h in ALLOW_HEADERS}
 
-    def _allow_origin(self, origin: str) -> str | None:
-        faults = self.service.faults()
+    def _allow_origin(self, origin: str, faults: set[str]) -> str | None:
         if "cors-wildcard" in faults:
             return "*"
         if "cors-reflect-any" in faults:
             return origin
+        if "cors-startswith-match" in faults:
+            # The classic unanchored match: any origin that starts like an allowed one.
+            return origin if origin.startswith(ALLOWED_ORIGINS) else None
         return origin if origin in ALLOWED_ORIGINS else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -458,52 +505,69 @@ class Cors:
         if origin is None:
             await self.app(scope, receive, send)
             return
+        faults = self.service.faults()
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(origin, headers)(scope, receive, send)
+            await self._preflight(origin, headers, faults)(scope, receive, send)
             return
-        allow = self._allow_origin(origin)
+        allow = self._allow_origin(origin, faults)
 
         async def add(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                out.add_vary_header("Origin")
+                if "cors-actual-no-vary" not in faults:
+                    out.add_vary_header("Origin")
                 if allow is not None:
                     out["access-control-allow-origin"] = allow
-                    out["access-control-allow-credentials"] = "true"
+                    out["access-control-allow-credentials"] = _credentials(faults)
                     out["access-control-expose-headers"] = ", ".join(EXPOSE_HEADERS)
             await send(message)
 
         await self.app(scope, receive, add)
 
-    def _preflight(self, origin: str, headers: Headers) -> Response:
-        allow = self._allow_origin(origin)
-        method = headers["access-control-request-method"].upper()
-        requested = [h.strip().lower() for h in headers.get("access-control-request-headers", "").split(",")]
+    def _preflight(self, origin: str, headers: Headers, faults: set[str]) -> Response:
+        allow = self._allow_origin(origin, faults)
+        method = headers["access-control-request-method"]
+        requested = [h.strip() for h in headers.get("access-control-request-headers", "").split(",")]
         requested = [h for h in requested if h]
         problems = []
         if allow is None:
             problems.append("origin")
-        if method not in self.methods:
+        if method.upper() not in self.methods:
             problems.append("method")
-        if any(h not in self.headers for h in requested):
+        if any(h.lower() not in self.headers for h in requested):
             problems.append("headers")
         if problems:
             return PlainTextResponse(
                 f"Disallowed CORS {', '.join(problems)}", status_code=400, headers={"Vary": "Origin"}
             )
         assert allow is not None
-        return PlainTextResponse(
-            "OK",
-            status_code=200,
+        echo = "cors-preflight-204" in faults
+        methods = ", ".join(ALLOW_METHODS)
+        if "cors-methods-safelisted-only" in faults:
+            methods = "GET, HEAD, POST"
+        elif echo:
+            # Another correct answer: echo what was asked for, as many frameworks do.
+            methods = method
+        return Response(
+            None if echo else b"OK",
+            status_code=204 if echo else 200,
             headers={
                 "Access-Control-Allow-Origin": allow,
-                "Access-Control-Allow-Credentials": "true",
-                "Access-Control-Allow-Methods": ", ".join(ALLOW_METHODS),
-                "Access-Control-Allow-Headers": ", ".join(ALLOW_HEADERS),
-                "Access-Control-Max-Age": str(CORS_MAX_AGE),
+                "Access-Control-Allow-Credentials": _credentials(faults),
+                "Access-Control-Allow-Methods": methods,
+                "Access-Control-Allow-Headers": ", ".join(requested) if echo
+                else ", ".join(ALLOW_HEADERS),
+                "Access-Control-Max-Age": "0" if "cors-max-age-zero" in faults
+                else str(7200 if echo else CORS_MAX_AGE),
                 "Vary": "Origin",
             },
+            media_type=None if echo else "text/plain",
         )
+
+
+def _credentials(faults: set[str]) -> str:
+    # Fetch compares the value byte for byte: "True" is not "true".
+    return "True" if "cors-credentials-casing" in faults else "true"
 
 
 class ApiGuard:
@@ -539,7 +603,7 @@ class ApiGuard:
             resp = JSONResponse(
                 {"error": "rate limit exceeded", "workspace": workspace},
                 status_code=429,
-                headers={**limit_headers, "Retry-After": str(max(1, math.ceil(wait)))},
+                headers={**limit_headers, "Retry-After": _retry_after(wait, svc.faults())},
             )
             await resp(scope, receive, send)
             return
@@ -554,6 +618,19 @@ class ApiGuard:
         await self.app(scope, receive, add)
 
 
+def _retry_after(wait: float, faults: set[str]) -> str:
+    """Whole seconds until a token is back; or, for the variant ``retry-after-http-date``,
+    that moment as an IMF-fixdate, one second later so that rounding never lands on the
+    response's own Date. The fault ``retry-after-invalid`` sends the raw float."""
+    if "retry-after-invalid" in faults:
+        return f"{wait:.3f}"
+    seconds = max(1, math.ceil(wait))
+    if "retry-after-http-date" in faults:
+        when = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=seconds + 1)
+        return email.utils.format_datetime(when, usegmt=True)
+    return str(seconds)
+
+
 # --------------------------------------------------------------------------- endpoints
 
 
@@ -563,7 +640,21 @@ def _service(request: Request) -> RelayService:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": _service(request).settings.version})
+    """Fault ``health-reports-fail``: 200, but the body says a dependency failed. Variant
+    ``health-draft-format``: the shape of the IETF health-check draft
+    (``application/health+json``, status ``pass``)."""
+    svc = _service(request)
+    version = svc.settings.version
+    faults = svc.faults()
+    if "health-reports-fail" in faults:
+        return JSONResponse({"status": "fail", "version": version,
+                             "checks": {"database:connection": [{"status": "fail"}]}})
+    if "health-draft-format" in faults:
+        return JSONResponse({"status": "pass", "version": version, "releaseId": version[:12],
+                             "serviceId": "relay-api",
+                             "checks": {"database:connection": [{"status": "pass"}]}},
+                            media_type="application/health+json")
+    return JSONResponse({"status": "ok", "version": version})
 
 
 async def metrics(request: Request) -> Response:
@@ -616,12 +707,16 @@ async def execute_action(request: Request) -> Response:
         return JSONResponse(stored.body, status_code=stored.status,
                             headers={"Idempotent-Replayed": "true"})
     execution_id = "ex_" + secrets.token_hex(8)
+    faults = svc.faults()
     event = {
         "id": "evt_" + secrets.token_hex(10),
         "type": "action.executed",
-        "created": int(now),
-        "data": {"execution_id": execution_id, "workspace": workspace,
-                 "action": payload["action"], "params": payload.get("params", {})},
+        "created": int(now) - (STALE_S if "webhook-stale-timestamp" in faults else 0),
+        # Fault webhook-wrong-event: the delivery carries another execution's event.
+        "data": {"execution_id": "ex_" + secrets.token_hex(8) if "webhook-wrong-event" in faults
+                 else execution_id,
+                 "workspace": workspace, "action": payload["action"],
+                 "params": payload.get("params", {})},
     }
     body = {"execution_id": execution_id, "status": "accepted", "action": payload["action"],
             "webhook_deliveries": len(svc.receivers)}
@@ -649,6 +744,14 @@ async def _deliver_all(svc: RelayService, event: dict[str, Any]) -> None:
     await asyncio.gather(*(_deliver(svc, r, body) for r in list(svc.receivers.values())))
 
 
+async def _ping(svc: RelayService, receiver: Receiver) -> None:
+    """Variant ``webhook-ping-first``: like GitHub, greet a new endpoint with a signed ping
+    event; it is not the event any trigger asked for."""
+    event = {"id": "evt_" + secrets.token_hex(10), "type": "ping", "created": int(time.time()),
+             "data": {"endpoint_id": receiver.id}}
+    await _deliver(svc, receiver, json.dumps(event, separators=(",", ":")).encode())
+
+
 async def _deliver(svc: RelayService, receiver: Receiver, body: bytes) -> None:
     assert svc.http is not None
     scheme = svc.settings.webhook_scheme
@@ -661,7 +764,8 @@ async def _deliver(svc: RelayService, receiver: Receiver, body: bytes) -> None:
         "Content-Type": "application/json",
         "User-Agent": "Relay-Webhooks/1.0",
         **sign(scheme, secret, body, msg_id="msg_" + secrets.token_hex(12),
-               timestamp=int(time.time())),
+               timestamp=int(time.time()) - (STALE_S if "webhook-stale-timestamp" in faults
+                                             else 0)),
     }
     if "unsigned-webhook" in faults:
         headers.pop(SIGNATURE_HEADERS[scheme], None)
@@ -721,6 +825,10 @@ async def register_endpoint(request: Request) -> Response:
     svc.receivers[receiver.id] = receiver
     while len(svc.receivers) > MAX_RECEIVERS:
         svc.receivers.popitem(last=False)
+    if svc.faults.on("webhook-ping-first"):
+        task = asyncio.create_task(_ping(svc, receiver))
+        svc.tasks.add(task)
+        task.add_done_callback(svc.tasks.discard)
     return JSONResponse({"id": receiver.id, "url": url, "created_at": int(receiver.created_at)},
                         status_code=201)
 

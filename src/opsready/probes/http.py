@@ -1,13 +1,15 @@
-"""The service's HTTP edge: health, security headers, CORS preflights, /metrics and a bounded
+"""The service's HTTP edge: health, security headers, CORS, /metrics and a bounded
 rate-limit burst.
 
 Every call goes through ``HttpTarget`` (timeouts, transport errors as ``ProbeError``). A
 missing header or a wrong status is data for the check to judge, never an exception; only what
-stops a judgement (unreachable, timed out, refused key, unparseable metrics) raises.
+stops a judgement (unreachable, timed out, refused key, unparseable metrics) raises. Headers
+come back parsed by their standards (``opsready.probes.http_headers``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json as _json
 import threading
 import time
@@ -21,15 +23,28 @@ import httpx
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from opsready._errors import AccessRefused, ProbeError, UnexpectedResponse
+from opsready._errors import AccessRefused, MissingInput, ProbeError, UnexpectedResponse
 from opsready.config import RateLimitConfig, ServiceConfig
 from opsready.probes._http import HttpTarget
+from opsready.probes.http_headers import (
+    CorsResponse,
+    Csp,
+    Hsts,
+    RetryAfter,
+    all_values,
+    first_value,
+    lower_headers,
+    parse_csp,
+    parse_hsts,
+    parse_referrer_policy,
+    parse_retry_after,
+)
 
 __all__ = [
     "BurstResult",
     "HealthResult",
     "MetricsSnapshot",
-    "PreflightResult",
+    "SecurityHeaders",
     "ServiceProbe",
     "ServiceResponse",
 ]
@@ -37,15 +52,21 @@ __all__ = [
 # Longest a single Retry-After we honour on an ordinary (non-burst) request, and how often.
 _MAX_RETRY_AFTER_S = 5.0
 _RETRIES_ON_429 = 3
+# Most of a response body kept for evidence.
+_MAX_BODY_SHOWN = 4096
 
 
 def _headers(h: httpx.Headers) -> dict[str, str]:
     """Lower-cased names; repeated headers joined with ', ' as HTTP allows."""
-    out: dict[str, str] = {}
-    for name, value in h.multi_items():
-        key = name.lower()
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
+    return lower_headers(h.multi_items())
+
+
+def _retry_after(resp: httpx.Response) -> RetryAfter | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    return parse_retry_after(value, date_header=resp.headers.get("date"),
+                             received=dt.datetime.now(dt.UTC))
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,8 @@ class ServiceResponse:
     headers: dict[str, str]
     text: str
     elapsed_s: float
+    # Every header field as it arrived, for headers where only the first one counts.
+    fields: tuple[tuple[str, str], ...] = ()
 
     def json(self) -> Any:
         """The body as JSON, or None when it is not JSON."""
@@ -69,37 +92,50 @@ class ServiceResponse:
 
 @dataclass(frozen=True)
 class HealthResult:
+    """``GET health_path``. ``reported`` is the body's status field (``health_status_field``)
+    when the body is a JSON object that has it; ``body`` is bounded."""
+
+    url: str
     status: int
     body: Any
+    content_type: str | None
     version: str | None
+    status_field: str | None
+    reported: str | None
     headers: dict[str, str]
     elapsed_s: float
 
+    def evidence(self) -> dict[str, Any]:
+        return {"url": self.url, "status": self.status, "content_type": self.content_type,
+                "body": self.body, "status_field": self.status_field,
+                "reported_status": self.reported, "version": self.version,
+                "elapsed_s": round(self.elapsed_s, 4)}
+
 
 @dataclass(frozen=True)
-class PreflightResult:
-    """A CORS preflight: what we sent and what the service answered."""
+class SecurityHeaders:
+    """The security headers of one response, parsed."""
 
     url: str
-    origin: str
-    method: str
-    request_headers: dict[str, str]
     status: int
-    headers: dict[str, str]
+    hsts: Hsts
+    csp: Csp
+    content_type_options: str | None  # the first value, the one Fetch reads
+    referrer_policy: str | None  # the policy a browser applies
+    raw: dict[str, str | None]
 
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    def listed(self, name: str) -> set[str]:
-        """The comma-separated tokens of a response header, lower-cased."""
-        value = self.header(name) or ""
-        return {t.strip().lower() for t in value.split(",") if t.strip()}
+    @property
+    def over_https(self) -> bool:
+        return self.url.startswith("https://")
 
     def evidence(self) -> dict[str, Any]:
-        return {
-            "request": {"method": "OPTIONS", "url": self.url, "headers": self.request_headers},
-            "response": {"status": self.status, "headers": self.headers},
-        }
+        return {"url": self.url, "status": self.status, "headers": self.raw,
+                "hsts": self.hsts.evidence(), "referrer_policy_applied": self.referrer_policy,
+                "csp_policies": [p.directives for p in self.csp.policies]}
+
+
+_SECURITY_HEADER_NAMES = ("strict-transport-security", "content-security-policy",
+                          "x-content-type-options", "referrer-policy")
 
 
 @dataclass(frozen=True)
@@ -142,6 +178,7 @@ class BurstResult:
     took: int | None = None
     limited_status: int | None = None
     limited_headers: dict[str, str] = field(default_factory=dict)
+    retry_after: RetryAfter | None = None
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     stopped_by: str = ""  # "429", "max_requests" or "max_seconds"
@@ -162,6 +199,7 @@ class BurstResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "response_429_headers": self.limited_headers,
+            "retry_after": self.retry_after.evidence() if self.retry_after else None,
         }
 
 
@@ -204,14 +242,15 @@ class ServiceProbe:
             start = time.monotonic()
             resp = self.http.request(method, path, headers=sent, json=json)
             elapsed = time.monotonic() - start
-            wait = _retry_after(resp)
+            retry = _retry_after(resp)
+            wait = retry.seconds if retry is not None else None
             if resp.status_code != 429 or wait is None or wait > _MAX_RETRY_AFTER_S \
                     or attempt >= _RETRIES_ON_429:
                 break
             attempt += 1
-            time.sleep(wait)
+            time.sleep(max(wait, 0.0))
         return ServiceResponse(method, path, resp.status_code, _headers(resp.headers),
-                               resp.text, elapsed)
+                               resp.text, elapsed, tuple(resp.headers.multi_items()))
 
     def get(self, path: str, *, headers: Mapping[str, str] | None = None,
             key: str = "api") -> ServiceResponse:
@@ -227,46 +266,66 @@ class ServiceProbe:
     # ------------------------------------------------------------------ health and headers
 
     def health(self) -> HealthResult:
-        """``GET health_path``; the version comes from ``version_field`` when the body has it."""
-        resp = self.get(self.cfg.health_path, key="none")
+        """``GET health_path`` without a key. The version comes from ``version_field`` and
+        the reported status from ``health_status_field``, when the body has them."""
+        cfg = self.cfg
+        resp = self.get(cfg.health_path, key="none")
         body = resp.json()
-        version = None
-        if isinstance(body, dict) and body.get(self.cfg.version_field) not in (None, ""):
-            version = str(body[self.cfg.version_field])
-        return HealthResult(resp.status, body, version, resp.headers, resp.elapsed_s)
+        version = reported = None
+        if isinstance(body, dict):
+            if body.get(cfg.version_field) not in (None, ""):
+                version = str(body[cfg.version_field])
+            if cfg.health_status_field and body.get(cfg.health_status_field) is not None:
+                reported = str(body[cfg.health_status_field])
+        shown = body if body is not None and len(resp.text) <= _MAX_BODY_SHOWN \
+            else resp.text[:_MAX_BODY_SHOWN]
+        return HealthResult(f"{self.base_url}{cfg.health_path}", resp.status, shown,
+                            resp.headers.get("content-type"), version, cfg.health_status_field,
+                            reported, resp.headers, resp.elapsed_s)
 
-    def response_headers(self, paths: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
-        """The response headers of the health path and the light path (with the key)."""
-        if paths is not None:
-            wanted = list(paths)
-        else:
-            # The light path needs the key; without one only the public health path is read.
-            wanted = [self.cfg.health_path]
-            if self.cfg.api_key is not None:
-                wanted.append(self.cfg.light_path)
-        out: dict[str, dict[str, str]] = {}
-        for path in dict.fromkeys(wanted):
-            resp = self.get(path, key="none" if path == self.cfg.health_path else "api")
-            if resp.status in (401, 403):
+    def security_headers(self, paths: Iterable[str]) -> list[SecurityHeaders]:
+        """``GET`` each path (with the API key when one is configured) and parse its
+        security headers. A refused key is ``AccessRefused``: the headers of a 401 say
+        nothing about the responses users get."""
+        out = []
+        for path in dict.fromkeys(paths):
+            resp = self.get(path, key="api" if self.cfg.api_key is not None else "none")
+            if resp.status in (401, 403) and self.cfg.api_key is not None:
                 raise AccessRefused(
                     f"service: GET {self.base_url}{path} answered {resp.status}; the configured "
                     f"{self.cfg.api_key_header} was refused, check service.api_key"
                 )
-            out[path] = resp.headers
+            out.append(SecurityHeaders(
+                url=f"{self.base_url}{path}",
+                status=resp.status,
+                hsts=parse_hsts(all_values(resp.fields, "strict-transport-security")),
+                csp=parse_csp(all_values(resp.fields, "content-security-policy")),
+                content_type_options=first_value(resp.headers.get("x-content-type-options")),
+                referrer_policy=parse_referrer_policy(resp.headers.get("referrer-policy")),
+                raw={name: resp.headers.get(name) for name in _SECURITY_HEADER_NAMES},
+            ))
         return out
 
     # ------------------------------------------------------------------ CORS
 
     def preflight(self, path: str, origin: str, method: str,
-                  request_headers: Iterable[str]) -> PreflightResult:
+                  request_headers: Iterable[str]) -> CorsResponse:
         """A CORS preflight as a browser sends it: no credentials, no API key."""
         sent = {"Origin": origin, "Access-Control-Request-Method": method}
         names = list(request_headers)
         if names:
-            sent["Access-Control-Request-Headers"] = ", ".join(h.lower() for h in names)
+            sent["Access-Control-Request-Headers"] = ",".join(sorted({h.lower() for h in names}))
         resp = self.http.request("OPTIONS", path, headers=sent)
-        return PreflightResult(f"{self.base_url}{path}", origin, method, sent,
-                               resp.status_code, _headers(resp.headers))
+        return CorsResponse("preflight", f"{self.base_url}{path}", path, origin, method, sent,
+                            resp.status_code, _headers(resp.headers))
+
+    def cors_request(self, path: str, origin: str, method: str = "GET") -> CorsResponse:
+        """The actual CORS request: ``method`` with ``Origin`` and, when one is configured,
+        the API key (a browser client sends its credentials along)."""
+        key = "api" if self.cfg.api_key is not None else "none"
+        resp = self.request(method, path, headers={"Origin": origin}, key=key)
+        return CorsResponse("actual", f"{self.base_url}{path}", path, origin, method,
+                            {"Origin": origin}, resp.status, resp.headers)
 
     # ------------------------------------------------------------------ metrics
 
@@ -293,7 +352,11 @@ class ServiceProbe:
         """Send requests with the configured key until the first 429, at most
         ``max_requests`` of them and for at most ``max_seconds``, ``concurrency`` at a time."""
         cfg = bound or self.cfg.rate_limit
-        result = BurstResult(cfg.path, cfg.method.upper(), cfg.max_requests, cfg.max_seconds,
+        if cfg.path is None:
+            raise MissingInput("not configured: service.rate_limit.path (the path the bounded "
+                               "burst requests)")
+        path = cfg.path
+        result = BurstResult(path, cfg.method.upper(), cfg.max_requests, cfg.max_seconds,
                              cfg.concurrency)
         headers = self._key_headers("api")
         lock = threading.Lock()
@@ -317,7 +380,7 @@ class ServiceProbe:
                     result.sent += 1
                 remaining = max(deadline - time.monotonic(), 0.05)
                 try:
-                    resp = self.http.request(result.method, cfg.path, headers=headers,
+                    resp = self.http.request(result.method, path, headers=headers,
                                              timeout=min(self.timeout, remaining))
                 except ProbeError as exc:
                     if time.monotonic() >= deadline:
@@ -332,7 +395,7 @@ class ServiceProbe:
                     statuses[resp.status_code] += 1
                     if resp.status_code in (401, 403) and not errors:
                         errors.append(AccessRefused(
-                            f"service: {result.method} {self.base_url}{cfg.path} answered "
+                            f"service: {result.method} {self.base_url}{path} answered "
                             f"{resp.status_code} during the burst; the configured "
                             f"{self.cfg.api_key_header} was refused, check service.api_key"))
                         stop.set()
@@ -340,6 +403,7 @@ class ServiceProbe:
                         result.took = done
                         result.limited_status = 429
                         result.limited_headers = _headers(resp.headers)
+                        result.retry_after = _retry_after(resp)
                         result.stopped_by = "429"
                         stop.set()
 
@@ -352,12 +416,3 @@ class ServiceProbe:
             raise errors[0]
         return result
 
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None

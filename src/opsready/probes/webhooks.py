@@ -4,6 +4,12 @@ signature verification over the raw body for the ``hex``, ``stripe`` and
 
 Verification is our own code (HMAC-SHA256 and ``hmac.compare_digest`` over the exact bytes
 received); the ``stripe`` and ``standardwebhooks`` packages only cross-check it in the tests.
+
+The delivery judged is the one the trigger caused: its body's ``event_id_field`` carries the
+trigger response's ``trigger_id_field`` (or our Idempotency-Key). Anything else that reaches
+the receiver is a stray delivery, kept for the evidence and never judged. Before triggering,
+the receiver's URL is tried from here: a URL that does not reach the receiver is a
+``TargetUnreachable`` (the criterion cannot be judged), not a platform that failed to deliver.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import binascii
 import contextlib
 import hashlib
 import hmac
+import ipaddress
+import json
 import secrets
 import threading
 import time
@@ -21,20 +29,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
-from opsready._errors import AccessRefused, MissingInput, TargetUnreachable, UnexpectedResponse
+from opsready._errors import (
+    AccessRefused,
+    MissingInput,
+    ProbeError,
+    TargetUnreachable,
+    UnexpectedResponse,
+)
 from opsready.config import WebhooksConfig
 from opsready.evidence import REDACTED, redactor
+from opsready.probes._http import HttpTarget
 from opsready.probes.http import ServiceProbe, ServiceResponse
 
 __all__ = [
     "Delivery",
+    "SignedTimestamp",
     "Verdict",
     "WebhookE2E",
     "WebhookReceiver",
+    "body_field",
     "check_timestamp",
+    "delivery_timestamp",
     "redacted_headers",
-    "rejection_cases",
     "run_webhook_e2e",
     "verify",
     "verify_signature",
@@ -42,6 +60,9 @@ __all__ = [
 
 SIGNATURE_HEADERS = {"x-signature", "x-hub-signature-256", "stripe-signature", "webhook-signature"}
 _MAX_BODY = 1 << 20
+# The header of our own reachability check; a request carrying it is not a delivery.
+RECEIVER_CHECK_HEADER = "X-Opsready-Receiver-Check"
+_RECEIVER_CHECK_TIMEOUT_S = 5.0
 
 
 # --------------------------------------------------------------------------- receiver
@@ -60,6 +81,23 @@ class Delivery:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+def body_field(document: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``data.execution_id``) of a JSON document, or None."""
+    node = document
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 class _Server(ThreadingHTTPServer):
@@ -131,6 +169,7 @@ class WebhookReceiver:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._token = secrets.token_urlsafe(8)
+        self._checked = threading.Event()
 
     def start(self) -> WebhookReceiver:
         try:
@@ -167,9 +206,34 @@ class WebhookReceiver:
         return f"http://{host}:{self.port}/opsready/webhook/{self._token}"
 
     def _add(self, delivery: Delivery) -> None:
+        if delivery.header(RECEIVER_CHECK_HEADER) == self._token:
+            self._checked.set()
+            return
         with self._cond:
             self.deliveries.append(delivery)
             self._cond.notify_all()
+
+    def check_reachable(self, timeout: float = _RECEIVER_CHECK_TIMEOUT_S) -> None:
+        """POST to ``url`` from here and see it arrive. A URL that does not reach this
+        receiver (a dead tunnel, a wrong ``receiver_public_url``) is ``TargetUnreachable``:
+        the platform could not deliver there either, so no delivery would prove nothing."""
+        shown = redactor.text(self.url)
+        try:
+            with HttpTarget("webhook receiver", self.url, timeout=timeout) as target:
+                resp = target.request("POST", self.url, content=b"{}",
+                                      headers={RECEIVER_CHECK_HEADER: self._token,
+                                               "Content-Type": "application/json"})
+        except ProbeError as exc:
+            raise TargetUnreachable(
+                f"webhook receiver: {shown} does not reach the receiver ({exc}); the platform "
+                "could not deliver there either; fix webhooks.receiver_public_url or the "
+                "tunnel in front of the receiver"
+            ) from None
+        if not self._checked.wait(timeout):
+            raise TargetUnreachable(
+                f"webhook receiver: a POST to {shown} answered {resp.status_code} but never "
+                "reached the receiver; webhooks.receiver_public_url leads somewhere else"
+            )
 
     def wait_for_delivery(self, timeout: float, after: int = 0) -> Delivery | None:
         """The first delivery beyond the first ``after``, or None after ``timeout`` seconds."""
@@ -286,68 +350,88 @@ def verify_signature(scheme: str, secret: str, headers: Mapping[str, str], body:
     raise MissingInput(f"unknown webhook scheme {scheme!r}; use hex, stripe or standard-webhooks")
 
 
-def check_timestamp(scheme: str, headers: Mapping[str, str], now: float, *, tolerance_s: float,
-                    timestamp_header: str | None = "X-Webhook-Timestamp") -> Verdict | None:
-    """Whether the delivery's timestamp is within ``tolerance_s`` of ``now`` (either way).
-    None when the scheme carries no timestamp (``hex`` without a timestamp header)."""
+@dataclass(frozen=True)
+class SignedTimestamp:
+    """Where a delivery's send time is, what it says, and whether the signature covers it."""
+
+    source: str  # e.g. "webhook-timestamp header", "body field created"
+    signed: bool
+    raw: str | None  # None: the delivery lacks it
+    value: int | None  # unix seconds; None when absent or not an integer
+
+
+def _unix(raw: Any) -> int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    return None
+
+
+def delivery_timestamp(scheme: str, headers: Mapping[str, str], body: bytes, *,
+                       timestamp_header: str | None = None,
+                       timestamp_field: str | None = None) -> SignedTimestamp | None:
+    """The delivery's timestamp and whether the scheme's signature covers it. ``stripe`` and
+    ``standard-webhooks`` sign theirs; ``hex`` signs the body only, so a body field
+    (``timestamp_field``) is covered and a header (``timestamp_header``) is not. None when
+    the scheme, as configured, carries no timestamp."""
     h = _lower(headers)
     if scheme == "stripe":
-        name = "Stripe-Signature t="
         raw = _stripe_parts(h.get("stripe-signature", ""))[0]
-    elif scheme == "standard-webhooks":
-        name = "webhook-timestamp"
+        return SignedTimestamp("Stripe-Signature t=", True, raw, _unix(raw))
+    if scheme == "standard-webhooks":
         raw = h.get("webhook-timestamp")
-    else:
-        if not timestamp_header:
-            return None
-        name = timestamp_header
+        return SignedTimestamp("webhook-timestamp header", True, raw, _unix(raw))
+    if timestamp_field:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        value = body_field(document, timestamp_field)
+        return SignedTimestamp(f"body field {timestamp_field}", True,
+                               None if value is None else str(value), _unix(value))
+    if timestamp_header:
         raw = h.get(timestamp_header.lower())
-    if raw is None:
-        return Verdict(False, f"no {name} in the delivery")
-    try:
-        ts = int(raw.strip())
-    except ValueError:
-        return Verdict(False, f"{name} {raw!r} is not a unix timestamp")
-    skew = now - ts
+        return SignedTimestamp(f"{timestamp_header} header", False, raw, _unix(raw))
+    return None
+
+
+def check_timestamp(scheme: str, headers: Mapping[str, str], now: float, *, tolerance_s: float,
+                    timestamp_header: str | None = None, timestamp_field: str | None = None,
+                    body: bytes = b"") -> Verdict | None:
+    """Whether the delivery's timestamp is within ``tolerance_s`` of ``now`` (either way).
+    None when the scheme carries no timestamp. Whether the signature covers it is
+    ``delivery_timestamp``'s ``signed``; this only reads the time."""
+    found = delivery_timestamp(scheme, headers, body, timestamp_header=timestamp_header,
+                               timestamp_field=timestamp_field)
+    if found is None:
+        return None
+    if found.raw is None:
+        return Verdict(False, f"no {found.source} in the delivery")
+    if found.value is None:
+        return Verdict(False, f"{found.source} {found.raw!r} is not a unix timestamp")
+    skew = now - found.value
     if abs(skew) > tolerance_s:
-        return Verdict(False, f"{name} is {skew:+.0f}s from now, beyond the tolerance of "
-                              f"{tolerance_s:g}s")
-    return Verdict(True, f"{name} is {skew:+.0f}s from now, within {tolerance_s:g}s")
+        return Verdict(False, f"{found.source} is {skew:+.0f}s from now, beyond the tolerance "
+                              f"of {tolerance_s:g}s")
+    return Verdict(True, f"{found.source} is {skew:+.0f}s from now, within {tolerance_s:g}s")
 
 
 def verify(scheme: str, secret: str, headers: Mapping[str, str], body: bytes, now: float, *,
            signature_header: str = "X-Signature",
-           timestamp_header: str | None = "X-Webhook-Timestamp",
+           timestamp_header: str | None = None, timestamp_field: str | None = None,
            tolerance_s: float = 300) -> Verdict:
     """Signature and timestamp together: what a receiver should accept."""
     sig = verify_signature(scheme, secret, headers, body, signature_header=signature_header)
     if not sig.ok:
         return sig
-    ts = check_timestamp(scheme, headers, now, tolerance_s=tolerance_s,
-                         timestamp_header=timestamp_header)
+    ts = check_timestamp(scheme, headers, now, tolerance_s=tolerance_s, body=body,
+                         timestamp_header=timestamp_header, timestamp_field=timestamp_field)
     if ts is not None and not ts.ok:
         return ts
     return Verdict(True, sig.reason if ts is None else f"{sig.reason}; {ts.reason}")
-
-
-def _other_secret(scheme: str) -> str:
-    raw = secrets.token_bytes(24)
-    if scheme == "standard-webhooks":
-        return "whsec_" + base64.b64encode(raw).decode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def rejection_cases(cfg: WebhooksConfig, delivery: Delivery) -> dict[str, Verdict]:
-    """Verify the real delivery with its body tampered, and with a wrong secret."""
-    body = delivery.body
-    tampered = body[:-1] + bytes([body[-1] ^ 0x01]) if body else b"{}"
-    secret = cfg.secret.get_secret_value()
-    kw: dict[str, Any] = {"signature_header": cfg.signature_header}
-    return {
-        "tampered body": verify_signature(cfg.scheme, secret, delivery.headers, tampered, **kw),
-        "wrong secret": verify_signature(cfg.scheme, _other_secret(cfg.scheme), delivery.headers,
-                                         body, **kw),
-    }
 
 
 def redacted_headers(headers: Mapping[str, str], cfg: WebhooksConfig) -> dict[str, str]:
@@ -361,16 +445,25 @@ def redacted_headers(headers: Mapping[str, str], cfg: WebhooksConfig) -> dict[st
 
 @dataclass
 class WebhookE2E:
-    """One run: receiver, registration, trigger and (maybe) a delivery."""
+    """One run: receiver, registration, trigger, and the delivery of the triggered event
+    (``delivery``) among whatever else arrived (``stray``)."""
 
     receiver_url: str
     registration: str  # "registered <id>", "registered", or "static target"
     idempotency_key: str
     trigger: ServiceResponse
     timeout_s: float
+    expected_id: str
+    correlation: str  # e.g. "data.execution_id = trigger's execution_id"
     delivery: Delivery | None = None
     latency_s: float | None = None
-    notes: list[str] = field(default_factory=list)
+    stray: list[Delivery] = field(default_factory=list)
+
+    def _shown(self, delivery: Delivery, cfg: WebhooksConfig) -> dict[str, Any]:
+        return {"method": delivery.method,
+                "headers": redacted_headers(delivery.headers, cfg),
+                "event_id": _event_id(delivery, cfg),
+                "body_bytes": len(delivery.body)}
 
     def evidence(self, cfg: WebhooksConfig) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -379,16 +472,22 @@ class WebhookE2E:
             "registration": self.registration,
             "trigger": {"path": self.trigger.path, "status": self.trigger.status,
                         "idempotency_key": self.idempotency_key},
+            "correlation": self.correlation,
+            "expected_event_id": self.expected_id,
             "delivery_timeout_s": self.timeout_s,
+            "stray_deliveries": [self._shown(d, cfg) for d in self.stray[:10]],
         }
         if self.delivery is not None:
-            out["delivery"] = {
-                "latency_s": round(self.latency_s or 0.0, 4),
-                "method": self.delivery.method,
-                "headers": redacted_headers(self.delivery.headers, cfg),
-                "body_bytes": len(self.delivery.body),
-            }
+            out["delivery"] = {"latency_s": round(self.latency_s or 0.0, 4),
+                               **self._shown(self.delivery, cfg)}
         return out
+
+
+def _event_id(delivery: Delivery, cfg: WebhooksConfig) -> str | None:
+    if not cfg.event_id_field:
+        return None
+    value = body_field(delivery.json(), cfg.event_id_field)
+    return None if value is None else str(value)
 
 
 def _expect_2xx(service: ServiceProbe, resp: ServiceResponse, key_name: str, failed: str) -> None:
@@ -414,29 +513,70 @@ def _register(service: ServiceProbe, cfg: WebhooksConfig, url: str) -> tuple[str
     return ("registered " + str(reg_id) if reg_id else "registered"), (str(reg_id) if reg_id else None)
 
 
+def _is_loopback(host: str | None) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _expected_id(service: ServiceProbe, cfg: WebhooksConfig, trigger: ServiceResponse,
+                 key: str) -> tuple[str, str]:
+    """The id the triggered event's delivery must carry, and how it was found."""
+    assert cfg.event_id_field is not None
+    if cfg.trigger_id_field is None:
+        return key, f"{cfg.event_id_field} = the trigger's Idempotency-Key"
+    value = body_field(trigger.json(), cfg.trigger_id_field)
+    if value is None:
+        raise UnexpectedResponse(
+            f"service: POST {service.base_url}{trigger.path} answered {trigger.status} without "
+            f"{cfg.trigger_id_field!r} in its JSON body, so the triggered event cannot be told "
+            "from any other delivery; check webhooks.trigger_id_field")
+    return str(value), f"{cfg.event_id_field} = the trigger response's {cfg.trigger_id_field}"
+
+
 def run_webhook_e2e(service: ServiceProbe, cfg: WebhooksConfig) -> WebhookE2E:
-    """Start a receiver, register it (or rely on the static target), trigger one event with a
-    fresh ``Idempotency-Key`` and wait, bounded, for the delivery. Unregisters afterwards."""
+    """Start a receiver and prove its URL reaches it, register it (or rely on the static
+    target), trigger one event with a fresh ``Idempotency-Key`` and wait, bounded, for the
+    delivery of that event. Unregisters afterwards."""
+    if cfg.trigger_path is None or cfg.event_id_field is None:
+        raise MissingInput("not configured: webhooks.trigger_path and webhooks.event_id_field "
+                           "(how to make the platform send an event, and how to know it)")
     if cfg.register_path is None and cfg.receiver_port == 0 and not cfg.receiver_public_url:
         raise MissingInput("webhooks.register_path is null (a static target), so "
                            "webhooks.receiver_port must be the fixed port the platform delivers to")
     with WebhookReceiver(cfg) as receiver:
+        if _is_loopback(urlsplit(receiver.url).hostname) \
+                and not _is_loopback(urlsplit(service.base_url).hostname):
+            raise MissingInput(
+                f"the receiver listens on {receiver.url}, which the platform at "
+                f"{service.base_url} cannot reach; set webhooks.receiver_public_url to a URL "
+                "that forwards to the receiver")
+        receiver.check_reachable(min(_RECEIVER_CHECK_TIMEOUT_S, cfg.delivery_timeout_s))
         reg_id: str | None = None
         registration = "static target"
         if cfg.register_path is not None:
             registration, reg_id = _register(service, cfg, receiver.url)
         try:
             key = str(uuid.uuid4())
-            before = len(receiver.deliveries)
             sent = time.monotonic()
             trigger = service.post(cfg.trigger_path, json=cfg.trigger_body,
                                    headers={"Idempotency-Key": key})
             _expect_2xx(service, trigger, "api_key", "the event was not triggered")
-            result = WebhookE2E(receiver.url, registration, key, trigger, cfg.delivery_timeout_s)
-            delivery = receiver.wait_for_delivery(cfg.delivery_timeout_s, after=before)
-            if delivery is not None:
-                result.delivery = delivery
-                result.latency_s = delivery.received_monotonic - sent
+            expected, correlation = _expected_id(service, cfg, trigger, key)
+            result = WebhookE2E(receiver.url, registration, key, trigger, cfg.delivery_timeout_s,
+                                expected, correlation)
+            end = sent + cfg.delivery_timeout_s
+            seen = 0
+            while (delivery := receiver.wait_for_delivery(end - time.monotonic(), after=seen)):
+                seen += 1
+                if _event_id(delivery, cfg) == expected:
+                    result.delivery = delivery
+                    result.latency_s = delivery.received_monotonic - sent
+                    break
+                result.stray.append(delivery)
             return result
         finally:
             if reg_id is not None and cfg.register_path is not None:
