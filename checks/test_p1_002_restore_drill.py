@@ -1,8 +1,25 @@
 """P1-002: the latest backup is fresh, whole and a real dump; a restore drill brings it back
-within the RTO; drills happen monthly.
+within the RTO. (That drills happen monthly is judged in test_p1_002_drill_schedule.py.)
 
-The drill is intrusive (``restore_drill``): it writes only to a scratch database of its own,
-which it drops afterwards, even on Ctrl-C.
+What each criterion can tell, and what it cannot:
+
+- Which objects are backups is ``backups.key_pattern``: logs, manifests, sidecars and other
+  databases' dumps under the same prefix never count. Without a pattern the backup criteria
+  are not covered. A bucket that does not exist is a fail; a refused read is unverified.
+- The sidecar and the validity criteria share one full read of the newest backup. The sidecar
+  must hold a sha256 (``sha256sum`` or BSD tag format) and, where it names a file, name this
+  one. Validity is judged inside the dump: the archive header and a full read by
+  ``pg_restore`` (custom, tar, directory), or the plain script's header, its
+  ``dump complete`` trailer, no psql meta-command, and a gzip stream that reaches its end.
+  It cannot tell whether the data is the right data: the drill does that.
+- The drill (intrusive: ``restore_drill``) first proves, by asking both servers for their
+  ``system_identifier``, that the scratch target is not the source, and refuses a role that
+  could run programs on the scratch host. It restores into its own database (pg_restore, or
+  psql with ``ON_ERROR_STOP`` and only ``restore_drill.tolerated_errors`` tolerated), then
+  checks the expected tables: ``min_rows`` exactly, no empty table unless allowed, and never
+  more rows than the live source nor fewer than its growth since the backup allows. Without
+  ``source_dsn`` or ``expected_tables`` it is not covered. Missing or too old client tools make
+  it unverified, not open: the backup is not to blame.
 """
 
 from __future__ import annotations
@@ -12,15 +29,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import pytest
 
 import opsready
-from opsready import ProbeError
-from opsready.schedules import runs_at_least_monthly, workflow_crons
 
 if TYPE_CHECKING:
     from opsready.config import Environment
     from opsready.evidence import Evidence
-    from opsready.probes.github import GithubProbe
     from opsready.probes.postgres import DrillResult, ScratchServer
-    from opsready.probes.s3 import BackupObject, BackupStore, LatestBackups
+    from opsready.probes.s3 import BackupObject, BackupStore, DumpInspection, LatestBackups
 
 pytestmark = [pytest.mark.ticket("P1-002")]
 
@@ -32,47 +46,76 @@ class Drill(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def latest(backups: BackupStore) -> LatestBackups:
+def latest(backups: BackupStore) -> LatestBackups | None:
+    """The newest backups, or ``None`` when the bucket does not exist."""
+    if backups.pattern is None:
+        opsready.not_covered("not configured: backups.key_pattern (which objects under the "
+                             "prefix are backups)")
+    if not backups.bucket_exists():
+        return None
     return backups.latest()
 
 
 @pytest.fixture(scope="module")
-def drill(backups: BackupStore, scratch_server: ScratchServer,
-          latest: LatestBackups) -> Drill | None:
-    """One drill for the module's drill criteria: restore the newest backup, then drop it."""
-    newest = latest.newest
-    if newest is None:
+def inspection(backups: BackupStore, latest: LatestBackups | None,
+               opsready_env: Environment) -> DumpInspection | None:
+    """One full read of the newest backup, shared by the sidecar and validity criteria."""
+    if latest is None or latest.newest is None:
         return None
+    drill = opsready_env.restore_drill
+    return backups.inspect(latest.newest, drill.pg_restore if drill else "pg_restore")
+
+
+@pytest.fixture(scope="module")
+def drill(backups: BackupStore, scratch_server: ScratchServer,
+          latest: LatestBackups | None) -> Drill | None:
+    """One drill for the module's drill criteria: restore the newest backup, then drop it."""
+    cfg = scratch_server.cfg
+    if cfg.source_dsn is None:
+        opsready.not_covered("not configured: restore_drill.source_dsn (the drill must ask the "
+                             "source who it is before it writes anything)")
+    if not cfg.expected_tables:
+        opsready.not_covered("not configured: restore_drill.expected_tables")
+    if latest is None or latest.newest is None:
+        return None
+    newest = latest.newest
     rpo = newest.age_hours()
-    result = scratch_server.restore_drill(lambda: backups.open(newest), newest.size,
-                                          key=newest.key)
+    result = scratch_server.restore_drill(backups.source(newest), backup_age_hours=rpo)
     return Drill(result, newest, rpo)
 
 
-def _newest(latest: LatestBackups, backups: BackupStore) -> BackupObject:
+def _newest(latest: LatestBackups | None, backups: BackupStore) -> BackupObject:
     __tracebackhide__ = True
+    assert latest is not None, (
+        f"s3://{backups.bucket} at {backups.endpoint}: the bucket does not exist; expected the "
+        f"backup bucket; check backups.s3.bucket and that the backup job can write to it"
+    )
     assert latest.newest is not None, (
-        f"{backups.where} at {backups.endpoint}: no backup found; expected nightly dumps "
-        f"under the prefix; check that the backup job runs and writes to backups.s3.prefix"
+        f"{backups.where} at {backups.endpoint}: no backup matching backups.key_pattern "
+        f"{backups.cfg.key_pattern!r}; expected nightly dumps; check that the backup job runs "
+        f"and writes to that prefix and pattern"
     )
     return latest.newest
 
 
-def _drilled(drill: Drill | None, backups: BackupStore) -> Drill:
+def _drilled(drill: Drill | None, latest: LatestBackups | None, backups: BackupStore) -> Drill:
     __tracebackhide__ = True
-    assert drill is not None, (
-        f"restore drill: {backups.where} at {backups.endpoint} holds no backup to restore; "
-        f"expected nightly dumps under the prefix; check that the backup job runs"
-    )
+    _newest(latest, backups)
+    assert drill is not None
     return drill
 
 
-def test_latest_backup_within_rpo(latest: LatestBackups, backups: BackupStore,
+def test_latest_backup_within_rpo(latest: LatestBackups | None, backups: BackupStore,
                                   evidence: Evidence) -> None:
     """The latest backup is younger than the RPO"""
     newest = _newest(latest, backups)
+    assert latest is not None
     age = newest.age_hours()
     evidence.record("latest_backup", newest.describe())
+    evidence.record("listing", {"pattern": backups.cfg.key_pattern,
+                                "listed_since": None if latest.listed_since is None
+                                else latest.listed_since.isoformat(),
+                                "requests": latest.requests})
     evidence.record("rpo_hours", round(age, 3))
     evidence.measure("backup_age_hours", round(age, 3), "h")
     assert age <= backups.cfg.rpo_hours, (
@@ -81,7 +124,7 @@ def test_latest_backup_within_rpo(latest: LatestBackups, backups: BackupStore,
     )
 
 
-def test_latest_backup_not_empty(latest: LatestBackups, backups: BackupStore,
+def test_latest_backup_not_empty(latest: LatestBackups | None, backups: BackupStore,
                                  evidence: Evidence) -> None:
     """The latest backup is larger than the minimum size"""
     newest = _newest(latest, backups)
@@ -92,10 +135,11 @@ def test_latest_backup_not_empty(latest: LatestBackups, backups: BackupStore,
     )
 
 
-def test_latest_backup_not_shrunk(latest: LatestBackups, backups: BackupStore,
+def test_latest_backup_not_shrunk(latest: LatestBackups | None, backups: BackupStore,
                                   evidence: Evidence) -> None:
     """The latest backup has not shrunk suspiciously against the one before it"""
     newest = _newest(latest, backups)
+    assert latest is not None
     previous = latest.previous
     if previous is None:
         opsready.not_covered(f"{backups.where}: only one backup, nothing to compare it with")
@@ -108,64 +152,100 @@ def test_latest_backup_not_shrunk(latest: LatestBackups, backups: BackupStore,
     )
 
 
-def test_latest_backup_matches_sidecar(latest: LatestBackups, backups: BackupStore,
+def test_latest_backup_matches_sidecar(latest: LatestBackups | None, backups: BackupStore,
+                                       inspection: DumpInspection | None,
                                        evidence: Evidence) -> None:
     """The latest backup matches its sha256 sidecar"""
     newest = _newest(latest, backups)
-    sidecar = newest.key + backups.cfg.sidecar_suffix
-    expected = backups.sidecar_digest(newest)
-    assert expected is not None, (
-        f"s3://{backups.bucket}/{sidecar}: no sidecar next to the newest backup; expected the "
-        f"backup job to write its sha256 there"
+    assert inspection is not None
+    sidecar = backups.sidecar(newest)
+    where = f"s3://{backups.bucket}/{sidecar.key}"
+    evidence.record("sidecar", {"key": sidecar.key, "found": sidecar.found,
+                                "names": sidecar.names, "excerpt": sidecar.excerpt})
+    assert sidecar.found, (
+        f"{where}: no sidecar next to the newest backup; expected the backup job to write its "
+        f"sha256 there (sha256sum format)"
     )
-    actual = backups.sha256(newest)
-    evidence.record("sha256", {"key": newest.key, "sidecar": expected, "computed": actual})
-    assert actual == expected, (
-        f"s3://{backups.bucket}/{newest.key}: content sha256 is {actual}, the sidecar says "
-        f"{expected}; the backup is corrupt or was overwritten: take a fresh backup"
+    assert sidecar.entries, (
+        f"{where}: the sidecar holds no sha256 digest (it reads {sidecar.excerpt!r}); expected "
+        f"`<64 hex>  <file name>` as sha256sum writes it"
     )
+    files = inspection.file_digests or {newest.name: inspection.sha256 or ""}
+    checked = {}
+    for name, actual in files.items():
+        entry = sidecar.for_name(name)
+        assert entry is not None, (
+            f"{where}: the sidecar names {sidecar.names or 'no file'}, not {name}; expected a "
+            f"line for {name}: the sidecar may belong to another file"
+        )
+        checked[name] = {"sidecar": entry.digest, "computed": actual}
+        assert actual == entry.digest, (
+            f"s3://{backups.bucket}/{newest.key}: {name} has sha256 {actual}, the sidecar says "
+            f"{entry.digest}; the backup is corrupt or was overwritten: take a fresh backup"
+        )
+    evidence.record("sha256", checked)
 
 
-def test_latest_backup_is_valid_dump(latest: LatestBackups, backups: BackupStore,
+def test_latest_backup_is_valid_dump(latest: LatestBackups | None, backups: BackupStore,
+                                     inspection: DumpInspection | None,
                                      evidence: Evidence) -> None:
-    """The latest backup is a valid dump (PGDMP custom format, or gzip'd SQL)"""
+    """The latest backup is a whole, valid dump in an accepted format, judged inside it"""
     newest = _newest(latest, backups)
-    kind = backups.dump_format(newest)
-    evidence.record("dump_format", kind)
-    assert kind in ("custom", "gzip"), (
-        f"s3://{backups.bucket}/{newest.key}: the header reads as {kind!r}, expected a "
-        f"custom-format dump (PGDMP) or gzip'd SQL; run pg_dump -Fc or pg_dump | gzip"
+    assert inspection is not None
+    evidence.record("dump", inspection.describe())
+    if inspection.tool_error is not None:
+        raise inspection.tool_error
+    where = f"s3://{backups.bucket}/{newest.key}"
+    accepted = backups.cfg.accepted_formats
+    assert inspection.hostile is None, (
+        f"{where}: {inspection.hostile}; a backup must be plain SQL for psql, nothing more: "
+        f"treat the backup's origin as compromised and take a fresh backup"
+    )
+    assert inspection.format != "unknown" or inspection.problems, f"{where}: unknown format"
+    assert not inspection.problems, (
+        f"{where} ({inspection.format}{' gzip' if inspection.compressed else ''}): "
+        f"{'; '.join(inspection.problems)}; expected a whole dump as pg_dump writes it; check "
+        f"the backup job's log and take a fresh backup"
+    )
+    assert inspection.format in accepted, (
+        f"{where}: a {inspection.format}-format dump, expected one of {accepted} "
+        f"(backups.accepted_formats); change the backup job's pg_dump --format or the setting"
     )
 
 
 @pytest.mark.intrusive("restore_drill")
-def test_restore_drill_restores(drill: Drill | None, scratch_server: ScratchServer,
-                                backups: BackupStore, evidence: Evidence) -> None:
+def test_restore_drill_restores(drill: Drill | None, latest: LatestBackups | None,
+                                scratch_server: ScratchServer, backups: BackupStore,
+                                evidence: Evidence) -> None:
     """A drill restores the latest backup into a scratch database with the expected tables and rows"""
-    drill = _drilled(drill, backups)
+    drill = _drilled(drill, latest, backups)
     result = drill.result
     cfg = scratch_server.cfg
     evidence.record("drill", result.summary())
     evidence.record("rows", result.tables)
     evidence.attach("drill-report.md", result.report_markdown(
         rto_target_s=cfg.rto_target_s, rpo_hours=drill.rpo_hours,
-        scratch=scratch_server.scratch.shown), "text/markdown")
-    assert result.dropped, (
-        f"scratch database {result.database} on {scratch_server.scratch.shown} was not dropped; "
+        scratch=scratch_server.scratch), "text/markdown")
+    assert result.dropped or result.refused, (
+        f"scratch database {result.database} on {scratch_server.scratch} was not dropped; "
         f"drop it by hand"
+    )
+    assert result.refused is None, (
+        f"{result.refused}; a backup must hold only SQL: treat its origin as compromised"
     )
     assert result.verified, (
         f"restore of {drill.backup.key} into {result.database} on "
-        f"{scratch_server.scratch.shown}: {'; '.join(result.problems)}; expected a clean restore "
+        f"{scratch_server.scratch}: {'; '.join(result.problems)}; expected a clean restore "
         f"with restore_drill.expected_tables and their rows; see drill-report.md"
     )
 
 
 @pytest.mark.intrusive("restore_drill")
-def test_restore_drill_within_rto(drill: Drill | None, scratch_server: ScratchServer,
-                                  backups: BackupStore, evidence: Evidence) -> None:
+def test_restore_drill_within_rto(drill: Drill | None, latest: LatestBackups | None,
+                                  scratch_server: ScratchServer, backups: BackupStore,
+                                  evidence: Evidence) -> None:
     """The measured RTO (download to verified restore) is within the target"""
-    drill = _drilled(drill, backups)
+    drill = _drilled(drill, latest, backups)
     result, target = drill.result, scratch_server.cfg.rto_target_s
     evidence.record("rpo_hours", round(drill.rpo_hours, 3))
     evidence.record("phases_s", {k: round(v, 3) for k, v in result.phases.items()})
@@ -173,7 +253,7 @@ def test_restore_drill_within_rto(drill: Drill | None, scratch_server: ScratchSe
         evidence.measure("rto_seconds", round(result.rto_seconds, 3), "s")
     assert result.rto_seconds is not None, (
         f"restore of {drill.backup.key}: no verified restore to time "
-        f"({'; '.join(result.problems) or 'the restore did not finish'})"
+        f"({result.refused or '; '.join(result.problems) or 'the restore did not finish'})"
     )
     assert result.verified, (
         f"restore of {drill.backup.key} took {result.rto_seconds:.1f} s but did not verify "
@@ -184,72 +264,3 @@ def test_restore_drill_within_rto(drill: Drill | None, scratch_server: ScratchSe
         f"{result.rto_seconds:.1f} s from download to verified restore, expected at most "
         f"{target:g} s (restore_drill.rto_target_s); see the phases to find the slow step"
     )
-
-
-def test_restore_drill_scheduled(backups: BackupStore, opsready_env: Environment,
-                                 request: pytest.FixtureRequest, evidence: Evidence) -> None:
-    """A restore drill is scheduled monthly, or the last recorded drill is recent enough"""
-    if opsready_env.github is None and not backups.cfg.drill_record_key:
-        opsready.not_covered("not configured: github (drill_workflow) or backups.drill_record_key")
-    found: dict[str, object] = {}
-    errors: list[ProbeError] = []
-    monthly = recent = False
-    if opsready_env.github is not None:
-        try:
-            workflow = _drill_workflow(request.getfixturevalue("github"),
-                                       opsready_env.github.drill_workflow)
-            found["workflow"] = workflow
-            monthly = bool(workflow["monthly"])
-        except ProbeError as exc:
-            errors.append(exc)
-    max_age = backups.cfg.drill_max_age_days
-    try:
-        record = backups.drill_record()
-        found["drill_record"] = None if record is None else {
-            "key": record.key, "finished_at": record.finished_at.isoformat(),
-            "age_days": round(record.age_days(), 2)}
-        recent = record is not None and record.age_days() <= max_age
-    except ProbeError as exc:
-        errors.append(exc)
-    evidence.record("drill_schedule", found)
-    if monthly or recent:
-        return
-    if errors:
-        raise errors[0]  # one side could not be read, and the other does not pass
-    assert False, (  # noqa: B011 - the message is the finding
-        f"drill schedule: {_describe_workflow(found)}; last drill record: "
-        f"{_describe_record(found, backups)}; expected a workflow with a monthly `schedule` "
-        f"trigger or a drill at most {max_age:g} days old; schedule the drill workflow monthly"
-    )
-
-
-def _drill_workflow(github: GithubProbe, name: str) -> dict[str, object]:
-    """The drill workflow's path, state and cron triggers, and whether it runs monthly."""
-    workflow = github.workflow(name)
-    path = str(workflow.get("path", "")) if workflow else ""
-    text = github.get_file(path) if path else None
-    crons = workflow_crons(text) if text is not None else None
-    state = workflow.get("state") if workflow else None
-    return {"name": name, "path": path or None, "state": state, "crons": crons,
-            "monthly": state == "active" and any(runs_at_least_monthly(c) for c in crons or [])}
-
-
-def _describe_workflow(found: dict[str, object]) -> str:
-    wf = found.get("workflow")
-    if not isinstance(wf, dict):
-        return "no GitHub section configured"
-    if not wf.get("path"):
-        return f"workflow {wf['name']} not found"
-    if wf.get("state") != "active":
-        return f"workflow {wf['path']} is {wf.get('state')}"
-    crons = wf.get("crons")
-    return f"{wf['path']} has {'no schedule' if not crons else f'schedule {crons}, not monthly'}"
-
-
-def _describe_record(found: dict[str, object], backups: BackupStore) -> str:
-    rec = found.get("drill_record")
-    if not backups.cfg.drill_record_key:
-        return "not configured (backups.drill_record_key)"
-    if not isinstance(rec, dict):
-        return f"none at s3://{backups.bucket}/{backups.cfg.drill_record_key}"
-    return f"{rec['key']} finished {rec['age_days']} days ago"

@@ -1,14 +1,40 @@
-"""P1-003: the rollback automation really rolls back through Railway's public API."""
+"""P1-003: the rollback automation really rolls back through Railway's public API.
+
+What each criterion can and cannot tell:
+- Token: Railway answers the smallest query the configured kind of token can; a project
+  token must belong to the configured project and environment.
+- Previous deployment: the active deployment is the service instance's latest deployment
+  (or, while that one is still building or failed, the one still serving). A previous
+  deployment that once served (SUCCESS, or superseded: REMOVED) with ``canRollback`` and
+  other code than the active one must exist. Railway's retention decides ``canRollback``;
+  the probe cannot tell how long it lasts.
+- Automation: the rollback script is parsed (``ast`` for Python, commands for shell) and must
+  send a GraphQL request carrying the ``deploymentRollback`` mutation to Railway's endpoint;
+  a mention in a comment, a docstring or a notes template is no call. Where
+  ``github.rollback_workflow`` names a workflow, one of its steps must make that call (inline,
+  or by running the script) and its latest run must have run that step successfully; a
+  workflow that never ran is not covered. Static analysis cannot tell whether a call is
+  reached at run time; the latest run and the drill do.
+- Drill (intrusive, staging): roll back, see the active deployment change to one that runs
+  the target's image or commit (not just another id), and roll forward to one that runs the
+  original's again.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from opsready.probes.railway import age_seconds, pick_rollback_target, rollback_calls
+import opsready
+from opsready._errors import UnexpectedResponse
+from opsready.probes.github import newest_concluded, step_conclusions
+from opsready.probes.railway import pick_rollback_target
+from opsready.rollback_automation import ScriptAnalysis, analyse_script, calling_steps, patterns
+from opsready.schedules import parse_workflow
 
 if TYPE_CHECKING:
+    from opsready.config import GithubConfig
     from opsready.evidence import Evidence
     from opsready.probes.github import GithubProbe
     from opsready.probes.railway import RailwayProbe
@@ -31,55 +57,130 @@ def test_token_accepted(railway: RailwayProbe, evidence: Evidence) -> None:
 
 
 def test_previous_deployment_can_roll_back(railway: RailwayProbe, evidence: Evidence) -> None:
-    """The service has a previous SUCCESS deployment that can be rolled back to"""
-    successes = railway.deployments(["SUCCESS"])
-    evidence.record("success_deployments", [
-        {k: d.get(k) for k in ("id", "createdAt", "canRollback")} for d in successes])
-    target = pick_rollback_target(successes)
-    assert target is not None, (
-        f"Railway service {railway.cfg.service_id}: of its {len(successes)} newest SUCCESS "
-        f"deployment(s), none before the active one has canRollback=true; expected a previous deployment to "
-        f"roll back to; deploy twice, and keep rollback images within Railway's retention"
+    """The service has a previous deployment that can be rolled back to"""
+    latest = railway.latest_deployment()
+    active = railway.active_deployment()
+    deployments = railway.deployments()
+    evidence.record("deployments", {
+        "latest": None if latest is None else latest.summary(),
+        "active": None if active is None else active.summary(),
+        "newest": [d.summary() for d in deployments[:10]]})
+    assert active is not None, (
+        f"Railway service {railway.cfg.service_id}: nothing serves it (its latest deployment "
+        f"is {latest.status if latest else 'missing'}); expected an active deployment to roll "
+        f"back from; fix the service's latest deploy first"
     )
-    evidence.record("rollback_target", {
-        "id": target["id"],
-        "createdAt": target.get("createdAt"),
-        "age_hours": round(age_seconds(str(target.get("createdAt", ""))) / 3600, 1),
-    })
+    target = pick_rollback_target(active, deployments)
+    assert target is not None, (
+        f"Railway service {railway.cfg.service_id}: of its {len(deployments)} newest "
+        f"deployments, none besides the active {active.id} ({active.source}) once served, has "
+        f"canRollback=true and runs other code; expected a previous deployment to roll back "
+        f"to; deploy twice, and keep rollback images within Railway's retention"
+    )
+    evidence.record("rollback_target", target.summary())
 
 
-def test_rollback_script_calls_api(github: GithubProbe, evidence: Evidence) -> None:
-    """The rollback automation calls the Railway API (not notes only)"""
-    path = github.cfg.rollback_script
+def _script(github: GithubProbe, cfg: GithubConfig,
+            evidence: Evidence) -> tuple[str, ScriptAnalysis] | None:
+    path = cfg.rollback_script
+    if not path:
+        return None
     source = github.get_file(path)
     assert source is not None, (
         f"{path} does not exist in {github.repo}@{github.branch}; expected the rollback "
         f"script there; commit it or set github.rollback_script"
     )
-    calls = rollback_calls(source)
+    endpoint, shell = patterns(cfg.rollback_endpoints, cfg.rollback_shell_commands)
+    analysis = analyse_script(source, path, endpoint_pattern=endpoint, shell_pattern=shell)
     evidence.record("rollback_script", {
-        "path": path, "lines": len(source.splitlines()),
-        "deploymentRollback_lines": [f"{n}: {text}" for n, text in calls]})
-    assert calls, (
-        f"{path} in {github.repo}@{github.branch} never calls deploymentRollback (outside "
-        f"comments); expected the script to roll back through Railway's API, not only write "
-        f"notes; call the deploymentRollback mutation"
+        "path": path, "language": analysis.language, "lines": len(source.splitlines()),
+        "calls": [f"{c.line}: {c.code}" for c in analysis.calls],
+        "mentions_that_are_no_call": list(analysis.mentions), "problem": analysis.problem})
+    if analysis.problem is not None:
+        raise UnexpectedResponse(f"rollback script {path}: {analysis.problem}; cannot tell "
+                                 f"whether it calls the API")
+    return path, analysis
+
+
+def _workflow_run_called(github: GithubProbe, cfg: GithubConfig,
+                         script: tuple[str, ScriptAnalysis] | None,
+                         evidence: Evidence) -> None:
+    file = cfg.rollback_workflow
+    workflow = github.workflow(file)
+    assert workflow is not None, (
+        f"GitHub {github.repo}: no workflow {file}; expected the rollback workflow "
+        f"(github.rollback_workflow); add it or clear the key"
     )
+    text = github.get_file(workflow.path)
+    parsed = parse_workflow(text) if text is not None else None
+    if parsed is None:
+        raise UnexpectedResponse(f"github: {workflow.path} in {github.repo} is not a workflow")
+    endpoint, shell = patterns(cfg.rollback_endpoints, cfg.rollback_shell_commands)
+    steps = calling_steps(parsed.steps, script_path=script[0] if script else None,
+                          script_calls=script is not None and script[1].calls_api,
+                          endpoint_pattern=endpoint, shell_pattern=shell)
+    run = newest_concluded(github.runs(workflow, status="completed", limit=30))
+    found: dict[str, Any] = {"path": workflow.path, "state": workflow.state,
+                             "calling_steps": [f"{s.job_name} / {s.name}" for s in steps],
+                             "latest_run": None if run is None else run.summary()}
+    evidence.record("rollback_workflow", found)
+    assert workflow.active, (
+        f"GitHub {github.repo}: {workflow.path} is {workflow.state!r}; a disabled rollback "
+        f"workflow cannot run in an incident; enable it"
+    )
+    assert steps, (
+        f"GitHub {github.repo}: no step of {workflow.path} calls deploymentRollback on "
+        f"Railway's API, inline or through the rollback script; expected one that does"
+    )
+    if run is None:
+        opsready.not_covered(f"{workflow.path} has never run (cancelled and skipped runs aside), "
+                             f"so no run shows that it rolls back")
+    jobs = github.run_jobs(run.id)
+    outcomes = {k: v for step in steps
+                for k, v in step_conclusions(jobs, step.job_name, step.name).items()}
+    evidence.record("rollback_workflow_run", {"run": run.summary(), "step_outcomes": outcomes})
+    assert "success" in outcomes.values(), (
+        f"GitHub {github.repo}: the latest run of {workflow.path} ({run.created_at:%Y-%m-%d}, "
+        f"{run.html_url}) concluded {run.conclusion!r} and its calling step(s) "
+        f"{outcomes or 'did not run'}; expected the step that calls deploymentRollback to "
+        f"have succeeded; fix the workflow and run it again (in staging)"
+    )
+
+
+def test_rollback_script_calls_api(github: GithubProbe, evidence: Evidence) -> None:
+    """The rollback automation calls the Railway API (not notes only)"""
+    cfg = github.cfg
+    if not cfg.rollback_script and not cfg.rollback_workflow:
+        opsready.not_covered("not configured: github.rollback_script or github.rollback_workflow")
+    script = _script(github, cfg, evidence)
+    if script is not None:
+        path, analysis = script
+        assert analysis.calls_api, (
+            f"{path} in {github.repo}@{github.branch} never sends a GraphQL request with the "
+            f"deploymentRollback mutation to Railway's endpoint "
+            f"({len(analysis.mentions)} mention(s) of it outside such a request, e.g. in "
+            f"comments, docstrings or notes); expected the script to roll back through "
+            f"Railway's API, not only write notes; send the mutation to "
+            f"https://backboard.railway.com/graphql/v2"
+        )
+    if cfg.rollback_workflow:
+        _workflow_run_called(github, cfg, script, evidence)
 
 
 @pytest.mark.intrusive("rollback_drill")
 def test_rollback_drill(railway: RailwayProbe, evidence: Evidence) -> None:
-    """A rollback drill rolls back, sees the active deployment change, and rolls forward"""
+    """A rollback drill rolls back to the previous image or commit, and forward again"""
     bound = railway.cfg.drill_timeout_s
     drill = railway.rollback_drill(timeout=bound)
     evidence.record("rollback_drill", drill.as_evidence())
     assert drill.rolled_back, (
-        f"Railway rollback to {drill.target_id}: the active deployment stayed "
-        f"{drill.original_id} ({'; '.join(drill.notes) or 'no change'}); expected it to change "
-        f"within railway.drill_timeout_s ({bound:g}s); check the service's deploy logs"
+        f"Railway rollback to {drill.target.id} ({drill.target.source}): "
+        f"{'; '.join(drill.notes) or 'no change'}; expected the active deployment to run the "
+        f"target's code within railway.drill_timeout_s ({bound:g}s); check the service's deploy "
+        f"logs, and whether an automatic deploy overrode the rollback"
     )
     assert drill.rolled_forward, (
-        f"Railway redeploy of {drill.original_id} after the drill: "
-        f"{'; '.join(drill.notes)}; expected the service back on its latest deployment within "
-        f"{bound:g}s; redeploy it by hand now"
+        f"Railway roll-forward to {drill.original.id} ({drill.original.source}) after the "
+        f"drill: {'; '.join(drill.notes)}; expected the service back on its original code "
+        f"within {bound:g}s; roll it forward by hand now"
     )

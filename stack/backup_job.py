@@ -2,8 +2,12 @@
 
 The dump goes to ``<prefix>YYYY-MM-DD/<name>.dump`` without touching the local disk
 (unless ``keep_copy`` asks for one), hashed on the way, and a ``.sha256`` sidecar in
-``sha256sum`` format (``<hex>  <file name>``) follows it. The password travels in
+``sha256sum`` format (``<hex>  <file name>``) follows it. Every backup carries the tag
+``kind=nightly``, as lifecycle rules may filter on it. The password travels in
 ``PGPASSWORD``, never in argv.
+
+``dump_bytes`` and ``dump_directory`` make the other formats pg_dump writes (plain SQL, tar,
+directory), for the stack's variants.
 
 Run by hand as::
 
@@ -24,9 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["BackupResult", "backup_key", "run_backup", "split_password"]
+__all__ = ["TAGS", "BackupResult", "backup_key", "dump_bytes", "dump_directory", "run_backup",
+           "sha256sum_line", "split_password"]
 
 CHUNK = 1 << 20
+# The tags of every backup object (S3's URL-encoded Tagging form).
+TAGS = "kind=nightly"
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ def run_backup(
     pg_dump: str = "pg_dump",
     extra_args: tuple[str, ...] = (),
     timeout: float = 3600,
+    tags: str = TAGS,
 ) -> BackupResult:
     """Dump ``dsn`` in custom format straight into ``s3://bucket/key`` and write the sidecar.
 
@@ -105,7 +113,7 @@ def run_backup(
         try:
             reader = _HashingReader(proc.stdout, copy)
             client.upload_fileobj(
-                reader, bucket, key,
+                reader, bucket, key, ExtraArgs={"Tagging": tags},
                 Config=TransferConfig(multipart_threshold=8 * CHUNK, multipart_chunksize=8 * CHUNK,
                                       max_concurrency=2, use_threads=True),
             )
@@ -126,10 +134,43 @@ def run_backup(
             raise RuntimeError(f"pg_dump exited with {code}: {detail}")
     hexdigest = reader.digest.hexdigest()
     sidecar = key + sidecar_suffix
-    client.put_object(Bucket=bucket, Key=sidecar,
-                      Body=f"{hexdigest}  {key.rsplit('/', 1)[-1]}\n".encode(),
+    client.put_object(Bucket=bucket, Key=sidecar, Body=sha256sum_line(hexdigest, key).encode(),
                       ContentType="text/plain")
     return BackupResult(key=key, sidecar_key=sidecar, size=reader.size, sha256=hexdigest)
+
+
+def sha256sum_line(hexdigest: str, key: str) -> str:
+    """One line as ``sha256sum`` writes it: the digest, two spaces, the file name."""
+    return f"{hexdigest}  {key.rsplit('/', 1)[-1]}\n"
+
+
+def _pg_dump(dsn: str, args: list[str], pg_dump: str, timeout: float) -> bytes:
+    conninfo, password = split_password(dsn)
+    env = {**os.environ}
+    if password is not None:
+        env["PGPASSWORD"] = password
+    proc = subprocess.run([pg_dump, "--no-password", *args, "-d", conninfo], env=env,
+                          capture_output=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_dump exited with {proc.returncode}: "
+                           f"{proc.stderr.decode('utf-8', 'replace').strip()[-500:]}")
+    return proc.stdout
+
+
+def dump_bytes(dsn: str, fmt: str, *extra_args: str, pg_dump: str = "pg_dump",
+               timeout: float = 600) -> bytes:
+    """A whole dump in memory, ``fmt`` being ``custom``, ``plain`` or ``tar`` (for small
+    databases: the stack's variants)."""
+    return _pg_dump(dsn, [f"--format={fmt}", *extra_args], pg_dump, timeout)
+
+
+def dump_directory(dsn: str, *extra_args: str, pg_dump: str = "pg_dump",
+                   timeout: float = 600) -> dict[str, bytes]:
+    """A directory-format dump: file name -> content."""
+    with tempfile.TemporaryDirectory(prefix="opsready-dump-") as tmp:
+        target = Path(tmp) / "dump"
+        _pg_dump(dsn, ["--format=directory", "-f", str(target), *extra_args], pg_dump, timeout)
+        return {p.name: p.read_bytes() for p in sorted(target.iterdir())}
 
 
 def main(argv: list[str] | None = None) -> int:

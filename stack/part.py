@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import secrets as _secrets
 import signal
 import socket
@@ -114,7 +115,8 @@ class StackContext:
         user: str | None = None,
     ) -> int:
         """Start a background process in its own session; log to ``logs/NAME.log`` and
-        write ``pids/NAME.pid``. ``user`` runs it as that user (used for PostgreSQL as root)."""
+        write ``pids/NAME.pid``. ``user`` runs it as that user, with that user's own group
+        (used for PostgreSQL as root)."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pids.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
@@ -128,6 +130,9 @@ class StackContext:
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
             user=user,
+            # Our group (root) would otherwise stay, and its permission bits apply first.
+            group=pwd.getpwnam(user).pw_gid if user else None,
+            extra_groups=[] if user else None,
         )
         log.close()
         (self.pids / f"{name}.pid").write_text(str(proc.pid))

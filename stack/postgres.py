@@ -3,7 +3,13 @@
 ``initdb`` runs into the stack directory with password (SCRAM) authentication for the
 superuser ``relay_admin``; the server listens on 127.0.0.1 only, with its unix socket inside
 the stack directory. PostgreSQL refuses to run as root, so when we are root the cluster is
-owned by a dedicated system user (created once with ``useradd --system``).
+owned by a dedicated system user (created once with ``useradd --system``), and its processes
+run with that user's own group. A stack directory only its owner may enter (``mktemp -d``
+makes it 0700) gets the search bit for others, and ``up`` says so.
+
+Two more roles, as a real platform would give the drill: ``opsready_drill`` (LOGIN CREATEDB
+and nothing else: the restore drill's scratch role) and ``relay_reader`` (a member of
+``pg_read_all_data``: the drill's read-only view of the source).
 
 The source database ``relay`` holds the platform's key tables (``workspaces``, ``api_keys``,
 ``audit_logs``, ``sessions``). Rows are generated in SQL with ``generate_series``, so a
@@ -18,21 +24,27 @@ import hashlib
 import os
 import pwd
 import re
+import secrets
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from opsready_stack.part import Fault, StackContext, wait_until
 
-__all__ = ["PG_USER", "PostgresPart", "find_bindir", "seed_counts"]
+__all__ = ["DRILL_ROLE", "PG_USER", "READER_ROLE", "PostgresPart", "find_bindir",
+           "seed_counts"]
 
 # The system user that owns the cluster when the stack runs as root.
 PG_USER = "opsready-pg"
 ADMIN_ROLE = "relay_admin"
+DRILL_ROLE = "opsready_drill"
+READER_ROLE = "relay_reader"
 SOURCE_DB = "relay"
+TABLES = ("workspaces", "api_keys", "audit_logs", "sessions")
 
 # Unix socket paths are limited to 107 bytes; past this the socket is left out (TCP only).
 _MAX_SOCKET_PATH = 100
@@ -179,7 +191,11 @@ CREATE INDEX sessions_workspace ON sessions (workspace_id);
 class PostgresPart:
     name = "postgres"
     ports: tuple[str, ...] = ("postgres",)
-    faults: tuple[Fault, ...] = ()
+    faults: tuple[Fault, ...] = (
+        Fault("source-grew",
+              "the live source gained 8% more audit_logs rows since the newest backup",
+              frozenset(), variant=True),
+    )
 
     # ---- layout -------------------------------------------------------------------------
 
@@ -195,9 +211,9 @@ class PostgresPart:
     def _user(self) -> str | None:
         return PG_USER if os.geteuid() == 0 else None
 
-    def _dsn(self, ctx: StackContext, dbname: str) -> str:
-        pw = ctx.secrets["pg_password"]
-        return f"postgresql://{ADMIN_ROLE}:{pw}@127.0.0.1:{ctx.ports['postgres']}/{dbname}"
+    def _dsn(self, ctx: StackContext, dbname: str, role: str = ADMIN_ROLE) -> str:
+        pw = ctx.secrets[_PASSWORDS[role]]
+        return f"postgresql://{role}:{pw}@127.0.0.1:{ctx.ports['postgres']}/{dbname}"
 
     # ---- Part protocol ------------------------------------------------------------------
 
@@ -205,6 +221,9 @@ class PostgresPart:
         bindir = find_bindir()
         user = self._user()
         uid = gid = None
+        for role, secret in _PASSWORDS.items():
+            if role != ADMIN_ROLE and secret not in ctx.secrets:
+                ctx.secrets[secret] = secrets.token_urlsafe(24)
         if user is not None:
             _ensure_system_user(user)
             entry = pwd.getpwnam(user)
@@ -216,6 +235,9 @@ class PostgresPart:
             mode = ctx.dir.stat().st_mode
             if user is not None and not mode & stat.S_IXOTH:
                 ctx.dir.chmod(mode | stat.S_IXOTH)
+                print(f"[stack] postgres: {ctx.dir} was mode {stat.S_IMODE(mode):04o}; added "
+                      f"the search bit for others ({stat.S_IMODE(mode | stat.S_IXOTH):04o}) so "
+                      f"the cluster owner {user} can reach {root}", file=sys.stderr, flush=True)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         data, sock = root / "data", root / "sock"
         if data.exists():
@@ -277,11 +299,38 @@ class PostgresPart:
         return None
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
-        # The drill's scratch server and source live in the S3 part's `restore_drill` section.
-        return {}
+        return {
+            "restore_drill": {
+                # The maintenance database of the same server, as the CREATEDB-only drill
+                # role: the drill proves by system identifier that it writes only its own
+                # new opsready_drill_<ts> database there, never `relay`.
+                "scratch_dsn": self._dsn(ctx, "postgres", DRILL_ROLE),
+                "source_dsn": self._dsn(ctx, SOURCE_DB, READER_ROLE),
+                "expected_tables": list(TABLES),
+                # What `--rows` seeds, halved, as floors: a bigger --rows still passes.
+                "min_rows": {t: n // 2 for t, n in seed_counts(ctx.rows).items()},
+                "row_growth_per_day": 0.1,
+                "rto_target_s": 600,
+                "jobs": 2,
+            },
+        }
 
     def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
-        return None
+        import psycopg
+
+        if name != "source-grew":
+            return
+        seeded = seed_counts(ctx.rows)["audit_logs"]
+        with psycopg.connect(self._dsn(ctx, SOURCE_DB), autocommit=True,
+                             connect_timeout=5) as conn:
+            # The seed numbers rows 1..N; later rows are the growth.
+            conn.execute("DELETE FROM audit_logs WHERE id > %s", (seeded,))
+            if on:
+                conn.execute(
+                    "INSERT INTO audit_logs (workspace_id, api_key_id, action, target, ip, "
+                    "metadata, created_at) SELECT workspace_id, api_key_id, action, target, ip, "
+                    "metadata, now() FROM audit_logs ORDER BY id LIMIT %s",
+                    (max(1, seeded * 8 // 100),))
 
     def stop(self, ctx: StackContext) -> None:
         root = self._root(ctx)
@@ -300,7 +349,7 @@ class PostgresPart:
             subprocess.run(
                 [str(find_bindir() / "pg_ctl"), "stop", "-D", str(data), "-m", "fast",
                  "-w", "-t", "15"],
-                user=self._user(), capture_output=True, timeout=20, check=False,
+                capture_output=True, timeout=20, check=False, **_as_user(self._user()),
             )
 
     def _initdb(self, ctx: StackContext, bindir: Path, root: Path, data: Path,
@@ -310,19 +359,26 @@ class PostgresPart:
         pwfile.chmod(0o600)
         if uid is not None and gid is not None:
             os.chown(pwfile, uid, gid)
+        # Named postgres-*.log, so the orchestrator's failure message shows its tail.
+        log = ctx.logs / "postgres-initdb.log"
+        ctx.logs.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.run(
                 [str(bindir / "initdb"), "-D", str(data), "-U", ADMIN_ROLE,
                  "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
                  "--locale=C", "--no-sync", "--no-instructions"],
-                user=user, cwd=root, capture_output=True, text=True, timeout=120, check=False,
+                cwd=root, capture_output=True, text=True, timeout=120, check=False,
+                **_as_user(user),
             )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.write_text(f"could not run {bindir / 'initdb'} as {user or 'this user'}: "
+                           f"{exc}\n")
+            raise RuntimeError(f"initdb could not start; see {log}") from None
         finally:
             pwfile.unlink(missing_ok=True)
         if proc.returncode != 0:
-            ctx.logs.mkdir(parents=True, exist_ok=True)
-            (ctx.logs / "initdb.log").write_text(proc.stdout + proc.stderr)
-            raise RuntimeError(f"initdb failed; see {ctx.logs / 'initdb.log'}")
+            log.write_text(proc.stdout + proc.stderr)
+            raise RuntimeError(f"initdb failed; see {log}")
 
     def _seed(self, ctx: StackContext, admin_dsn: str) -> None:
         import psycopg
@@ -334,6 +390,13 @@ class PostgresPart:
             if exists:
                 return
             conn.execute(f"CREATE DATABASE {SOURCE_DB}")
+            # Passwords are literals (utility statements take no parameters).
+            from psycopg import sql
+
+            for role, rights in ((DRILL_ROLE, "LOGIN CREATEDB"),
+                                 (READER_ROLE, "LOGIN IN ROLE pg_read_all_data")):
+                conn.execute(sql.SQL("CREATE ROLE {} " + rights + " PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(ctx.secrets[_PASSWORDS[role]])))
         started = time.monotonic()
         with psycopg.connect(self._dsn(ctx, SOURCE_DB), connect_timeout=5) as conn:
             conn.execute(_SCHEMA)
@@ -346,6 +409,18 @@ class PostgresPart:
         (ctx.logs / "postgres-seed.log").write_text(
             f"seeded {seed_counts(ctx.rows)} in {time.monotonic() - started:.2f}s\n"
         )
+
+
+_PASSWORDS = {ADMIN_ROLE: "pg_password", DRILL_ROLE: "pg_drill_password",
+              READER_ROLE: "pg_reader_password"}
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run as ``user`` with that user's own group and no other
+    (``user=`` alone keeps our group, root, whose permission bits then apply)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def _traversable_by_others(path: Path) -> bool:

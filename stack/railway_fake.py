@@ -5,10 +5,11 @@ Run as ``python -m opsready_stack.railway_fake --dir DIR --port P``. The project
 from ``DIR/state.json``; faults from ``DIR/faults.json`` on every request.
 
 Only the operations the suite and the rollback script send are understood: ``deployments``,
-``deployment``, ``projectToken``, ``project``, ``me``, ``deploymentRollback`` and
-``deploymentRedeploy``. Queries are parsed (operations, variables, arguments, aliases and
-selection sets, no fragments), and answers carry exactly the selected fields, so a query
-that would fail on Railway fails here too. Errors come back with HTTP 200.
+``deployment``, ``serviceInstance`` (with its ``latestDeployment``), ``projectToken``,
+``project``, ``me``, ``deploymentRollback`` and ``deploymentRedeploy``. Queries are parsed
+(operations, variables, arguments, aliases and selection sets, no fragments), and answers
+carry exactly the selected fields, so a query that would fail on Railway fails here too.
+Errors come back with HTTP 200.
 """
 
 from __future__ import annotations
@@ -48,8 +49,17 @@ ROLLBACK_RETENTION = dt.timedelta(days=30)
 
 FAULTS = (
     Fault("no-rollback-target",
-          "no previous SUCCESS deployment can be rolled back to (images expired)",
+          "no previous deployment can be rolled back to (images expired)",
           frozenset({"P1-003"})),
+    Fault("rollback-overridden-by-autodeploy",
+          "right after a rollback an automatic deploy of main's head takes over: the active "
+          "deployment changes, but back to the code it ran before", frozenset({"P1-003"})),
+    Fault("railway-image-source",
+          "the service is deployed from a container image: deployments carry meta.image and "
+          "no commit", frozenset(), variant=True),
+    Fault("railway-app-sleeping",
+          "the service sleeps when idle (serverless): its active deployment is SLEEPING",
+          frozenset(), variant=True),
 )
 
 
@@ -304,10 +314,15 @@ class Deployment:
     meta: dict[str, Any]
     ready_at: float | None = None  # monotonic time a DEPLOYING record becomes SUCCESS
     updated: dt.datetime | None = None
+    served: bool = False  # it was live once: a superseded deployment stays rollback-able
 
 
 class RailwayModel:
-    """The project, its one service and the service's deployments."""
+    """The project, its one service and the service's deployments.
+
+    As on Railway, a deployment that goes live supersedes the one before it, which goes
+    REMOVED and stays rollback-able within the retention; a rollback creates a new deployment
+    from the target's image."""
 
     def __init__(self, dir: Path, token: str, head_sha: str, deploy_seconds: float) -> None:
         self.token = token
@@ -316,19 +331,19 @@ class RailwayModel:
         self.lock = threading.Lock()
         now = dt.datetime.now(dt.UTC)
         history = [
-            # (days ago, status, commit, message)
-            (3, "SUCCESS", head_sha, "Merge pull request #30 (Sprint 51 Phase 3)"),
-            (4, "FAILED", _sha("wip", 4), "Tighten CSP for the studio origin"),
-            (5, "SUCCESS", _sha("merge", 29), "Merge pull request #29 (Sprint 51 Phase 2)"),
-            (8, "SUCCESS", _sha("deploy", 8), "Bump psycopg_pool to 3.2"),
-            (10, "CRASHED", _sha("deploy", 10), "Move sessions to a separate pool"),
-            (40, "REMOVED", _sha("deploy", 40), "Sprint 50 release"),
+            # (days ago, status, served, commit, message)
+            (3, "SUCCESS", True, head_sha, "Merge pull request #30 (Sprint 51 Phase 3)"),
+            (4, "FAILED", False, _sha("wip", 4), "Tighten CSP for the studio origin"),
+            (5, "REMOVED", True, _sha("merge", 29), "Merge pull request #29 (Sprint 51 Phase 2)"),
+            (8, "REMOVED", True, _sha("deploy", 8), "Bump psycopg_pool to 3.2"),
+            (10, "REMOVED", True, _sha("deploy", 10), "Move sessions to a separate pool"),
+            (40, "REMOVED", True, _sha("deploy", 40), "Sprint 50 release"),
         ]
         self.deployments: list[Deployment] = []
-        for days, status, commit, message in history:
+        for days, status, served, commit, message in history:
             created = now - dt.timedelta(days=days, hours=2, minutes=11)
             self.deployments.append(Deployment(
-                id=_id(f"deployment/{days}"), status=status, created=created,
+                id=_id(f"deployment/{days}"), status=status, created=created, served=served,
                 meta={"commitHash": commit, "commitMessage": message, "branch": "main",
                       "reason": "deploy"},
             ))
@@ -336,28 +351,52 @@ class RailwayModel:
     # Times and statuses settle lazily, whenever the model is read.
     def settle(self) -> None:
         now = time.monotonic()
-        for d in self.deployments:
+        for d in sorted(self.deployments, key=lambda d: d.created):
             if d.status == "DEPLOYING" and d.ready_at is not None and now >= d.ready_at:
-                d.status = "SUCCESS"
+                d.status, d.served = "SUCCESS", True
                 d.updated = dt.datetime.now(dt.UTC)
+                for other in self.deployments:
+                    if other is not d and other.status == "SUCCESS":
+                        other.status, other.updated = "REMOVED", d.updated
 
     def ordered(self) -> list[Deployment]:
         return sorted(self.deployments, key=lambda d: d.created, reverse=True)
 
+    def latest(self) -> Deployment | None:
+        found = self.ordered()
+        return found[0] if found else None
+
     def active(self) -> Deployment | None:
         return next((d for d in self.ordered() if d.status == "SUCCESS"), None)
+
+    def status(self, d: Deployment) -> str:
+        """The status as the API reports it: a sleeping service's live deployment sleeps."""
+        if d.status == "SUCCESS" and self.faults.on("railway-app-sleeping"):
+            return "SLEEPING"
+        return d.status
 
     def can_rollback(self, d: Deployment) -> bool:
         if self.faults.on("no-rollback-target"):
             return False
         active = self.active()
-        return (d.status == "SUCCESS" and (active is None or d.id != active.id)
+        return (d.served and d.status in ("SUCCESS", "REMOVED")
+                and (active is None or d.id != active.id)
                 and dt.datetime.now(dt.UTC) - d.created <= ROLLBACK_RETENTION)
+
+    def meta(self, d: Deployment) -> dict[str, Any]:
+        if not self.faults.on("railway-image-source"):
+            return d.meta
+        commit = str(d.meta.get("commitHash", ""))
+        return {"image": f"ghcr.io/relay-platform/relay-api:sha-{commit[:12]}",
+                "imageDigest": "sha256:" + hashlib.sha256(commit.encode()).hexdigest(),
+                "reason": d.meta.get("reason"),
+                **({"sourceDeploymentId": d.meta["sourceDeploymentId"]}
+                   if "sourceDeploymentId" in d.meta else {})}
 
     def obj(self, d: Deployment) -> Obj:
         return Obj("Deployment", {
             "id": d.id,
-            "status": d.status,
+            "status": self.status(d),
             "createdAt": _iso(d.created),
             "updatedAt": _iso(d.updated or d.created),
             "canRollback": self.can_rollback(d),
@@ -367,7 +406,7 @@ class RailwayModel:
             "projectId": IDS["project"],
             "environmentId": IDS["environment"],
             "serviceId": IDS["service"],
-            "meta": Json(d.meta),
+            "meta": Json(self.meta(d)),
         })
 
     def find(self, deployment_id: Any, path: list[str]) -> Deployment:
@@ -407,13 +446,16 @@ _DEPLOYMENT = {
 }
 SCHEMA: dict[str, dict[str, str]] = {
     "Query": {"projectToken": "ProjectToken", "me": "User", "project": "Project",
-              "deployments": "DeploymentDeploymentsConnection", "deployment": "Deployment"},
+              "deployments": "DeploymentDeploymentsConnection", "deployment": "Deployment",
+              "serviceInstance": "ServiceInstance"},
     "Mutation": {"deploymentRollback": "Boolean", "deploymentRedeploy": "Deployment"},
     "ProjectToken": {"projectId": "String", "environmentId": "String", "project": "Project",
                      "environment": "Environment"},
     "User": {"id": "String", "name": "String", "email": "String"},
     "Project": {"id": "String", "name": "String"},
     "Environment": {"id": "String", "name": "String"},
+    "ServiceInstance": {"id": "String", "serviceId": "String", "environmentId": "String",
+                        "latestDeployment": "Deployment"},
     "DeploymentDeploymentsConnection": {"edges": "DeploymentDeploymentsConnectionEdge",
                                         "pageInfo": "PageInfo"},
     "DeploymentDeploymentsConnectionEdge": {"node": "Deployment", "cursor": "String"},
@@ -544,6 +586,16 @@ def _root(model: RailwayModel, caller: Caller, kind: str, node: FieldNode,
             return _deployments(model, caller, args, path)
         if name == "deployment":
             return model.obj(model.find(args.get("id"), path))
+        if name == "serviceInstance":
+            if args.get("environmentId") != caller.environment_id:
+                raise _not_authorized(path)
+            if args.get("serviceId") != IDS["service"]:
+                raise GraphQLError("ServiceInstance not found", path=path, code="NOT_FOUND")
+            latest = model.latest()
+            return Obj("ServiceInstance", {
+                "id": _id("service-instance/relay-api/production"),
+                "serviceId": IDS["service"], "environmentId": IDS["environment"],
+                "latestDeployment": None if latest is None else model.obj(latest)})
         raise GraphQLError(f'Cannot query field "{name}" on type "Query".',
                            code="GRAPHQL_VALIDATION_FAILED")
     if kind == "mutation":
@@ -561,7 +613,11 @@ def _root(model: RailwayModel, caller: Caller, kind: str, node: FieldNode,
             if not model.can_rollback(target):
                 raise GraphQLError("Deployment cannot be rolled back", path=path,
                                    code="BAD_USER_INPUT")
+            active = model.active()
             model.new_deployment(target, "rollback")
+            if active is not None and model.faults.on("rollback-overridden-by-autodeploy"):
+                # The service deploys main's head on its own, and that deploy lands on top.
+                model.new_deployment(active, "deploy")
             return True
         if target.status == "REMOVED":
             raise GraphQLError("Deployment cannot be redeployed", path=path,
@@ -587,9 +643,9 @@ def _deployments(model: RailwayModel, caller: Caller, args: dict[str, Any],
     status = spec.get("status") or {}
     if isinstance(status, dict):
         if status.get("in"):
-            items = [d for d in items if d.status in status["in"]]
+            items = [d for d in items if model.status(d) in status["in"]]
         if status.get("notIn"):
-            items = [d for d in items if d.status not in status["notIn"]]
+            items = [d for d in items if model.status(d) not in status["notIn"]]
     first = args.get("first")
     after = args.get("after")
     if after:
@@ -610,6 +666,8 @@ def _deployments(model: RailwayModel, caller: Caller, args: dict[str, Any],
 
 def _project(value: Any, node: FieldNode, path: list[str]) -> Any:
     """Keep exactly the selected fields, and reject selections a real schema would reject."""
+    if value is None:
+        return None  # a nullable object field without a value
     if isinstance(value, list):
         return [_project(v, node, path) for v in value]
     if isinstance(value, Obj):

@@ -8,9 +8,16 @@ rule on ``backups/``, default SSE, a full public access block) and holds 35 days
 backups made by the real backup job (``opsready_stack.backup_job``), plus the record of the
 last restore drill.
 
-Test-only backdoor: S3 sets ``LastModified`` at upload time and offers no way to change it,
-yet the history must *look* 35 days old. The server process therefore answers one extra,
-stack-only route, ``POST /_opsready/last-modified`` with
+Faults and variants of the backups replace the newest nightly backup (keeping its time) with
+another one: another pg_dump format, a truncated or hostile dump, a wrong sidecar. Turning
+them off uploads the job's own dump again from the stack directory.
+
+Test-only backdoors: S3 sets ``LastModified`` at upload time and offers no way to change it,
+yet the history must *look* 35 days old; and moto (unlike S3 since 2023) enables Object Lock
+only on an empty bucket. The server process therefore answers two extra, stack-only routes:
+``POST /_opsready/object-lock`` with ``{"bucket": B, "enabled": bool, "mode": M, "days": N}``
+sets the bucket's Object Lock default retention, and
+``POST /_opsready/last-modified`` with
 ``{"bucket": B, "objects": {KEY: ISO-8601}}``, which sets the current version's
 ``last_modified`` in moto's backend. It exists only in this reference stack, is used only
 by ``S3Part`` while seeding and flipping faults, and is never used by the suite's probes.
@@ -24,17 +31,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
+import hashlib
 import json
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from opsready_stack.backup_job import TAGS, dump_bytes, dump_directory, sha256sum_line
 from opsready_stack.part import Fault, StackContext, wait_until
 
 __all__ = ["BUCKET", "PREFIX", "S3Part", "main"]
 
 BUCKET = "relay-backups"
 PREFIX = "backups/"
+# Which objects under the prefix are relay's backups (opsready.backup_keys).
+KEY_PATTERN = "%Y-%m-%d/relay.*"
 REGION = "us-east-1"
 DRILL_RECORD_KEY = "drills/last-drill.json"
 SIDECAR = ".sha256"
@@ -44,9 +56,14 @@ FULL_DAYS = 3
 FULL_HISTORY_LIMIT = 64 << 20
 DRILL_AGE_DAYS = 10
 STALE_DRILL_AGE_DAYS = 45
+FAILED_DRILL_AGE_DAYS = 3
 NEWEST_AGE = dt.timedelta(hours=1)
 ADMIN_ROUTE = "/_opsready/last-modified"
+LOCK_ROUTE = "/_opsready/object-lock"
 CHUNK = 1 << 20
+
+HOSTILE_MARKER = "hostile-backup-ran"
+DELETED_AFTER_DAYS = 20
 
 LIFECYCLE = {
     "Rules": [
@@ -62,6 +79,28 @@ LIFECYCLE = {
 }
 ENCRYPTION = {
     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+}
+KMS_ENCRYPTION = {
+    "Rules": [{"ApplyServerSideEncryptionByDefault": {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": "arn:aws:kms:us-east-1:123456789012:key/6f1c1e4e-0000-4000-8000-00000000b0c1",
+    }, "BucketKeyEnabled": True}]
+}
+_TAGGED_BACKUPS = {"And": {"Prefix": PREFIX, "Tags": [{"Key": "kind", "Value": "nightly"}]}}
+# The lifecycle configurations of the faults and variants; None deletes it.
+_LIFECYCLES: dict[str, dict[str, Any] | None] = {
+    "keep-forever": None,
+    "short-retention": {"Rules": [{"ID": "backups-30-days", "Filter": _TAGGED_BACKUPS,
+                                   "Status": "Enabled", "Expiration": {"Days": 30}}]},
+    "tag-filtered-expiry": {"Rules": [
+        *LIFECYCLE["Rules"],
+        {"ID": "tmp-objects", "Filter": {"Tag": {"Key": "tmp", "Value": "true"}},
+         "Status": "Enabled", "Expiration": {"Days": 1}},
+    ]},
+    "object-lock-retention": {"Rules": [
+        {"ID": "current-versions-30-days", "Filter": {"Prefix": PREFIX}, "Status": "Enabled",
+         "Expiration": {"Days": 30}, "NoncurrentVersionExpiration": {"NoncurrentDays": 400}},
+    ]},
 }
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
@@ -86,8 +125,68 @@ class S3Part:
         Fault("no-drill-schedule",
               "the last restore drill is 45 days old (and the drill workflow has no schedule)",
               frozenset({"P1-002"})),
+        Fault("drill-record-failed",
+              "the drill record of 3 days ago says the restore drill failed",
+              frozenset({"P1-002"})),
+        Fault("drill-record-absent",
+              "no drill record is kept: the monthly drill workflow's runs are the evidence",
+              frozenset(), variant=True),
+        Fault("only-other-backups-fresh",
+              "relay's two newest backups are missing; another database's dump, a log and a "
+              "manifest written today are the newest objects under the prefix",
+              frozenset({"P1-002"})),
+        Fault("backup-extras",
+              "another database's dump, a log and a manifest, newer than relay's newest backup, "
+              "share its prefix", frozenset(), variant=True),
+        Fault("sidecar-wrong-name",
+              "the newest backup's sidecar names another file (analytics.dump)",
+              frozenset({"P1-002"})),
+        Fault("sidecar-no-digest", "the newest backup's sidecar holds no digest",
+              frozenset({"P1-002"})),
+        Fault("sidecar-bsd-tag",
+              "the newest backup's sidecar is in BSD tag format: SHA256 (relay.dump) = <hex>",
+              frozenset(), variant=True),
+        Fault("truncated-backup",
+              "the newest dump is cut short (its sidecar is of the cut file, as a job that "
+              "hashes what it uploads would write)", frozenset({"P1-002"})),
+        Fault("hostile-backup",
+              "the newest backup is a gzip'd plain-SQL dump with a psql `\\!` shell command",
+              frozenset({"P1-002"})),
+        Fault("duplicate-key-backup",
+              "the newest backup (gzip'd plain SQL) holds a duplicated workspaces key, so "
+              "ADD PRIMARY KEY fails on restore while every table still gets its rows",
+              frozenset({"P1-002"})),
+        Fault("schema-only-backup", "the newest backup is schema only (pg_dump -s)",
+              frozenset({"P1-002"})),
+        Fault("backup-from-staging",
+              "the newest backup holds more audit_logs rows than the live source ever had",
+              frozenset({"P1-002"})),
+        Fault("plain-sql-backup",
+              "the newest backup is gzip'd plain SQL with OWNER TO statements (pg_dump | gzip)",
+              frozenset(), variant=True),
+        Fault("tar-backup", "the newest backup is a tar-format dump (pg_dump -Ft)", frozenset(),
+              variant=True),
+        Fault("directory-backup",
+              "the newest backup is a directory-format dump (pg_dump -Fd) with one sidecar "
+              "line per file", frozenset(), variant=True),
         Fault("versioning-off", "bucket versioning is Suspended", frozenset({"P3-003"})),
-        Fault("no-lifecycle", "the bucket has no lifecycle configuration",
+        Fault("keep-forever", "the bucket has no lifecycle configuration: backups are kept "
+              "until deleted", frozenset(), variant=True),
+        Fault("short-retention",
+              "a lifecycle rule filtered on the backups' prefix and tag (And) expires them "
+              "after 30 days", frozenset({"P3-003"})),
+        Fault("tag-filtered-expiry",
+              "an extra lifecycle rule expires objects tagged tmp=true after a day; backups "
+              "carry no such tag", frozenset(), variant=True),
+        Fault("object-lock-retention",
+              "Object Lock keeps every version 400 days (GOVERNANCE) while a rule expires "
+              "current versions after 30 days", frozenset(), variant=True),
+        Fault("no-default-encryption", "the bucket has no default encryption",
+              frozenset({"P3-003"})),
+        Fault("kms-encryption", "default encryption is aws:kms with a customer managed key",
+              frozenset(), variant=True),
+        Fault("backups-deleted-early",
+              "backups older than 20 days were deleted (their delete markers remain)",
               frozenset({"P3-003"})),
     )
 
@@ -120,10 +219,6 @@ class S3Part:
             self._seed_history(ctx, client)
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
-        from opsready_stack.postgres import ADMIN_ROLE, seed_counts
-
-        port = ctx.ports["postgres"]
-        pw = ctx.secrets["pg_password"]
         return {
             "backups": {
                 "s3": {
@@ -134,6 +229,7 @@ class S3Part:
                     "access_key_id": ctx.secrets["s3_access_key"],
                     "secret_access_key": ctx.secrets["s3_secret_key"],
                 },
+                "key_pattern": KEY_PATTERN,
                 "rpo_hours": 26,
                 "min_size_bytes": 1024,
                 "max_shrink_fraction": 0.5,
@@ -141,19 +237,9 @@ class S3Part:
                 "drill_record_key": DRILL_RECORD_KEY,
                 "drill_max_age_days": 31,
                 "retention_days": 365,
+                "required_encryption": "AES256",
                 "daily_window_days": 30,
                 "daily_min_days": 28,
-            },
-            "restore_drill": {
-                # The maintenance database of the same server: the drill creates and drops
-                # its own opsready_drill_<ts> database there.
-                "scratch_dsn": f"postgresql://{ADMIN_ROLE}:{pw}@127.0.0.1:{port}/postgres",
-                "source_dsn": ctx.urls["postgres_dsn"],
-                "expected_tables": ["workspaces", "api_keys", "audit_logs", "sessions"],
-                "min_rows": {t: n // 2 for t, n in seed_counts(ctx.rows).items()},
-                "row_tolerance": 0.05,
-                "rto_target_s": 600,
-                "jobs": 2,
             },
         }
 
@@ -164,23 +250,28 @@ class S3Part:
                 Bucket=BUCKET,
                 VersioningConfiguration={"Status": "Suspended" if on else "Enabled"},
             )
-        elif name == "no-lifecycle":
-            if on:
-                client.delete_bucket_lifecycle(Bucket=BUCKET)
-            else:
-                client.put_bucket_lifecycle_configuration(
-                    Bucket=BUCKET, LifecycleConfiguration=LIFECYCLE)
         elif name == "stale-backup":
             self._stale(ctx, client, on)
         elif name == "corrupt-backup":
             self._corrupt(ctx, client, on)
-        elif name == "no-drill-schedule":
-            manifest = self._manifest(ctx)
-            if on:
-                finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=STALE_DRILL_AGE_DAYS)
-                self._put_drill_record(ctx, client, _drill_record(finished))
-            else:
-                self._put_drill_record(ctx, client, manifest["drill_record"])
+        elif name in ("no-drill-schedule", "drill-record-failed", "drill-record-absent"):
+            self._drill_fault(ctx, client, name, on)
+        elif name == "object-lock-retention":
+            self._object_lock(ctx, client, on)
+        elif name in _LIFECYCLES:
+            self._lifecycle(client, name if on else None)
+        elif name in ("no-default-encryption", "kms-encryption"):
+            self._encryption(client, name if on else None)
+        elif name == "backups-deleted-early":
+            self._delete_old(ctx, client, on)
+        elif name in ("only-other-backups-fresh", "backup-extras"):
+            self._extras(ctx, client, on, drop_newest=name == "only-other-backups-fresh")
+        elif name in ("sidecar-wrong-name", "sidecar-no-digest", "sidecar-bsd-tag"):
+            self._sidecar(ctx, client, name if on else None)
+        elif on:
+            self._swap_newest(ctx, client, self._replacement(ctx, name))
+        else:
+            self._unswap(ctx, client)
 
     def stop(self, ctx: StackContext) -> None:
         return None
@@ -215,6 +306,7 @@ class S3Part:
         client.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration=LIFECYCLE)
         client.put_bucket_encryption(Bucket=BUCKET,
                                      ServerSideEncryptionConfiguration=ENCRYPTION)
+
         client.put_public_access_block(Bucket=BUCKET,
                                        PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
         return created
@@ -251,7 +343,9 @@ class S3Part:
             origin = keys[thin_from] if thin_from is not None and i >= thin_from else keys[0]
             for suffix in ("", SIDECAR):
                 client.copy_object(Bucket=BUCKET, Key=key + suffix,
-                                   CopySource={"Bucket": BUCKET, "Key": origin + suffix})
+                                   CopySource={"Bucket": BUCKET, "Key": origin + suffix},
+                                   TaggingDirective="REPLACE",
+                                   Tagging=TAGS if not suffix else "")
             source_of[key] = source_of[origin]
 
         stamps: dict[str, str] = {}
@@ -275,6 +369,19 @@ class S3Part:
         }
         self._write_manifest(ctx, manifest)
         self._put_drill_record(ctx, client, record)
+
+    def _drill_fault(self, ctx: StackContext, client: Any, name: str, on: bool) -> None:
+        if not on:
+            self._put_drill_record(ctx, client, self._manifest(ctx)["drill_record"])
+        elif name == "drill-record-absent":
+            client.delete_object(Bucket=BUCKET, Key=DRILL_RECORD_KEY)
+        elif name == "drill-record-failed":
+            finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=FAILED_DRILL_AGE_DAYS)
+            self._put_drill_record(ctx, client, _drill_record(finished, result="failed",
+                                                              rto_seconds=None))
+        else:
+            finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=STALE_DRILL_AGE_DAYS)
+            self._put_drill_record(ctx, client, _drill_record(finished))
 
     def _put_drill_record(self, ctx: StackContext, client: Any, record: dict[str, Any]) -> None:
         client.put_object(Bucket=BUCKET, Key=DRILL_RECORD_KEY,
@@ -328,13 +435,164 @@ class S3Part:
         corrupt = corrupt or manifest.get("corrupted") == key
         with open(source["file"], "rb") as fh:
             body: IO[bytes] | _FlippedReader = _FlippedReader(fh, source["size"]) if corrupt else fh
-            client.upload_fileobj(body, BUCKET, key)
+            client.upload_fileobj(body, BUCKET, key, ExtraArgs={"Tagging": TAGS})
         stamps = {key: manifest["last_modified"][key]}
         if sidecar:
             client.put_object(Bucket=BUCKET, Key=key + SIDECAR,
                               Body=f"{source['sha256']}  {key.rsplit('/', 1)[-1]}\n".encode())
             stamps[key + SIDECAR] = manifest["last_modified"][key + SIDECAR]
         _set_last_modified(ctx, stamps)
+
+
+    # ---- variants of the newest backup -------------------------------------------------
+
+    def _replacement(self, ctx: StackContext, name: str) -> dict[str, bytes]:
+        """What stands in for the newest backup under ``name``: file name (relative to the
+        day's directory; ``relay.dir/...`` for a directory dump) -> content."""
+        dsn = ctx.urls["postgres_dsn"]
+        manifest = self._manifest(ctx)
+        if name == "truncated-backup":
+            data = Path(manifest["sources"]["full"]["file"]).read_bytes()
+            return {"relay.dump": data[:len(data) * 6 // 10]}
+        if name == "schema-only-backup":
+            return {"relay.dump": dump_bytes(dsn, "custom", "--schema-only")}
+        if name == "tar-backup":
+            return {"relay.tar": dump_bytes(dsn, "tar")}
+        if name == "directory-backup":
+            return {f"relay.dir/{n}": b for n, b in dump_directory(dsn).items()}
+        script = dump_bytes(dsn, "plain").decode()
+        if name == "hostile-backup":
+            marker = ctx.dir / HOSTILE_MARKER
+            script = script.replace("SET statement_timeout = 0;\n",
+                                    f"SET statement_timeout = 0;\n\\! touch {marker}\n", 1)
+        elif name == "duplicate-key-backup":
+            script = _copy_block(script, "public.workspaces", lambda rows: [rows[0], *rows])
+        elif name == "backup-from-staging":
+            script = _copy_block(script, "public.audit_logs", _more_rows)
+        return {"relay.sql.gz": gzip.compress(script.encode(), mtime=0)}
+
+    def _swap_newest(self, ctx: StackContext, client: Any, objects: dict[str, bytes]) -> None:
+        """Replace the newest backup and its sidecar with ``objects``, keeping their times."""
+        manifest = self._manifest(ctx)
+        newest = manifest["keys"][0]
+        stamp = dt.datetime.fromisoformat(manifest["last_modified"][newest])
+        day = newest.rsplit("/", 1)[0]
+        for suffix in ("", SIDECAR):
+            client.delete_object(Bucket=BUCKET, Key=newest + suffix)
+        stamps: dict[str, str] = {}
+        lines: dict[str, list[str]] = {}
+        for name, body in objects.items():
+            key = f"{day}/{name}"
+            client.put_object(Bucket=BUCKET, Key=key, Body=body, Tagging=TAGS)
+            stamps[key] = _iso(stamp)
+            # A directory dump gets one sidecar for the directory, a line per file.
+            backup = key.rsplit("/", 1)[0] if "/" in name else key
+            lines.setdefault(backup, []).append(
+                sha256sum_line(hashlib.sha256(body).hexdigest(), key))
+        for backup, text in lines.items():
+            client.put_object(Bucket=BUCKET, Key=backup + SIDECAR, Body="".join(text).encode())
+            stamps[backup + SIDECAR] = _iso(stamp + dt.timedelta(seconds=2))
+        _set_last_modified(ctx, stamps)
+        manifest["swapped"] = sorted(stamps)
+        self._write_manifest(ctx, manifest)
+
+    def _unswap(self, ctx: StackContext, client: Any) -> None:
+        manifest = self._manifest(ctx)
+        for key in manifest.get("swapped", []):
+            client.delete_object(Bucket=BUCKET, Key=key)
+        manifest["swapped"] = []
+        self._write_manifest(ctx, manifest)
+        self._restore_dump(ctx, client, manifest, manifest["keys"][0])
+
+    def _extras(self, ctx: StackContext, client: Any, on: bool, *, drop_newest: bool) -> None:
+        """Objects that share the backups' prefix but are not relay's backups."""
+        manifest = self._manifest(ctx)
+        newest = manifest["keys"][0]
+        day = newest.rsplit("/", 1)[0]
+        stamp = dt.datetime.fromisoformat(manifest["last_modified"][newest])
+        other = Path(manifest["sources"]["full"]["file"]).read_bytes()
+        extras = {
+            f"{day}/analytics.dump": other,
+            f"{day}/analytics.dump{SIDECAR}":
+                sha256sum_line(hashlib.sha256(other).hexdigest(), "analytics.dump").encode(),
+            f"{day}/backup.log": b"pg_dump: dumping contents of table public.audit_logs\n",
+            f"{PREFIX}manifest.json": json.dumps({"latest": newest}).encode(),
+        }
+        if on:
+            for key, body in extras.items():
+                client.put_object(Bucket=BUCKET, Key=key, Body=body)
+            # Written after relay's newest backup: the newest objects under the prefix.
+            _set_last_modified(ctx, {k: _iso(stamp + dt.timedelta(minutes=30)) for k in extras})
+        else:
+            for key in extras:
+                client.delete_object(Bucket=BUCKET, Key=key)
+        if drop_newest:
+            self._stale(ctx, client, on)
+
+    def _sidecar(self, ctx: StackContext, client: Any, name: str | None) -> None:
+        manifest = self._manifest(ctx)
+        newest = manifest["keys"][0]
+        sha = manifest["sources"][manifest["source_of"][newest]]["sha256"]
+        base = newest.rsplit("/", 1)[-1]
+        text = {
+            None: sha256sum_line(sha, newest),
+            "sidecar-wrong-name": sha256sum_line(sha, "analytics.dump"),
+            "sidecar-no-digest": "pending: the checksum step did not run\n",
+            "sidecar-bsd-tag": f"SHA256 ({base}) = {sha}\n",
+        }[name]
+        client.put_object(Bucket=BUCKET, Key=newest + SIDECAR, Body=text.encode())
+        _set_last_modified(ctx, {newest + SIDECAR: manifest["last_modified"][newest + SIDECAR]})
+
+    # ---- bucket settings ----------------------------------------------------------------
+
+    def _lifecycle(self, client: Any, name: str | None) -> None:
+        config = LIFECYCLE if name is None else _LIFECYCLES[name]
+        if config is None:
+            client.delete_bucket_lifecycle(Bucket=BUCKET)
+        else:
+            client.put_bucket_lifecycle_configuration(Bucket=BUCKET,
+                                                      LifecycleConfiguration=config)
+
+    def _object_lock(self, ctx: StackContext, client: Any, on: bool) -> None:
+        _post(ctx, LOCK_ROUTE, {"bucket": BUCKET, "enabled": on, "mode": "GOVERNANCE",
+                                "days": 400})
+        self._lifecycle(client, "object-lock-retention" if on else None)
+
+    def _encryption(self, client: Any, name: str | None) -> None:
+        if name == "no-default-encryption":
+            client.delete_bucket_encryption(Bucket=BUCKET)
+            return
+        config = ENCRYPTION if name is None else KMS_ENCRYPTION
+        client.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration=config)
+
+    def _delete_old(self, ctx: StackContext, client: Any, on: bool) -> None:
+        """Delete (on) the backups older than 20 days, or remove their delete markers (off)."""
+        old = self._manifest(ctx)["keys"][DELETED_AFTER_DAYS:]
+        for key in (k + suffix for k in old for suffix in ("", SIDECAR)):
+            if on:
+                client.delete_object(Bucket=BUCKET, Key=key)
+                continue
+            listing = client.list_object_versions(Bucket=BUCKET, Prefix=key)
+            for marker in listing.get("DeleteMarkers", []):
+                if marker["Key"] == key:
+                    client.delete_object(Bucket=BUCKET, Key=key, VersionId=marker["VersionId"])
+
+
+def _copy_block(script: str, table: str, change: Any) -> str:
+    """``script`` with the data rows of ``table``'s COPY block passed through ``change``."""
+    lines = script.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"COPY {table} ("))
+    end = lines.index("\\.", start)
+    lines[start + 1:end] = change(lines[start + 1:end])
+    return "\n".join(lines)
+
+
+def _more_rows(rows: list[str]) -> list[str]:
+    """A tenth more rows, copies of the first ones under new ids (the first column)."""
+    top = max(int(r.split("\t", 1)[0]) for r in rows)
+    extra = [f"{top + i + 1}\t{r.split(chr(9), 1)[1]}"
+             for i, r in enumerate(rows[:max(1, len(rows) // 10)])]
+    return rows + extra
 
 
 class _FlippedReader:
@@ -366,14 +624,15 @@ def _newest_dump(client: Any) -> str | None:
     return newest[1] if newest else None
 
 
-def _drill_record(finished: dt.datetime, backup_key: str | None = None) -> dict[str, Any]:
+def _drill_record(finished: dt.datetime, backup_key: str | None = None, result: str = "passed",
+                  rto_seconds: float | None = 47.9) -> dict[str, Any]:
     started = finished - dt.timedelta(seconds=52)
     return {
         "started_at": _iso(started),
         "finished_at": _iso(finished),
-        "result": "passed",
+        "result": result,
         "backup_key": backup_key,
-        "rto_seconds": 47.9,
+        "rto_seconds": rto_seconds,
         "rpo_hours": 7.2,
         "tables": ["workspaces", "api_keys", "audit_logs", "sessions"],
         "runner": "github-actions: restore-drill.yml",
@@ -382,8 +641,12 @@ def _drill_record(finished: dt.datetime, backup_key: str | None = None) -> dict[
 
 def _set_last_modified(ctx: StackContext, stamps: dict[str, str]) -> None:
     """The stack-only backdoor (see the module docstring)."""
-    body = json.dumps({"bucket": BUCKET, "objects": stamps}).encode()
-    req = urllib.request.Request(ctx.urls["s3"] + ADMIN_ROUTE, data=body, method="POST",
+    _post(ctx, ADMIN_ROUTE, {"bucket": BUCKET, "objects": stamps})
+
+
+def _post(ctx: StackContext, route: str, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(ctx.urls["s3"] + route, data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         if resp.status != 200:
@@ -394,10 +657,11 @@ def _set_last_modified(ctx: StackContext, stamps: dict[str, str]) -> None:
 
 
 def _with_backdoor(app: Any) -> Any:
-    """Wrap moto's WSGI app with the stack-only ``last_modified`` route."""
+    """Wrap moto's WSGI app with the stack-only routes (see the module docstring)."""
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") != ADMIN_ROUTE or environ.get("REQUEST_METHOD") != "POST":
+        route = environ.get("PATH_INFO")
+        if route not in (ADMIN_ROUTE, LOCK_ROUTE) or environ.get("REQUEST_METHOD") != "POST":
             return app(environ, start_response)
         from moto.s3.models import FakeKey, s3_backends
 
@@ -408,6 +672,13 @@ def _with_backdoor(app: Any) -> Any:
             partition, account = s3_backends.bucket_accounts[bucket_name]
             bucket = s3_backends[account][partition].get_bucket(bucket_name)
             updated = 0
+            if route == LOCK_ROUTE:
+                on = bool(payload["enabled"])
+                bucket.object_lock_enabled = on
+                bucket.default_lock_mode = payload["mode"] if on else ""
+                bucket.default_lock_days = int(payload["days"]) if on else 0
+                bucket.default_lock_years = 0
+                payload["objects"] = {}
             for key, stamp in payload["objects"].items():
                 versions = bucket.keys.getlist(key, [])
                 current = versions[-1] if versions else None

@@ -1,13 +1,18 @@
-"""P1-002 and P3-003 against the reference stack: done when healthy, open under their faults,
-and the restore drill's safety rules (guardrail, drop on a signal, sweep, streaming)."""
+"""P1-002 and P3-003 against the reference stack: done when healthy and under every legitimate
+variant, open under each fault (naming the criterion), unverified where the suite cannot
+look, and the restore drill's safety rules (guardrail, drop on a signal, sweep, streaming)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +53,29 @@ def _drill_databases(stack: StartedStack) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _env_copy(stack: StartedStack, tmp_path: Path, **restore_drill: Any) -> Path:
+def _env_copy(stack: StartedStack, tmp_path: Path, *, backups: dict[str, Any] | None = None,
+              **restore_drill: Any) -> Path:
     data = yaml.safe_load(stack.env_path.read_text())
     data["restore_drill"].update(restore_drill)
+    for key, value in (backups or {}).items():
+        if key == "s3":
+            data["backups"]["s3"].update(value)
+        else:
+            data["backups"][key] = value
+    data["restore_drill"] = {k: v for k, v in data["restore_drill"].items() if v is not None}
     path = tmp_path / "env.yaml"
     path.write_text(yaml.safe_dump(data))
     path.chmod(0o600)
     return path
+
+
+def _drill_dsn(stack: StartedStack, host: str = "127.0.0.1", db: str = "postgres") -> str:
+    state = stack.state
+    return (f"postgresql://opsready_drill:{state['secrets']['pg_drill_password']}@{host}:"
+            f"{state['urls']['postgres_port']}/{db}")
+
+
+# ---- healthy ---------------------------------------------------------------------------------
 
 
 def test_healthy_stack_data_tickets_done(stack: StartedStack, tmp_path: Path) -> None:
@@ -75,20 +96,59 @@ def test_healthy_stack_data_tickets_done(stack: StartedStack, tmp_path: Path) ->
     rows = _evidence(drill, "rows")["value"]
     assert set(rows) == {"workspaces", "api_keys", "audit_logs", "sessions"}
     assert all(n > 0 for n in rows.values())
-    pw = stack.state["secrets"]["pg_password"]
-    assert pw not in (result.out_dir / "readiness.json").read_text()
+    # The guardrail asked both servers: the same cluster, the drill's own database, a role
+    # without server-side powers.
+    target = _evidence(drill, "drill")["value"]["target"]
+    assert target["same_cluster_as"] == ["restore_drill.source_dsn"]
+    assert target["scratch"]["role"] == "opsready_drill" and not target["scratch"]["superuser"]
+    assert target["scratch"]["system_identifier"] == \
+        target["compared_with"][0]["system_identifier"]
+    listing = _evidence(_criterion(result, "P1-002", "The latest backup is younger"),
+                        "listing")["value"]
+    assert listing["listed_since"] is not None and listing["requests"] == 1
+    retention = _evidence(_criterion(result, "P3-003", "Backups are kept"), "retention")["value"]
+    assert retention["effective_retention_days"] == 400
+    assert retention["noncurrent_version_expiration_days"] == {"backups-archive-then-expire": 90}
+    for secret in ("pg_password", "pg_drill_password", "pg_reader_password"):
+        assert stack.state["secrets"][secret] not in (result.out_dir / "readiness.json").read_text()
     assert _drill_databases(stack) == []
 
 
-@pytest.mark.parametrize(("fault", "opens", "criterion"), [
-    ("stale-backup", "P1-002", "The latest backup is younger than the RPO"),
-    ("corrupt-backup", "P1-002", "The latest backup matches its sha256 sidecar"),
-    ("no-drill-schedule", "P1-002", "A restore drill is scheduled monthly"),
-    ("versioning-off", "P3-003", "Versioning is Enabled"),
-    ("no-lifecycle", "P3-003", "An enabled lifecycle rule"),
+# ---- faults: each opens its ticket at the criterion it breaks ----------------------------------
+
+
+@pytest.mark.parametrize(("fault", "opens", "criteria", "says"), [
+    ("stale-backup", "P1-002", ["The latest backup is younger than the RPO"], ["h old"]),
+    ("only-other-backups-fresh", "P1-002", ["The latest backup is younger than the RPO"],
+     ["/relay.dump: the newest backup is"]),
+    ("corrupt-backup", "P1-002", ["The latest backup matches its sha256 sidecar"],
+     ["the sidecar says"]),
+    ("sidecar-wrong-name", "P1-002", ["The latest backup matches its sha256 sidecar"],
+     ["names ['analytics.dump'], not relay.dump"]),
+    ("sidecar-no-digest", "P1-002", ["The latest backup matches its sha256 sidecar"],
+     ["holds no sha256 digest"]),
+    ("truncated-backup", "P1-002", ["The latest backup is a whole, valid dump",
+                                    "A drill restores"],
+     ["could not read the archive to its end after", "pg_restore exited with 1 after reading"]),
+    ("hostile-backup", "P1-002", ["The latest backup is a whole, valid dump",
+                                  "A drill restores"],
+     ["line 11: the psql meta-command `\\!`", "nothing was run (psql never started)"]),
+    ("duplicate-key-backup", "P1-002", ["A drill restores"],
+     ["psql (ON_ERROR_STOP) exited with 3", "is duplicated"]),
+    ("schema-only-backup", "P1-002", ["A drill restores"], ["a schema-only dump"]),
+    ("backup-from-staging", "P1-002", ["A drill restores"],
+     ["rows restored but 2000 in the live source"]),
+    ("no-drill-schedule", "P1-002", ["A restore drill is scheduled monthly"], []),
+    ("versioning-off", "P3-003", ["Versioning is Enabled"], ["Suspended"]),
+    ("short-retention", "P3-003", ["Backups are kept at least the retention"],
+     ["['backups-30-days'] apply to"]),
+    ("no-default-encryption", "P3-003", ["Default encryption"], ["expected AES256"]),
+    ("backups-deleted-early", "P3-003", ["Daily backups accumulate",
+                                         "The oldest backup is as old as the claimed"],
+     ["20 of the last 30 days", "backups are deleted before their time"]),
 ])
 def test_fault_opens_its_data_ticket(stack: StartedStack, tmp_path: Path, fault: str,
-                                     opens: str, criterion: str) -> None:
+                                     opens: str, criteria: list[str], says: list[str]) -> None:
     # The drill runs: without it P1-002 is not covered, so it could never be done.
     with stack.fault(fault):
         result = run_verify(stack, tmp_path, *SERIAL, tickets=DATA_TICKETS,
@@ -96,9 +156,58 @@ def test_fault_opens_its_data_ticket(stack: StartedStack, tmp_path: Path, fault:
     other = next(t for t in DATA_TICKETS if t != opens)
     assert (result.status[opens], result.status[other]) == ("open", "done"), \
         result.explain(DATA_TICKETS)
-    assert _criterion(result, opens, criterion)["outcome"] == "fail", result.explain([opens])
-    # A failed restore drops its scratch database as well.
+    for title in criteria:
+        assert _criterion(result, opens, title)["outcome"] == "fail", result.explain([opens])
+    messages = " ".join(c["message"] or "" for c in result.criteria(opens))
+    for fragment in says:
+        assert fragment in messages, messages
+    # The hostile backup's shell command never ran.
+    assert not (stack.dir / "hostile-backup-ran").exists()
+    # A failed or refused restore drops its scratch database as well.
     assert _drill_databases(stack) == []
+
+
+# ---- variants: other legitimate ways keep the tickets done ------------------------------------
+
+
+@pytest.mark.parametrize(("variant", "check"), [
+    ("backup-extras", ("P1-002", "The latest backup is younger", "latest_backup",
+                       lambda v: v["key"].endswith("/relay.dump"))),
+    ("sidecar-bsd-tag", ("P1-002", "The latest backup matches", "sidecar",
+                         lambda v: v["names"] == ["relay.dump"])),
+    ("plain-sql-backup", ("P1-002", "A drill restores", "drill",
+                          lambda v: v["format"] == "plain" and v["compressed"]
+                          and v["psql_restricted_mode"] is True and v["tolerated"])),
+    ("tar-backup", ("P1-002", "The latest backup is a whole", "dump",
+                    lambda v: v["format"] == "tar" and v["table_data_entries"] == 4)),
+    ("directory-backup", ("P1-002", "A drill restores", "drill",
+                          lambda v: v["format"] == "directory")),
+    ("source-grew", ("P1-002", "A drill restores", "drill",
+                     lambda v: v["source_rows"]["audit_logs"] > v["rows"]["audit_logs"])),
+    ("keep-forever", ("P3-003", "Backups are kept", "retention",
+                      lambda v: v["rules"] is None)),
+    ("tag-filtered-expiry", ("P3-003", "Backups are kept", "retention",
+                             lambda v: [r["applies_to_backups"] for r in v["rules"]]
+                             == [True, False])),
+    ("object-lock-retention", ("P3-003", "Backups are kept", "retention",
+                               lambda v: v["object_lock"]["days"] == 400
+                               and v["effective_retention_days"] == 30)),
+    ("kms-encryption", ("P3-003", "Default encryption", "default_encryption",
+                        lambda v: v[0]["algorithm"] == "aws:kms")),
+])
+def test_variant_keeps_data_tickets_done(stack: StartedStack, tmp_path: Path, variant: str,
+                                         check: tuple[str, str, str, Any]) -> None:
+    ticket, title, name, holds = check
+    with stack.fault(variant):
+        result = run_verify(stack, tmp_path, *SERIAL, tickets=DATA_TICKETS,
+                            allow_intrusive=["restore_drill"])
+    assert {t: result.status[t] for t in DATA_TICKETS} == dict.fromkeys(DATA_TICKETS, "done"), \
+        result.explain(DATA_TICKETS)
+    value = _evidence(_criterion(result, ticket, title), name)["value"]
+    assert holds(value), value
+
+
+# ---- thresholds and configuration --------------------------------------------------------------
 
 
 def test_rto_target_below_measured_opens_p1_002(stack: StartedStack, tmp_path: Path) -> None:
@@ -113,21 +222,157 @@ def test_rto_target_below_measured_opens_p1_002(stack: StartedStack, tmp_path: P
     assert failed == [rto["title"]], result.explain(["P1-002"])
 
 
-def test_guardrail_refuses_source_as_scratch(stack: StartedStack, tmp_path: Path) -> None:
-    state = stack.state
-    port, pw = state["urls"]["postgres_port"], state["secrets"]["pg_password"]
-    # The source says 127.0.0.1, the scratch says localhost: the same database.
-    env = _env_copy(stack, tmp_path,
-                    scratch_dsn=f"postgresql://relay_admin:{pw}@localhost:{port}/relay",
-                    source_dsn=f"postgresql://relay_admin:{pw}@127.0.0.1:{port}/relay")
+def test_required_kms_key_opens_p3_003_on_aes256(stack: StartedStack, tmp_path: Path) -> None:
+    env = _env_copy(stack, tmp_path, backups={"required_encryption": "aws:kms"})
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P3-003"])
+    enc = _criterion(result, "P3-003", "Default encryption")
+    assert enc["outcome"] == "fail" and "expected aws:kms" in enc["message"]
+    assert result.status["P3-003"] == "open"
+
+
+def test_unconfigured_encryption_is_recorded_not_judged(stack: StartedStack,
+                                                        tmp_path: Path) -> None:
+    env = _env_copy(stack, tmp_path, backups={"required_encryption": None})
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P3-003"])
+    enc = _criterion(result, "P3-003", "Default encryption")
+    assert enc["outcome"] == "skip" and "required_encryption" in enc["message"]
+    assert _evidence(enc, "default_encryption")["value"][0]["algorithm"] == "AES256"
+    assert result.status["P3-003"] == "unverified"
+
+
+def test_young_history_is_not_covered_with_a_date(stack: StartedStack, tmp_path: Path) -> None:
+    """35 days of backups cannot show a 60-day window: not covered, never a pass."""
+    env = _env_copy(stack, tmp_path, backups={"daily_window_days": 60, "daily_min_days": 55})
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P3-003"])
+    acc = _criterion(result, "P3-003", "Daily backups accumulate")
+    assert acc["outcome"] == "skip", result.explain(["P3-003"])
+    oldest = dt.datetime.now(dt.UTC) - dt.timedelta(days=34, hours=1)
+    judgeable = (oldest.date() + dt.timedelta(days=60)).isoformat()
+    assert f"judgeable from {judgeable}" in acc["message"]
+    assert result.status["P3-003"] == "unverified"
+
+
+def test_history_start_shows_backups_deleted_without_a_trace(stack: StartedStack,
+                                                             tmp_path: Path) -> None:
+    """A history said to begin 100 days ago, with 35 days of backups kept and a lifecycle
+    that claims 400: backups were deleted early."""
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=100)).date().isoformat()
+    env = _env_copy(stack, tmp_path, backups={"history_start": start})
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P3-003"])
+    kept = _criterion(result, "P3-003", "The oldest backup is as old as the claimed")
+    assert kept["outcome"] == "fail" and "400 days" in kept["message"], kept["message"]
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"source_dsn": None}, "restore_drill.source_dsn"),
+    ({"expected_tables": []}, "restore_drill.expected_tables"),
+])
+def test_drill_without_its_inputs_is_not_covered(stack: StartedStack, tmp_path: Path,
+                                                 change: dict[str, Any], says: str) -> None:
+    env = _env_copy(stack, tmp_path, **change)
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P1-002"],
+                        allow_intrusive=["restore_drill"])
+    drill = _criterion(result, "P1-002", "A drill restores")
+    assert drill["outcome"] == "skip" and says in drill["message"], result.explain(["P1-002"])
+    assert result.status["P1-002"] == "unverified"
+    assert _drill_databases(stack) == []
+
+
+# ---- unverified: the suite could not look -----------------------------------------------------
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """An S3 endpoint that refuses every request with AccessDenied."""
+
+    def _deny(self) -> None:
+        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message></Error>")
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = _deny
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+def test_access_denied_is_unverified_not_open(stack: StartedStack, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = _env_copy(stack, tmp_path, backups={
+            "s3": {"endpoint_url": f"http://127.0.0.1:{server.server_address[1]}"}})
+        result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=DATA_TICKETS,
+                            allow_intrusive=["restore_drill"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {t: result.status[t] for t in DATA_TICKETS} == \
+        dict.fromkeys(DATA_TICKETS, "unverified"), result.explain(DATA_TICKETS)
+    outcomes = {c["outcome"] for t in DATA_TICKETS for c in result.criteria(t)}
+    assert "fail" not in outcomes
+    messages = " ".join(c["message"] or "" for c in result.criteria("P3-003"))
+    assert "refused with 403" in messages or "AccessDenied" in messages
+
+
+def test_missing_bucket_is_open(stack: StartedStack, tmp_path: Path) -> None:
+    env = _env_copy(stack, tmp_path, backups={"s3": {"bucket": "relay-backups-gone"}})
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=DATA_TICKETS,
+                        allow_intrusive=["restore_drill"])
+    assert {t: result.status[t] for t in DATA_TICKETS} == dict.fromkeys(DATA_TICKETS, "open"), \
+        result.explain(DATA_TICKETS)
+    rpo = _criterion(result, "P1-002", "The latest backup is younger")
+    assert rpo["outcome"] == "fail" and "the bucket does not exist" in rpo["message"]
+
+
+_OLD_PG_RESTORE = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "pg_restore (PostgreSQL) 12.22"; exit 0; fi
+exec pg_restore "$@"
+"""
+
+
+@pytest.mark.parametrize("tool", ["missing", "older than the dump"])
+def test_missing_or_old_tools_are_unverified(stack: StartedStack, tmp_path: Path,
+                                             tool: str) -> None:
+    path = tmp_path / "pg_restore"
+    if tool != "missing":
+        path.write_text(_OLD_PG_RESTORE)
+        path.chmod(0o755)
+    env = _env_copy(stack, tmp_path, pg_restore=str(path))
     result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P1-002"],
                         allow_intrusive=["restore_drill"])
     drill = _criterion(result, "P1-002", "A drill restores")
     assert drill["outcome"] == "error", result.explain(["P1-002"])
-    assert "refused" in drill["message"] and "resolves to the source" in drill["message"]
+    if tool == "missing":
+        assert "could not be started" in drill["message"] or "not on PATH" in drill["message"]
+    else:
+        assert "pg_dump 15" in drill["message"] and "newer than" in drill["message"]
+        valid = _criterion(result, "P1-002", "The latest backup is a whole")
+        assert valid["outcome"] == "error" and "install PostgreSQL 15" in valid["message"]
     assert result.status["P1-002"] == "unverified"
-    assert pw not in (result.out_dir / "readiness.json").read_text()
     assert _drill_databases(stack) == []
+
+
+def test_guardrail_refuses_source_as_scratch(stack: StartedStack, tmp_path: Path) -> None:
+    # The source says 127.0.0.1, the scratch says localhost: the servers say they are one.
+    env = _env_copy(stack, tmp_path, scratch_dsn=_drill_dsn(stack, "localhost", "relay"))
+    result = run_verify(stack, tmp_path, *SERIAL, "--env", str(env), tickets=["P1-002"],
+                        allow_intrusive=["restore_drill"])
+    drill = _criterion(result, "P1-002", "A drill restores")
+    assert drill["outcome"] == "error", result.explain(["P1-002"])
+    assert "refused" in drill["message"] and "own database" in drill["message"]
+    assert result.status["P1-002"] == "unverified"
+    assert stack.state["secrets"]["pg_drill_password"] not in \
+        (result.out_dir / "readiness.json").read_text()
+    assert _drill_databases(stack) == []
+
+
+# ---- the drill's own safety -----------------------------------------------------------------
 
 
 _DRILL_SCRIPT = """
@@ -141,14 +386,14 @@ env = load_environment(sys.argv[1], Path("."))
 cfg = env.restore_drill.model_copy(update={"pg_restore": sys.argv[2]})
 store = BackupStore(env.backups, timeout=10)
 newest = store.latest().newest
-ScratchServer(cfg, timeout=10).restore_drill(lambda: store.open(newest), newest.size,
-                                             key=newest.key)
+ScratchServer(cfg, timeout=10).restore_drill(store.source(newest))
 print("drill finished")
 """
 
 # pg_restore that restores, then lingers: the drill is caught mid-restore, with its
 # scratch database populated and a child process running.
 _SLOW_PG_RESTORE = """#!/bin/sh
+if [ "$1" = "--version" ]; then exec pg_restore --version; fi
 echo $$ > "{marks}/pid"
 pg_restore "$@"
 touch "{marks}/restored"
@@ -198,36 +443,48 @@ def test_signal_mid_restore_leaves_no_scratch_database(stack: StartedStack, tmp_
     assert list(spool.glob("opsready-drill-*")) == []
 
 
-def test_sweep_drops_only_old_drill_databases(stack: StartedStack) -> None:
+def test_sweep_drops_only_its_own_old_drill_databases(stack: StartedStack) -> None:
     env = load_environment(str(stack.env_path), ROOT)
     assert env.restore_drill is not None
     server = ScratchServer(env.restore_drill, timeout=10)
     old = f"{DRILL_PREFIX}{int(time.time()) - 2 * 86400}_beef"
     young = f"{DRILL_PREFIX}{int(time.time()) - 60}_cafe"
+    foreign = f"{DRILL_PREFIX}{int(time.time()) - 3 * 86400}_f00d"
     with psycopg.connect(stack.state["urls"]["postgres_dsn"], autocommit=True) as conn:
         for name in (old, young):
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER opsready_drill')
+        # Another role's database of the same name shape: not the drill's to drop.
+        conn.execute(f'CREATE DATABASE "{foreign}"')
     try:
         swept = server.sweep()
         assert swept == [old]
-        assert _drill_databases(stack) == [young]
+        assert sorted(_drill_databases(stack)) == sorted([young, foreign])
     finally:
         with psycopg.connect(stack.state["urls"]["postgres_dsn"], autocommit=True) as conn:
-            for name in (old, young):
+            for name in (old, young, foreign):
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-class _RecordingStream:
-    """Wraps the S3 body and records every read size."""
+class _RecordingSource:
+    """The newest backup as a drill source whose every read size is recorded."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, store: BackupStore, key: str, size: int, body: Any) -> None:
+        self.key, self.size, self.body = key, size, body
         self.sizes: list[int] = []
+
+    def open(self) -> Any:
+        return self
 
     def read(self, n: int = -1) -> bytes:
         self.sizes.append(n)
-        data: bytes = self.inner.read(n)
+        data: bytes = self.body.read(n)
         return data
+
+    def files(self) -> list[str]:
+        return []
+
+    def open_file(self, name: str) -> io.BytesIO:
+        raise AssertionError("a single-object dump has no files")
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -239,9 +496,9 @@ def test_drill_streams_in_bounded_chunks(stack: StartedStack, jobs: int) -> None
     assert newest is not None
     cfg = env.restore_drill.model_copy(update={"jobs": jobs})
     with store.open(newest) as body:
-        stream = _RecordingStream(body)
-        result = ScratchServer(cfg, timeout=10).restore_drill(stream, newest.size, key=newest.key)
+        source = _RecordingSource(store, newest.key, newest.size, body)
+        result = ScratchServer(cfg, timeout=10).restore_drill(source)
     assert result.verified, result.problems
     assert result.size_bytes == newest.size
-    assert stream.sizes and all(0 < n <= CHUNK for n in stream.sizes), stream.sizes[:5]
+    assert source.sizes and all(0 < n <= CHUNK for n in source.sizes), source.sizes[:5]
     assert result.dropped and _drill_databases(stack) == []

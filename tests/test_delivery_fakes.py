@@ -1,4 +1,5 @@
-"""The GitHub and Railway contract fakes, in process, through the real probes.
+"""The GitHub and Railway contract fakes, in process, through the real probes: the healthy
+answers, every fault and variant of the two parts, and GraphQL validation.
 
 Each fake runs as its Starlette app behind a forwarding ``httpx.MockTransport``, so these
 tests need no stack and take well under a second.
@@ -18,9 +19,16 @@ import pytest
 
 from opsready._errors import AccessRefused, UnexpectedResponse
 from opsready.config import GithubConfig, RailwayConfig
-from opsready.probes.github import GithubProbe
-from opsready.probes.railway import RailwayProbe, rollback_calls
-from opsready_stack.github_fake import REPO, REPO_DIR, VARIANTS_DIR
+from opsready.probes.github import GithubProbe, newest_concluded
+from opsready.probes.railway import RailwayProbe
+from opsready_stack.github_fake import (
+    REPO,
+    REPO_DIR,
+    ROLLBACK_SCRIPT,
+    ROLLBACK_STEP,
+    VARIANTS_DIR,
+    WORKFLOWS,
+)
 from opsready_stack.github_fake import build_app as github_app
 from opsready_stack.railway_fake import IDS, parse
 from opsready_stack.railway_fake import build_app as railway_app
@@ -92,26 +100,33 @@ def test_github_fake_serves_the_healthy_repository(gh: GithubProbe) -> None:
     assert gh.head_sha() == GIT_SHA
     for number in (29, 30):
         pr = gh.pull(number)
-        assert pr["merged"] is True and pr["merged_at"] and len(pr["merge_commit_sha"]) == 40
+        assert pr.merged and pr.merged_at and pr.merge_commit_sha and len(pr.merge_commit_sha) == 40
     assert gh.secret_names() == ["RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY", "DEV_KEY"]
-    for file in ("deploy.yml", "backup.yml", "slo-report.yml", "restore-drill.yml"):
+    assert gh.environments() == ["production"]
+    assert gh.secret_names("environment", "production") == []
+    assert gh.secret_names("organization") == []
+    for file in WORKFLOWS:
         workflow = gh.workflow(file)
-        assert workflow is not None and workflow["state"] == "active"
-        run = gh.latest_run(file, status="completed")
-        assert run is not None and run["conclusion"] == "success" and run["head_branch"] == "main"
-    deploy = gh.latest_run("deploy.yml")
-    assert deploy is not None and deploy["head_sha"] == GIT_SHA
-    backup = gh.latest_run("backup.yml", event="schedule")
-    assert backup is not None and backup["event"] == "schedule"
+        assert workflow is not None and workflow.active
+        run = newest_concluded(gh.runs(workflow, branch="main", status="completed"))
+        assert run is not None and run.conclusion == "success" and run.head_branch == "main"
+    deploy = gh.runs("deploy.yml", branch="main", status="success", limit=1)
+    assert deploy[0].head_sha == GIT_SHA
+    backup = gh.runs("backup.yml", event="schedule", limit=1)
+    assert backup[0].event == "schedule"
     # A newer failed run on another branch must not count for main.
-    other = gh.latest_run("deploy.yml", branch="feature/chat-mvp", status=None)
-    assert other is not None and other["conclusion"] == "failure"
+    other = gh.runs("deploy.yml", branch="feature/chat-mvp", limit=1)
+    assert other[0].conclusion == "failure"
+    jobs = gh.run_jobs(gh.runs("rollback.yml", limit=1)[0].id)
+    assert [s.name for s in jobs[0].steps if s.conclusion == "success"][2] == ROLLBACK_STEP
+    same = gh.compare(GIT_SHA, "main")
+    assert (same.status, same.ahead_by, same.files) == ("identical", 0, ())
 
 
 def test_github_fake_contents_round_trip(gh: GithubProbe) -> None:
     path = ".github/workflows/restore-drill.yml"
     assert gh.get_file(path) == (REPO_DIR / path).read_text()
-    assert gh.get_file("scripts/rollback.py") == (REPO_DIR / "scripts/rollback.py").read_text()
+    assert gh.get_file(ROLLBACK_SCRIPT) == (REPO_DIR / ROLLBACK_SCRIPT).read_text()
     assert gh.get_file("docs/nothing-here.md") is None
     assert gh.get_file("../github_fake.py") is None
     with pytest.raises(UnexpectedResponse, match="directory"):
@@ -129,7 +144,10 @@ def test_github_fake_answers_like_github(gh_transport: httpx.MockTransport) -> N
     with httpx.Client(transport=gh_transport, base_url="http://github.test") as client:
         auth = {"Authorization": f"Bearer {GH_TOKEN}"}
         for path, status in ((f"/repos/{REPO}/pulls/30", 200), (f"/repos/{REPO}/pulls/31", 404),
-                             ("/repos/other/repo/pulls/30", 404), ("/nothing", 404)):
+                             ("/repos/other/repo/pulls/30", 404), ("/nothing", 404),
+                             (f"/repos/{REPO}/environments/staging/secrets", 404),
+                             (f"/repos/{REPO}/compare/{'0' * 40}...main", 404),
+                             (f"/repos/{REPO}/actions/runs/1/jobs", 404)):
             resp = client.get(path, headers=auth)
             assert resp.status_code == status, path
             assert resp.headers["x-ratelimit-remaining"].isdigit(), path
@@ -139,46 +157,81 @@ def test_github_fake_answers_like_github(gh_transport: httpx.MockTransport) -> N
         resp = client.get(f"/repos/{REPO}/pulls/30",
                           headers={**auth, "X-GitHub-Api-Version": "1999-01-01"})
         assert resp.status_code == 400
-        content = client.get(f"/repos/{REPO}/contents/scripts/rollback.py", headers=auth).json()
+        content = client.get(f"/repos/{REPO}/contents/{ROLLBACK_SCRIPT}", headers=auth).json()
         assert content["type"] == "file" and content["encoding"] == "base64"
         assert max(len(line) for line in content["content"].splitlines()) <= 60
-        assert base64.b64decode(content["content"]) == (REPO_DIR / "scripts/rollback.py").read_bytes()
+        assert base64.b64decode(content["content"]) == (REPO_DIR / ROLLBACK_SCRIPT).read_bytes()
         secrets = client.get(f"/repos/{REPO}/actions/secrets", headers=auth).json()
         assert all(set(s) == {"name", "created_at", "updated_at"} for s in secrets["secrets"])
+        unknown = client.get(f"/repos/{REPO}/commits/{'f' * 40}", headers=auth)
+        assert unknown.status_code == 422
 
 
 def test_github_fake_faults(gh: GithubProbe, faults: Faults) -> None:
     faults.set("pr-unmerged")
     pr = gh.pull(30)
-    assert (pr["state"], pr["merged"], pr["merged_at"]) == ("open", False, None)
-    assert gh.pull(29)["merged"] is True
+    assert (pr.state, pr.merged, pr.merged_at) == ("open", False, None)
+    assert gh.pull(29).merged
 
     faults.set("secret-missing")
     assert "DEV_KEY" not in gh.secret_names()
 
+    faults.set("secrets-across-scopes")
+    assert gh.secret_names() == ["ADMIN_KEY", "DEV_KEY"]
+    assert gh.secret_names("environment", "production") == ["RAILWAY_TOKEN"]
+    assert gh.secret_names("organization") == ["DATABASE_PUBLIC_URL"]
+
     faults.set("slo-report-stale")
-    stale = gh.latest_run("slo-report.yml")
+    stale = gh.runs("slo-report.yml", limit=1)[0]
     faults.set()
-    fresh = gh.latest_run("slo-report.yml")
-    assert stale is not None and fresh is not None
-    assert stale["created_at"] < fresh["created_at"]
+    fresh = gh.runs("slo-report.yml", limit=1)[0]
+    assert stale.created_at < fresh.created_at
 
     faults.set("runbook-missing")
     assert gh.get_file("docs/runbooks/db-connections.md") is None
 
     faults.set("rollback-notes-only")
-    notes = gh.get_file("scripts/rollback.py")
-    assert notes == (VARIANTS_DIR / "rollback_notes_only.py").read_text()
-    assert rollback_calls(notes) == []
+    assert gh.get_file(ROLLBACK_SCRIPT) == (VARIANTS_DIR / "rollback_notes_only.py").read_text()
+    faults.set("rollback-shell-script")
+    assert gh.get_file(ROLLBACK_SCRIPT) == (VARIANTS_DIR / "rollback.sh").read_text()
+    faults.set("rollback-run-failed")
+    run = gh.runs("rollback.yml", limit=1)[0]
+    steps = {s.name: s.conclusion for s in gh.run_jobs(run.id)[0].steps}
+    assert run.conclusion == "failure" and steps[ROLLBACK_STEP] == "failure"
 
-    faults.set("no-drill-schedule")
-    drill = gh.get_file(".github/workflows/restore-drill.yml")
-    assert drill is not None and "schedule" not in drill and "workflow_dispatch" in drill
+    for fault in ("no-drill-schedule", "drill-run-by-hand"):
+        faults.set(fault)
+        drill = gh.get_file(".github/workflows/restore-drill.yml")
+        assert drill is not None and "schedule" not in drill and "workflow_dispatch" in drill
+
+    faults.set("backup-workflow-disabled")
+    backup = gh.workflow("backup.yml")
+    assert backup is not None and backup.state == "disabled_manually"
+
+    faults.set("runs-cancelled")
+    for file in WORKFLOWS:
+        assert gh.runs(file, limit=1)[0].conclusion in ("cancelled", "skipped"), file
 
     faults.set()
-    assert gh.pull(30)["merged"] is True
+    assert gh.pull(30).merged
     assert "schedule:" in (gh.get_file(".github/workflows/restore-drill.yml") or "")
-    assert rollback_calls(gh.get_file("scripts/rollback.py") or "")
+
+
+@pytest.mark.parametrize(("fault", "changed"), [
+    ("docs-commit-after-deploy", ("README.md", "docs/runbooks/latency.md")),
+    ("head-not-deployed", ("src/relay/api.py",)),
+])
+def test_github_fake_commit_on_top_of_the_deployed_one(gh: GithubProbe, faults: Faults,
+                                                       fault: str, changed: tuple[str, ...]) -> None:
+    faults.set(fault)
+    head = gh.head_sha()
+    assert head != GIT_SHA
+    since = gh.compare(GIT_SHA, head)
+    assert (since.status, since.ahead_by, since.files) == ("ahead", 1, changed)
+    assert gh.compare(head, GIT_SHA).status == "behind"
+    assert gh.get_file("docs/runbooks/outage.md", ref=head) is not None
+    deployed = gh.runs("deploy.yml", branch="main", status="success", limit=1)[0]
+    assert deployed.head_sha == GIT_SHA
 
 
 # -- Railway fake -----------------------------------------------------------------------------
@@ -196,13 +249,30 @@ def test_railway_fake_token_and_history(stack_dir: Path, faults: Faults) -> None
     probe = rw_probe(stack_dir)
     assert probe.token_check() == {"projectId": IDS["project"], "environmentId": IDS["environment"]}
     history = probe.deployments()
-    assert len(history) >= 3
-    successes = probe.deployments(["SUCCESS"])
-    assert successes[0]["canRollback"] is False  # the active one
-    target = probe.rollback_target()
-    assert target is not None and target["id"] == successes[1]["id"]
+    assert [d.status for d in history] == ["SUCCESS", "FAILED"] + ["REMOVED"] * 4
+    active = probe.active_deployment()
+    assert active == probe.latest_deployment() == history[0]
+    assert active is not None and active.commit == GIT_SHA and not active.can_rollback
+    # Superseded deployments are REMOVED and still rollback-able within the retention.
+    target = probe.rollback_target(active)
+    assert target is not None and target.status == "REMOVED" and target.can_rollback
+    assert target.id == history[2].id and target.commit != GIT_SHA
+    assert not history[-1].can_rollback  # older than the retention
     faults.set("no-rollback-target")
-    assert probe.rollback_target() is None
+    assert probe.rollback_target(active) is None
+
+
+def test_railway_fake_variants_change_what_deployments_say(stack_dir: Path,
+                                                           faults: Faults) -> None:
+    probe = rw_probe(stack_dir)
+    faults.set("railway-image-source")
+    active = probe.active_deployment()
+    assert active is not None and active.commit is None
+    assert active.image is not None and "@sha256:" in active.image
+    faults.set("railway-app-sleeping")
+    sleeping = probe.active_deployment()
+    assert sleeping is not None and sleeping.status == "SLEEPING"
+    assert probe.deployments(["SUCCESS"]) == []  # "the newest SUCCESS" would find nothing
 
 
 def test_railway_fake_refuses_wrong_tokens(stack_dir: Path) -> None:
@@ -214,26 +284,44 @@ def test_railway_fake_refuses_wrong_tokens(stack_dir: Path) -> None:
         rw_probe(stack_dir, kind="account", transport=transport).token_check()
 
 
-def test_railway_fake_rollback_and_redeploy_move_the_active_deployment(stack_dir: Path) -> None:
+def test_railway_fake_rollback_supersedes_the_active_deployment(stack_dir: Path) -> None:
     probe = rw_probe(stack_dir)
     original = probe.active_deployment()
-    target = probe.rollback_target()
-    assert original is not None and target is not None
-    assert probe.rollback(target["id"]) is True
-    # The new deployment is DEPLOYING first: the active one has not changed yet.
+    assert original is not None
+    target = probe.rollback_target(original)
+    assert target is not None
+    assert probe.rollback(target.id) is True
+    # The new deployment is DEPLOYING first: the one before it still serves.
+    latest = probe.latest_deployment()
+    assert latest is not None and latest.status == "DEPLOYING"
     assert probe.active_deployment() == original
-    rolled, _ = probe.wait_for_active_change(original["id"], timeout=5, poll=0.05)
-    assert rolled is not None and rolled["id"] not in (original["id"], target["id"])
-    new = probe.redeploy(original["id"])
-    restored, _ = probe.wait_for_active_change(rolled["id"], timeout=5, poll=0.05)
-    assert restored is not None and restored["id"] == new["id"]
+    rolled, _ = probe.wait_for_active(lambda d: d.id != original.id, timeout=5, poll=0.05)
+    assert rolled is not None and rolled.id not in (original.id, target.id)
+    assert rolled.source == target.source
+    old = probe.deployment(original.id)
+    assert old.status == "REMOVED" and old.can_rollback
 
 
-def test_railway_fake_drill_through_the_probe(stack_dir: Path) -> None:
+@pytest.mark.parametrize("variant", [None, "railway-image-source", "railway-app-sleeping"])
+def test_railway_fake_drill_through_the_probe(stack_dir: Path, faults: Faults,
+                                              variant: str | None) -> None:
+    faults.set(*([variant] if variant else []))
     drill = rw_probe(stack_dir).rollback_drill(timeout=5, poll=0.05)
     assert drill.rolled_back and drill.rolled_forward, drill
     assert drill.rollback_s is not None and drill.roll_forward_s is not None
     assert drill.notes == []
+    assert drill.after_roll_forward is not None
+    assert drill.after_roll_forward.source == drill.original.source
+
+
+def test_railway_fake_autodeploy_overrides_the_rollback(stack_dir: Path, faults: Faults) -> None:
+    faults.set("rollback-overridden-by-autodeploy")
+    drill = rw_probe(stack_dir).rollback_drill(timeout=5, poll=0.05)
+    # The active deployment changed, but it runs the original's code, not the target's.
+    assert drill.after_rollback is not None and drill.after_rollback.id != drill.original.id
+    assert drill.after_rollback.source == drill.original.source
+    assert not drill.rolled_back
+    assert drill.rolled_forward
 
 
 def test_railway_fake_validates_like_a_graphql_server(stack_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 
 from opsready._errors import AccessRefused, ProbeError, UnexpectedResponse
 from opsready.config import GithubConfig, RailwayConfig
-from opsready.probes.github import GithubProbe, RateLimited
-from opsready.probes.railway import RailwayProbe, rollback_calls
+from opsready.probes.github import GithubProbe, RateLimited, WorkflowRun, newest_concluded
+from opsready.probes.railway import Deployment, RailwayProbe, pick_rollback_target
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_700_000_000.0
@@ -187,7 +188,7 @@ def test_get_file_decodes_base64_and_maps_404_and_directories() -> None:
         probe.get_file("scripts")
 
 
-def test_workflow_matches_by_path_suffix_and_latest_run_filters() -> None:
+def test_workflow_matches_by_path_suffix_and_runs_filter() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -199,22 +200,121 @@ def test_workflow_matches_by_path_suffix_and_latest_run_filters() -> None:
                 {"id": 2, "name": "Backup", "path": ".github/workflows/backup.yml",
                  "state": "disabled_manually"},
             ]})
-        if request.url.path.endswith("/backup.yml/runs"):
+        if request.url.path.endswith("/workflows/2/runs"):
             return httpx.Response(200, json={"total_count": 2, "workflow_runs": [
-                {"id": 10, "created_at": "2025-10-01T02:00:00Z", "conclusion": "success"},
-                {"id": 11, "created_at": "2025-10-02T02:00:00Z", "conclusion": "success"},
+                {"id": 10, "created_at": "2025-10-01T02:00:00Z", "status": "completed",
+                 "conclusion": "success", "event": "schedule", "head_sha": "a" * 40},
+                {"id": 11, "created_at": "2025-10-02T02:00:00Z", "status": "completed",
+                 "conclusion": "success", "event": "schedule", "head_sha": "b" * 40},
             ]})
         return httpx.Response(404, json={"message": "Not Found"})
 
     probe = github(handler)
-    assert probe.workflow("backup.yml")["state"] == "disabled_manually"  # type: ignore[index]
-    assert probe.workflow("Deploy")["id"] == 1  # type: ignore[index]
+    backup = probe.workflow("backup.yml")
+    assert backup is not None and backup.state == "disabled_manually" and not backup.active
+    deploy = probe.workflow("Deploy")
+    assert deploy is not None and deploy.id == 1
     assert probe.workflow("nightly.yml") is None
-    run = probe.latest_run("backup.yml", event="schedule")
-    assert run is not None and run["id"] == 11  # newest first, whatever the server's order
+    runs = probe.runs(backup, branch="main", event="schedule", status="success")
+    assert [r.id for r in runs] == [11, 10]  # newest first, whatever the server's order
+    assert runs[0].created_at == dt.datetime(2025, 10, 2, 2, tzinfo=dt.UTC)
     params = seen[-1].url.params
     assert (params["branch"], params["status"], params["event"]) == ("main", "success", "schedule")
-    assert probe.latest_run("unknown.yml") is None
+    assert probe.runs("unknown.yml") == []
+
+
+def run(minutes_ago: int, conclusion: str | None, status: str = "completed") -> WorkflowRun:
+    return WorkflowRun(id=minutes_ago, event="push", status=status, conclusion=conclusion,
+                       head_branch="main", head_sha="a" * 40, html_url=None,
+                       created_at=dt.datetime(2025, 10, 2, tzinfo=dt.UTC)
+                       - dt.timedelta(minutes=minutes_ago))
+
+
+def test_newest_concluded_passes_over_cancelled_skipped_and_unfinished_runs() -> None:
+    runs = [run(1, None, "in_progress"), run(2, "cancelled"), run(3, "skipped"),
+            run(4, "failure"), run(5, "success")]
+    newest = newest_concluded(runs)
+    assert newest is not None and newest.id == 4
+    assert newest_concluded(runs[:3]) is None
+    assert newest_concluded([run(9, "success"), run(2, "cancelled")]) == run(9, "success")
+
+
+def test_secret_inventory_reads_every_scope_and_says_where() -> None:
+    answers = {
+        "/repos/acme/relay/actions/secrets": (200, ["ADMIN_KEY"]),
+        "/repos/acme/relay/environments": (200, None),
+        "/repos/acme/relay/environments/production/secrets": (200, ["RAILWAY_TOKEN"]),
+        "/repos/acme/relay/environments/staging/secrets": (200, []),
+        "/repos/acme/relay/actions/organization-secrets": (200, ["DATABASE_PUBLIC_URL"]),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, names = answers[request.url.path]
+        if names is None:
+            return httpx.Response(200, json={"total_count": 2, "environments": [
+                {"name": "production"}, {"name": "staging"}]})
+        return httpx.Response(status, json={"total_count": len(names),
+                                            "secrets": [{"name": n} for n in names]})
+
+    inventory = github(handler).secret_inventory(["repository", "environment"])
+    assert [(s.name, s.where) for s in inventory.secrets] == [
+        ("ADMIN_KEY", "repository"), ("RAILWAY_TOKEN", "environment production"),
+        ("DATABASE_PUBLIC_URL", "organization")]
+    # A repository outside an organization answers 404 for organization secrets.
+    answers["/repos/acme/relay/actions/organization-secrets"] = (404, [])
+    only = github(handler).secret_inventory(["repository"], environments=["production"])
+    assert [s.name for s in only.secrets] == ["ADMIN_KEY", "RAILWAY_TOKEN"]
+
+
+def test_secret_inventory_raises_only_for_the_scopes_that_count() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/organization-secrets"):
+            return httpx.Response(403, json={"message": "Resource not accessible by integration"})
+        if request.url.path.endswith("/environments"):
+            return httpx.Response(200, json={"total_count": 0, "environments": []})
+        return httpx.Response(200, json={"total_count": 1, "secrets": [{"name": "DEV_KEY"}]})
+
+    inventory = github(handler).secret_inventory(["repository", "environment"])
+    assert [s.name for s in inventory.secrets] == ["DEV_KEY"]
+    assert "403" in inventory.unreadable["organization"]
+    with pytest.raises(AccessRefused):
+        github(handler).secret_inventory(["repository", "organization"])
+
+
+def test_compare_and_commit_sha() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/repos/acme/relay/compare/aaaaaaa...main":
+            return httpx.Response(200, json={"status": "ahead", "ahead_by": 2, "behind_by": 0,
+                                             "files": [{"filename": "docs/a.md"},
+                                                       {"filename": "README.md"}]})
+        if request.url.path == "/repos/acme/relay/commits/v1.2.3":
+            return httpx.Response(200, json={"sha": "c" * 40})
+        return httpx.Response(422, json={"message": "No commit found for SHA: nope"})
+
+    probe = github(handler)
+    since = probe.compare("aaaaaaa", "main")
+    assert (since.status, since.ahead_by, since.files, since.files_complete) == (
+        "ahead", 2, ("docs/a.md", "README.md"), True)
+    assert probe.commit_sha("v1.2.3") == "c" * 40
+    assert probe.commit_sha("nope") is None
+    with pytest.raises(UnexpectedResponse, match="not found"):
+        probe.head_sha("gone")
+
+
+def test_run_jobs_reads_the_steps() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/repos/acme/relay/actions/runs/7/jobs"
+        return httpx.Response(200, json={"total_count": 1, "jobs": [{
+            "id": 70, "name": "rollback", "status": "completed", "conclusion": "failure",
+            "steps": [{"number": 1, "name": "Set up job", "status": "completed",
+                       "conclusion": "success"},
+                      {"number": 2, "name": "Roll back", "status": "completed",
+                       "conclusion": "failure"}]}]})
+
+    jobs = github(handler).run_jobs(7)
+    assert jobs[0].name == "rollback" and jobs[0].conclusion == "failure"
+    assert [(s.name, s.conclusion) for s in jobs[0].steps] == [
+        ("Set up job", "success"), ("Roll back", "failure")]
 
 
 def test_secret_names_follow_pages() -> None:
@@ -233,7 +333,9 @@ def test_malformed_answers_are_probe_errors() -> None:
         return httpx.Response(200, json={"unexpected": True})
 
     probe = github(handler)
-    for call in (probe.head_sha, probe.secret_names, probe.workflows, lambda: probe.pull(1)):
+    for call in (probe.head_sha, probe.secret_names, probe.workflows, lambda: probe.pull(1),
+                 lambda: probe.runs("deploy.yml"), lambda: probe.compare("a", "b"),
+                 lambda: probe.run_jobs(1)):
         with pytest.raises(ProbeError):
             call()
 
@@ -305,28 +407,81 @@ def test_http_errors_without_json_are_unexpected_responses() -> None:
         railway(handler).token_check()
 
 
-def test_deployments_send_the_list_input_and_pick_the_rollback_target() -> None:
-    seen: list[dict[str, object]] = []
-    nodes = [
-        {"id": "d3", "status": "SUCCESS", "createdAt": "2025-10-03T00:00:00Z", "canRollback": False},
-        {"id": "d1", "status": "SUCCESS", "createdAt": "2025-10-01T00:00:00Z", "canRollback": True},
-        {"id": "d2", "status": "SUCCESS", "createdAt": "2025-10-02T00:00:00Z", "canRollback": False},
-    ]
+def node(id: str, status: str, day: int, commit: str | None = None, can_rollback: bool = False,
+         image: str | None = None) -> dict[str, object]:
+    meta: dict[str, object] = {}
+    if commit:
+        meta["commitHash"] = commit
+    if image:
+        meta.update({"image": image, "imageDigest": "sha256:" + "d" * 64})
+    return {"id": id, "status": status, "createdAt": f"2025-10-{day:02d}T00:00:00Z",
+            "canRollback": can_rollback, "canRedeploy": status != "REMOVED", "meta": meta}
 
+
+def deployments_handler(latest: dict[str, object] | None, nodes: list[dict[str, object]],
+                        seen: list[dict[str, object]] | None = None) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        seen.append(body)
+        if seen is not None:
+            seen.append(body)
+        if "serviceInstance" in body["query"]:
+            return httpx.Response(200, json={"data": {"serviceInstance": {
+                "latestDeployment": latest}}})
+        wanted = (body["variables"]["input"].get("status") or {}).get("in")
+        listed = [n for n in nodes if wanted is None or n["status"] in wanted]
         return httpx.Response(200, json={"data": {"deployments": {
-            "edges": [{"node": n} for n in nodes]}}})
+            "edges": [{"node": n} for n in listed]}}})
 
-    probe = railway(handler)
-    assert probe.active_deployment()["id"] == "d3"  # type: ignore[index]
-    target = probe.rollback_target()
-    assert target is not None and target["id"] == "d1"  # d2 cannot be rolled back to
-    variables = seen[-1]["variables"]
-    assert variables["input"] == {  # type: ignore[index]
-        "projectId": "p1", "environmentId": "e1", "serviceId": "s1",
-        "status": {"in": ["SUCCESS"]}}
+    return handler
+
+
+def test_deployments_send_the_list_input_and_read_meta() -> None:
+    seen: list[dict[str, object]] = []
+    nodes = [node("d1", "REMOVED", 1, "c1", True), node("d3", "SUCCESS", 3, "c3"),
+             node("d2", "FAILED", 2, "c2")]
+    probe = railway(deployments_handler(nodes[1], nodes, seen))
+    listed = probe.deployments(first=5)
+    assert [d.id for d in listed] == ["d3", "d2", "d1"]  # newest first
+    assert listed[0].commit == "c3" and listed[0].source == "commit c3"
+    assert seen[-1]["variables"] == {"input": {"projectId": "p1", "environmentId": "e1",
+                                               "serviceId": "s1"}, "first": 5}
+    latest = probe.latest_deployment()
+    assert latest is not None and latest.id == "d3"
+    assert seen[-1]["variables"] == {"environmentId": "e1", "serviceId": "s1"}
+    image = Deployment.from_node(node("d9", "SUCCESS", 9, image="ghcr.io/acme/api:v2"))
+    assert image.source == f"image ghcr.io/acme/api:v2@sha256:{'d' * 64}"
+    assert Deployment.from_node(node("d8", "SUCCESS", 8)).source is None
+
+
+@pytest.mark.parametrize(("latest", "active"), [
+    (node("d5", "SUCCESS", 5), "d5"),
+    (node("d5", "SLEEPING", 5), "d5"),  # a sleeping service is still served by it
+    (node("d5", "BUILDING", 5), "d4"),  # the previous one serves until the new one is up
+    (node("d5", "FAILED", 5), "d4"),
+    (node("d5", "CRASHED", 5), None),  # nothing serves
+    (None, None),
+])
+def test_active_deployment_comes_from_the_latest_deployment(latest: dict[str, object] | None,
+                                                            active: str | None) -> None:
+    nodes = [node("d4", "SUCCESS", 4), node("d3", "REMOVED", 3)]
+    found = railway(deployments_handler(latest, nodes)).active_deployment()
+    assert (found.id if found else None) == active
+
+
+def test_rollback_target_accepts_superseded_deployments_with_other_code() -> None:
+    active = Deployment.from_node(node("d5", "SUCCESS", 5, "c5"))
+    history = [Deployment.from_node(n) for n in (
+        node("d4", "FAILED", 4, "c4", True),  # never served
+        node("d3", "REMOVED", 3, "c5", True),  # the same code as the active one
+        node("d2", "REMOVED", 2, "c2", True),
+        node("d1", "SUCCESS", 1, "c1", True),
+    )]
+    target = pick_rollback_target(active, [active, *history])
+    assert target is not None and target.id == "d2"
+    assert pick_rollback_target(active, [active, *history[:2]]) is None
+    unknown = Deployment.from_node(node("u", "SUCCESS", 6))
+    fallback = pick_rollback_target(unknown, [unknown, *history])
+    assert fallback is not None and fallback.id == "d3"
 
 
 def test_rollback_mutation_has_no_selection_and_returns_the_boolean() -> None:
@@ -338,14 +493,6 @@ def test_rollback_mutation_has_no_selection_and_returns_the_boolean() -> None:
 
     assert railway(handler).rollback("d1") is True
     assert "deploymentRollback(id: $id) }" in seen[0]
-
-
-def test_rollback_calls_ignore_comments_and_notes() -> None:
-    real = (ROOT / "stack" / "github_repo" / "scripts" / "rollback.py").read_text()
-    notes = (ROOT / "stack" / "github_repo_variants" / "rollback_notes_only.py").read_text()
-    assert rollback_calls(real)
-    assert rollback_calls(notes) == []
-    assert rollback_calls("# TODO: call deploymentRollback\nprint('notes')\n") == []
 
 
 def test_403_naming_a_secondary_rate_limit_waits_a_minute() -> None:
@@ -364,48 +511,62 @@ def test_403_naming_a_secondary_rate_limit_waits_a_minute() -> None:
 
 
 class FakeRailway:
-    """Scripted deployments: a rollback or redeploy adds a deployment that becomes active
-    after ``settle[kind]`` more deployment queries; ``rollback_error`` makes the rollback call
-    fail after applying it."""
+    """Scripted deployments: a rollback adds a deployment running the target's commit, a
+    redeploy one running the redeployed commit; each becomes the latest at once and goes up
+    after ``settle[kind]`` more queries of the latest deployment. ``rollback_error`` makes the
+    rollback call fail after applying it; ``same_code`` makes the rollback's deployment run
+    the active one's commit."""
 
     def __init__(self, settle: dict[str, int] | None = None,
-                 rollback_error: Exception | None = None) -> None:
-        self.active = "d3"
-        self.pending: list[tuple[int, str]] = []
+                 rollback_error: Exception | None = None, same_code: bool = False) -> None:
+        self.nodes = [node("d3", "SUCCESS", 3, "c3"), node("d1", "REMOVED", 1, "c1", True)]
+        self.pending: dict[str, int] = {}
         self.settle = settle or {}
         self.rollback_error = rollback_error
+        self.same_code = same_code
         self.calls: list[str] = []
         self.counter = 0
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        query = json.loads(request.content)["query"]
+        body = json.loads(request.content)
+        query, variables = body["query"], body["variables"]
         if "deploymentRollback" in query:
             self.calls.append("rollback")
-            self._start("rolled-back")
+            source = next(n for n in self.nodes if n["id"] == variables["id"])
+            active = next(n for n in self.nodes if n["status"] == "SUCCESS")
+            self._start("rolled-back", active if self.same_code else source)
             if self.rollback_error is not None:
                 raise self.rollback_error
             return httpx.Response(200, json={"data": {"deploymentRollback": True}})
         if "deploymentRedeploy" in query:
             self.calls.append("redeploy")
-            new = self._start("redeployed")
-            return httpx.Response(200, json={"data": {"deploymentRedeploy": {
-                "id": new, "status": "DEPLOYING"}}})
-        self.pending = [(n - 1, d) for n, d in self.pending]
-        for n, d in self.pending:
-            if n <= 0:
-                self.active = d
-        self.pending = [(n, d) for n, d in self.pending if n > 0]
-        nodes = [{"id": self.active, "status": "SUCCESS", "createdAt": "2025-10-03T00:00:00Z",
-                  "canRollback": False},
-                 {"id": "d1", "status": "SUCCESS", "createdAt": "2025-10-01T00:00:00Z",
-                  "canRollback": True}]
+            source = next(n for n in self.nodes if n["id"] == variables["id"])
+            return httpx.Response(200, json={"data": {"deploymentRedeploy": self._start(
+                "redeployed", source)}})
+        if "serviceInstance" in query:
+            for n in self.nodes:
+                if n["id"] in self.pending:
+                    self.pending[n["id"]] -= 1
+                    if self.pending[n["id"]] <= 0:
+                        del self.pending[n["id"]]
+                        for other in self.nodes:
+                            if other["status"] == "SUCCESS":
+                                other.update(status="REMOVED", canRollback=True)
+                        n["status"] = "SUCCESS"
+            return httpx.Response(200, json={"data": {"serviceInstance": {
+                "latestDeployment": self.nodes[0]}}})
+        if "deployment(id" in query:
+            return httpx.Response(200, json={"data": {"deployment": next(
+                n for n in self.nodes if n["id"] == variables["id"])}})
         return httpx.Response(200, json={"data": {"deployments": {
-            "edges": [{"node": n} for n in nodes]}}})
+            "edges": [{"node": n} for n in self.nodes]}}})
 
-    def _start(self, kind: str) -> str:
+    def _start(self, kind: str, source: dict[str, object]) -> dict[str, object]:
         self.counter += 1
-        new = f"{kind}-{self.counter}"
-        self.pending.append((self.settle.get(kind, 1), new))
+        new = {**source, "id": f"{kind}-{self.counter}", "status": "DEPLOYING",
+               "createdAt": f"2025-10-{10 + self.counter:02d}T00:00:00Z", "canRollback": False}
+        self.nodes.insert(0, new)
+        self.pending[str(new["id"])] = self.settle.get(kind, 1)
         return new
 
 
@@ -418,26 +579,50 @@ def drill_probe(fake: FakeRailway) -> RailwayProbe:
                         sleep=clock.sleep, clock=clock.time)
 
 
-def test_rollback_drill_rolls_back_and_forward() -> None:
+def test_rollback_drill_rolls_back_and_forward_by_code() -> None:
     fake = FakeRailway()
     drill = drill_probe(fake).rollback_drill(timeout=10, poll=1)
-    assert fake.calls == ["rollback", "redeploy"]
-    assert drill.rolled_back_to == "rolled-back-1" and drill.restored_to == "redeployed-2"
+    # The original is superseded (REMOVED, canRollback) after the rollback: roll forward to it.
+    assert fake.calls == ["rollback", "rollback"]
+    assert drill.rolled_back and drill.rolled_forward, drill.notes
+    assert drill.after_rollback is not None and drill.after_rollback.commit == "c1"
+    assert drill.after_roll_forward is not None and drill.after_roll_forward.commit == "c3"
+
+
+def test_rollback_drill_sees_a_new_id_running_the_old_code_as_no_rollback() -> None:
+    fake = FakeRailway(same_code=True)
+    drill = drill_probe(fake).rollback_drill(timeout=10, poll=1)
+    assert drill.after_rollback is not None and drill.after_rollback.id != "d3"
+    assert not drill.rolled_back
+    assert any("not the target's commit c1" in n for n in drill.notes)
 
 
 def test_rollback_drill_rolls_forward_when_the_rollback_call_times_out() -> None:
     fake = FakeRailway(rollback_error=httpx.ReadTimeout("slow"))
     with pytest.raises(ProbeError):
         drill_probe(fake).rollback_drill(timeout=10, poll=1)
-    # The rollback may have been applied: the original version is redeployed anyway.
+    # The rollback may have been applied: the original version is rolled forward to anyway.
     assert fake.calls == ["rollback", "redeploy"]
 
 
-def test_rollback_drill_needs_the_redeployed_deployment_active() -> None:
-    # The rollback settles just after its wait ended, while the redeploy never does: the
-    # late rollback must not pass for the roll-forward.
+def test_rollback_drill_needs_a_new_deployment_with_the_original_code() -> None:
+    # The rollback settles just after its wait ended, while the roll-forward never does: the
+    # late rollback, or the original itself, must not pass for the roll-forward.
     fake = FakeRailway(settle={"rolled-back": 13, "redeployed": 100})
     drill = drill_probe(fake).rollback_drill(timeout=10, poll=1)
     assert fake.calls == ["rollback", "redeploy"]
     assert not drill.rolled_back and not drill.rolled_forward
-    assert any("redeployed-2" in n and "did not become active" in n for n in drill.notes)
+    assert any("became active" in n for n in drill.notes)
+
+
+def test_rollback_drill_refuses_deployments_that_do_not_say_what_they_run() -> None:
+    nodes = [node("d3", "SUCCESS", 3), node("d1", "REMOVED", 1, can_rollback=True)]
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content)["query"])
+        return deployments_handler(nodes[0], nodes)(request)
+
+    with pytest.raises(UnexpectedResponse, match="neither an image nor a commit"):
+        railway(handler).rollback_drill(timeout=1)
+    assert not any("deploymentRollback" in q for q in calls)

@@ -1,7 +1,15 @@
-"""P0-001 (delivery) and P1-003 against the reference stack's GitHub and Railway fakes."""
+"""P0-001 (delivery), P1-002 (drill schedule), P1-003 and P3-001 (report job) end to end against
+the reference stack's GitHub, Railway and S3: healthy, under the legitimate variants together,
+with keys left empty, and with the APIs refusing or unreachable.
+
+Each fault is proven criterion by criterion in test_delivery_checks.py (against the same fakes,
+in process) and ticket by ticket in the fault matrix; here only the fault of the S3 part, which
+runs only in the stack, gets a run of its own."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +17,9 @@ import pytest
 import yaml
 
 from conftest import StartedStack, VerifyResult, run_verify
+from opsready.config import INTRUSIVE_PROBES
+from opsready.probes._http import HttpTarget
+from opsready_stack.part import free_port
 
 pytestmark = [pytest.mark.stack]
 
@@ -18,6 +29,8 @@ DELIVERY = ("test_prs_merged", "test_secrets_exist", "test_workflows_active_and_
 SERIAL = ("-n", "0")
 ROLLBACK = ("test_token_accepted", "test_previous_deployment_can_roll_back",
             "test_rollback_script_calls_api", "test_rollback_drill")
+GITHUB_READS = (*DELIVERY, "test_slo_report_job_recent", "test_restore_drill_scheduled",
+                "test_rollback_script_calls_api")
 
 
 def outcomes(result: VerifyResult, ticket: str) -> dict[str, str]:
@@ -43,15 +56,23 @@ def with_env(stack: StartedStack, tmp_path: Path, section: str, **changes: Any) 
     """A view of the stack whose env.yaml has ``section`` changed (the stack itself is shared)."""
     config = yaml.safe_load(stack.env_path.read_text())
     config[section].update(changes)
-    copy = tmp_path / f"env-{section}"
+    copy = tmp_path / f"env-{section}-{len(list(tmp_path.glob('env-*')))}"
     copy.mkdir()
     (copy / "env.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (copy / "env.yaml").chmod(0o600)  # it holds the stack's other secrets
     return StartedStack(dir=copy, up_seconds=0.0, output="")
 
 
+@contextlib.contextmanager
+def faults_on(stack: StartedStack, *names: str) -> Iterator[None]:
+    with contextlib.ExitStack() as active:
+        for name in names:
+            active.enter_context(stack.fault(name))
+        yield
+
+
 def test_healthy_stack_delivery_and_rollback_are_done(stack: StartedStack, tmp_path: Path) -> None:
-    result = run_verify(stack, tmp_path, *SERIAL, tickets=["P0-001", "P1-003"],
+    result = run_verify(stack, tmp_path, *SERIAL, tickets=["P0-001", "P1-003", "P3-001"],
                         allow_intrusive=["rollback_drill", "rate_limit_burst"])
     delivery = outcomes(result, "P0-001")
     assert {name: delivery.get(name) for name in DELIVERY} == dict.fromkeys(DELIVERY, "pass"), \
@@ -60,39 +81,78 @@ def test_healthy_stack_delivery_and_rollback_are_done(stack: StartedStack, tmp_p
     assert result.status["P1-003"] == "done"
     # With the edge and observability checks in place too, P0-001 as a whole is done.
     assert result.status["P0-001"] == "done", result.explain(["P0-001"])
+    assert outcomes(result, "P3-001")["test_slo_report_job_recent"] == "pass"
 
     prs = evidence(criterion(result, "P0-001", "test_prs_merged"), "pull_requests")
     assert all(pr["merged"] is True and pr["merged_at"] and pr["merge_commit_sha"]
                for pr in prs.values()), prs
     versions = evidence(criterion(result, "P0-001", "test_deployed_version_is_main_head"),
                         "versions")
-    assert versions["deployed"] == stack.state["settings"]["git_sha"]
+    assert versions["deployed"] == versions["main_head"] == stack.state["settings"]["git_sha"]
+    secrets = evidence(criterion(result, "P0-001", "test_secrets_exist"), "secrets")
+    assert set(secrets["found"]) == {"RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY",
+                                     "DEV_KEY"}
 
     target = evidence(criterion(result, "P1-003", "test_previous_deployment_can_roll_back"),
                       "rollback_target")
-    # Another drill earlier in the session may have made its own deployment the previous one.
-    assert target["id"] and isinstance(target["age_hours"], int | float) and target["age_hours"] >= 0
+    # Superseded deployments are REMOVED on Railway, and stay rollback-able.
+    assert target["status"] == "REMOVED" and target["canRollback"] is True
+    assert target["source"].startswith("commit ") and target["age_hours"] >= 0
     drill = evidence(criterion(result, "P1-003", "test_rollback_drill"), "rollback_drill")
     timeout = yaml.safe_load(stack.env_path.read_text())["railway"]["drill_timeout_s"]
     assert 0 < drill["rollback_seconds"] <= timeout
     assert 0 < drill["roll_forward_seconds"] <= timeout
-    assert drill["active_after_rollback"] not in (None, drill["original_deployment"])
-    assert drill["active_after_redeploy"] not in (None, drill["active_after_rollback"])
+    assert drill["active_after_rollback"]["source"] == drill["rollback_target"]["source"]
+    assert drill["active_after_roll_forward"]["source"] == drill["original_deployment"]["source"]
+    assert drill["active_after_roll_forward"]["id"] != drill["original_deployment"]["id"]
 
 
-@pytest.mark.parametrize(("fault", "ticket", "failing"), [
-    ("pr-unmerged", "P0-001", "test_prs_merged"),
-    ("secret-missing", "P0-001", "test_secrets_exist"),
-    ("no-rollback-target", "P1-003", "test_previous_deployment_can_roll_back"),
-    ("rollback-notes-only", "P1-003", "test_rollback_script_calls_api"),
-])
-def test_fault_opens_the_ticket(stack: StartedStack, tmp_path: Path, fault: str, ticket: str,
-                                failing: str) -> None:
-    with stack.fault(fault):
-        result = run_verify(stack, tmp_path, *SERIAL, tickets=[ticket], allow_intrusive=[])
-    assert result.status[ticket] == "open", result.explain([ticket])
-    failed = {name for name, outcome in outcomes(result, ticket).items() if outcome == "fail"}
-    assert failed == {failing}, result.explain([ticket])
+def test_a_failed_drill_record_opens_p1_002(stack: StartedStack, tmp_path: Path) -> None:
+    """The S3 side of the drill schedule. Every other fault of the delivery criteria is proven
+    criterion by criterion in test_delivery_checks.py against the same fakes, and ticket by
+    ticket in the fault matrix."""
+    with stack.fault("drill-record-failed"):
+        result = run_verify(stack, tmp_path, *SERIAL, tickets=["P1-002"], allow_intrusive=[])
+    assert result.status["P1-002"] == "open", result.explain(["P1-002"])
+    failed = {name for name, outcome in outcomes(result, "P1-002").items() if outcome == "fail"}
+    assert failed == {"test_restore_drill_scheduled"}, result.explain(["P1-002"])
+    found = evidence(criterion(result, "P1-002", "test_restore_drill_scheduled"), "drill_schedule")
+    assert found["drill_record"]["outcome"] == "failed"
+
+
+GITHUB_VARIANTS = ("secrets-across-scopes", "runs-cancelled", "docs-commit-after-deploy",
+                   "rollback-shell-script", "drill-run-by-hand")
+RAILWAY_VARIANTS = ("railway-image-source", "railway-app-sleeping")
+
+
+def test_the_legitimate_variants_together_keep_every_ticket_done(stack: StartedStack,
+                                                                 tmp_path: Path) -> None:
+    tickets = ["P0-001", "P1-002", "P1-003", "P3-001"]
+    with faults_on(stack, *GITHUB_VARIANTS, *RAILWAY_VARIANTS):
+        result = run_verify(stack, tmp_path, *SERIAL, tickets=tickets,
+                            allow_intrusive=list(INTRUSIVE_PROBES))
+    assert {t: result.status[t] for t in tickets} == dict.fromkeys(tickets, "done"), \
+        result.explain(tickets)
+    versions = evidence(criterion(result, "P0-001", "test_deployed_version_is_main_head"),
+                        "versions")
+    assert versions["main_head"] != versions["deployed"]
+    assert versions["files_that_deploy"] == []
+    script = evidence(criterion(result, "P1-003", "test_rollback_script_calls_api"),
+                      "rollback_script")
+    assert script["language"] == "shell" and len(script["calls"]) == 1
+    drill = evidence(criterion(result, "P1-003", "test_rollback_drill"), "rollback_drill")
+    assert drill["original_deployment"]["status"] == "SLEEPING"
+    assert drill["rollback_target"]["source"].startswith("image ")
+
+
+def test_an_org_secret_outside_the_allowed_scopes_is_named(stack: StartedStack,
+                                                           tmp_path: Path) -> None:
+    narrow = with_env(stack, tmp_path, "github", secret_scopes=["repository", "environment"])
+    with stack.fault("secrets-across-scopes"):
+        result = run_verify(narrow, tmp_path, *SERIAL, tickets=["P0-001"], allow_intrusive=[])
+    c = criterion(result, "P0-001", "test_secrets_exist")
+    assert c["outcome"] == "fail", result.explain(["P0-001"])
+    assert "DATABASE_PUBLIC_URL (only at organization)" in c["message"]
 
 
 def test_rollback_drill_not_covered_when_not_allowed(stack: StartedStack, tmp_path: Path) -> None:
@@ -108,15 +168,44 @@ def test_rollback_drill_not_covered_when_not_allowed(stack: StartedStack, tmp_pa
     assert any("rollback_drill" in line for line in ticket["not_checked"]), ticket
 
 
+def test_empty_keys_leave_their_criteria_not_covered(stack: StartedStack, tmp_path: Path) -> None:
+    bare = with_env(stack, tmp_path, "github", prs=[], secrets=[], backup_workflow="",
+                    slo_report_workflow="", rollback_script="", rollback_workflow="")
+    result = run_verify(bare, tmp_path, *SERIAL, tickets=["P0-001", "P1-003", "P3-001"],
+                        allow_intrusive=[])
+    for ticket, name in (("P0-001", "test_prs_merged"), ("P0-001", "test_secrets_exist"),
+                         ("P0-001", "test_workflows_active_and_green"),
+                         ("P1-003", "test_rollback_script_calls_api"),
+                         ("P3-001", "test_slo_report_job_recent")):
+        c = criterion(result, ticket, name)
+        assert (c["outcome"], c.get("skip_kind")) == ("skip", "not_covered"), c
+        assert "not configured: github." in c["message"], c
+    assert {result.status[t] for t in ("P0-001", "P1-003", "P3-001")} == {"unverified"}
+
+
 def test_refused_github_token_gives_unverified(stack: StartedStack, tmp_path: Path) -> None:
     wrong = with_env(stack, tmp_path, "github", token="not-the-token-0123456789")
-    result = run_verify(wrong, tmp_path, *SERIAL, tickets=["P0-001"], allow_intrusive=[])
+    result = run_verify(wrong, tmp_path, *SERIAL, tickets=["P0-001", "P1-003", "P3-001"],
+                        allow_intrusive=[])
     assert result.status["P0-001"] == "unverified", result.explain(["P0-001"])
-    for name in DELIVERY:
-        c = criterion(result, "P0-001", name)
+    assert result.status["P3-001"] == "unverified", result.explain(["P3-001"])
+    for ticket, name in [("P0-001", n) for n in DELIVERY] + [
+            ("P1-003", "test_rollback_script_calls_api"), ("P3-001", "test_slo_report_job_recent")]:
+        c = criterion(result, ticket, name)
         assert c["outcome"] == "error", c
         assert "401" in c["message"], c
         assert "not-the-token-0123456789" not in c["message"]
+
+
+def test_unreachable_github_gives_unverified(stack: StartedStack, tmp_path: Path) -> None:
+    gone = with_env(stack, tmp_path, "github", api_url=f"http://127.0.0.1:{free_port()}")
+    result = run_verify(gone, tmp_path, *SERIAL, tickets=["P0-001", "P1-003", "P3-001"],
+                        allow_intrusive=[])
+    for ticket, name in [("P0-001", n) for n in DELIVERY] + [
+            ("P1-003", "test_rollback_script_calls_api"), ("P3-001", "test_slo_report_job_recent")]:
+        c = criterion(result, ticket, name)
+        assert c["outcome"] == "error" and "could not be reached" in c["message"], c
+    assert {result.status[t] for t in ("P0-001", "P1-003", "P3-001")} == {"unverified"}
 
 
 def test_refused_railway_token_gives_unverified(stack: StartedStack, tmp_path: Path) -> None:
@@ -130,3 +219,30 @@ def test_refused_railway_token_gives_unverified(stack: StartedStack, tmp_path: P
         assert "Not Authorized" in c["message"], c
     # The script is read from GitHub, which still accepts its token.
     assert criterion(result, "P1-003", "test_rollback_script_calls_api")["outcome"] == "pass"
+
+
+def test_unreachable_railway_gives_unverified(stack: StartedStack, tmp_path: Path) -> None:
+    gone = with_env(stack, tmp_path, "railway",
+                    api_url=f"http://127.0.0.1:{free_port()}/graphql/v2")
+    result = run_verify(gone, tmp_path, *SERIAL, tickets=["P1-003"],
+                        allow_intrusive=["rollback_drill"])
+    assert result.status["P1-003"] == "unverified", result.explain(["P1-003"])
+    for name in ("test_token_accepted", "test_previous_deployment_can_roll_back",
+                 "test_rollback_drill"):
+        c = criterion(result, "P1-003", name)
+        assert c["outcome"] == "error" and "could not be reached" in c["message"], c
+
+
+def test_the_stack_leaves_the_service_on_its_code_after_the_drills(stack: StartedStack) -> None:
+    """Every drill of the session rolled forward: the active deployment runs main's commit."""
+    env = yaml.safe_load(stack.env_path.read_text())["railway"]
+    query = ("query($e: String!, $s: String!) { serviceInstance(environmentId: $e, "
+             "serviceId: $s) { latestDeployment { status meta } } }")
+    with HttpTarget("railway", env["api_url"], timeout=5,
+                    headers={"Project-Access-Token": env["token"]}) as railway:
+        body = railway.request("POST", env["api_url"], json={
+            "query": query, "variables": {"e": env["environment_id"], "s": env["service_id"]}}
+        ).json()
+    latest = body["data"]["serviceInstance"]["latestDeployment"]
+    assert latest["status"] == "SUCCESS"
+    assert latest["meta"]["commitHash"] == stack.state["settings"]["git_sha"]

@@ -43,7 +43,8 @@ def _criterion(result: Any, ticket: str, title: str) -> dict[str, Any]:
 def _evidence(criterion: dict[str, Any], name: str) -> Any:
     for item in criterion["evidence"]:
         if item["name"] == name:
-            return item["value"]
+            # A table carries its rows; every other kind of evidence its value.
+            return item["rows"] if item["kind"] == "table" else item["value"]
     raise AssertionError(f"no evidence {name!r} in {criterion['title']!r}: {criterion['evidence']}")
 
 

@@ -7,6 +7,7 @@ Every secret is a ``SecretStr`` and is registered with redaction as soon as it i
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 import re
@@ -14,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from opsready._errors import ConfigError
 
@@ -252,14 +261,35 @@ class GithubConfig(_Section):
     token: SecretStr | None = None
     repo: str
     branch: str = "main"
-    prs: list[int] = [29, 30]
-    secrets: list[str] = ["RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY", "DEV_KEY"]
-    deploy_workflow: str = "deploy.yml"
-    backup_workflow: str = "backup.yml"
-    slo_report_workflow: str = "slo-report.yml"
-    slo_report_max_age_days: float = 8
-    drill_workflow: str = "restore-drill.yml"
-    rollback_script: str = "scripts/rollback.py"
+    # The platform's own PR numbers, secret names, workflow files and script paths come from
+    # the environment file; a key left empty leaves its criterion not covered.
+    prs: list[int] = []
+    secrets: list[str] = []
+    # Where Actions secrets may live: the repository, its deployment environments, and the
+    # organization's secrets shared with the repository.
+    secret_scopes: list[Literal["repository", "environment", "organization"]] = [
+        "repository", "environment"]
+    # The deployment environments whose secrets count; empty means every environment.
+    secret_environments: list[str] = []
+    deploy_workflow: str = ""
+    # Oldest acceptable last successful run; None: any age (a deploy runs only on a push).
+    deploy_max_age_days: float | None = Field(default=None, gt=0)
+    backup_workflow: str = ""
+    backup_max_age_days: float | None = Field(default=1.5, gt=0)
+    # A deployed version that matches this regex is a tag, resolved to its commit.
+    version_tag_pattern: str | None = None
+    slo_report_workflow: str = ""
+    slo_report_max_age_days: float = Field(default=8, gt=0)
+    drill_workflow: str = ""
+    rollback_script: str = ""
+    rollback_workflow: str = ""
+    # The commands of a shell rollback script that send HTTP requests: regexes matched
+    # against a command's first word.
+    rollback_shell_commands: list[str] = ["curl", "wget", "https?", "xh"]
+    # Where a rollback request must go: regexes searched in the request's URL, by default
+    # Railway's public GraphQL endpoint under both of its domains.
+    rollback_endpoints: list[str] = [r"backboard\.railway\.com/graphql",
+                                     r"backboard\.railway\.app/graphql"]
     rate_limit_wait_max_s: float = Field(default=60.0, ge=0, le=3600)
 
     @field_validator("repo")
@@ -267,6 +297,17 @@ class GithubConfig(_Section):
     def _repo(cls, v: str) -> str:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
             raise ValueError("expected owner/name, e.g. acme/relay")
+        return v
+
+    @field_validator("version_tag_pattern", "rollback_shell_commands", "rollback_endpoints")
+    @classmethod
+    def _regex(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for pattern in [v] if isinstance(v, str) else v or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") \
+                    from None
         return v
 
 
@@ -282,40 +323,101 @@ class RailwayConfig(_Section):
 
 class S3Config(_Section):
     bucket: str
-    prefix: str = "backups/"
+    prefix: str = ""
     endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
 
 
+DumpFormatName = Literal["custom", "directory", "tar", "plain"]
+
+
 class BackupsConfig(_Section):
     s3: S3Config
+    # Which objects under the prefix are backups: a glob with strftime date fields
+    # (opsready.backup_keys). Empty: the backup criteria are not covered.
+    key_pattern: str | None = None
+    # pg_dump's output formats this platform's backups may use (plain: gzip'd or not).
+    accepted_formats: list[DumpFormatName] = ["custom", "directory", "tar", "plain"]
     rpo_hours: float = Field(default=26.0, gt=0)
     min_size_bytes: int = Field(default=1024, ge=0)
     max_shrink_fraction: float = Field(default=0.5, ge=0, le=1)
-    sidecar_suffix: str = ".sha256"
-    # Where the last drill is recorded, for the "drill is scheduled or recent" criterion.
-    drill_record_key: str | None = "drills/last-drill.json"
-    drill_max_age_days: float = 31
+    sidecar_suffix: str = Field(default=".sha256", min_length=1)
+    # Where the last drill is recorded (JSON), for "the drill is scheduled or recent";
+    # empty: no record is read.
+    drill_record_key: str | None = None
+    drill_max_age_days: float = Field(default=31, gt=0)
+    # The record's fields: its outcome (one of the success values when the drill passed) and
+    # its measured RTO in seconds.
+    drill_record_outcome_field: str = "result"
+    drill_record_success_values: list[str] = ["passed", "success", "succeeded"]
+    drill_record_rto_field: str = "rto_seconds"
     retention_days: int = Field(default=365, ge=1)
+    # The bucket's default encryption must be at least this: AES256 (any server-side
+    # encryption), aws:kms (KMS), or a KMS key id or ARN (that key). Empty: not judged.
+    required_encryption: str | None = None
+    # The day the platform's backups began, when older backups may have left no trace.
+    history_start: dt.date | None = None
     daily_window_days: int = Field(default=30, ge=1)
     daily_min_days: int = Field(default=28, ge=1)
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _key_pattern(cls, v: str | None) -> str | None:
+        if v:
+            from opsready.backup_keys import KeyPattern
+
+            KeyPattern.compile(v)
+        return v or None
+
+    @field_validator("accepted_formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one of custom, directory, tar, plain")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> BackupsConfig:
+        if self.daily_min_days > self.daily_window_days:
+            raise ValueError(f"daily_min_days ({self.daily_min_days}) is larger than "
+                             f"daily_window_days ({self.daily_window_days})")
+        return self
 
 
 class RestoreDrillConfig(_Section):
     # A maintenance database on the scratch server; the drill creates its own database there.
     scratch_dsn: SecretStr
-    # Optional read-only DSN of the source, used only to compare row counts.
+    # A read-only DSN of the source: the drill asks it who it is, and counts its rows.
     source_dsn: SecretStr | None = None
-    expected_tables: list[str] = ["workspaces", "api_keys", "audit_logs", "sessions"]
+    # Other databases the drill must prove it is not writing to.
+    protected_dsns: list[SecretStr] = []
+    expected_tables: list[str] = []
     min_rows: dict[str, int] = {}
-    row_tolerance: float = Field(default=0.05, ge=0, le=1)
+    # Tables that may legitimately be empty in a backup.
+    allowed_empty_tables: list[str] = []
+    # How much the live source may grow per day of the backup's age (one day at least).
+    row_growth_per_day: float = Field(default=0.1, ge=0, le=10)
+    # Statements whose errors do not fail the restore (regular expressions).
+    tolerated_errors: list[str] = [r"\bOWNER TO\b", r"^COMMENT ON EXTENSION\b"]
+    # A superuser (or pg_execute_server_program member) restores only when named here.
+    allow_privileged_role: str | None = None
     rto_target_s: float = Field(default=600.0, gt=0)
     jobs: int = Field(default=2, ge=1, le=16)
     pg_restore: str = "pg_restore"
     psql: str = "psql"
     statement_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("tolerated_errors")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return v
 
 
 class SloSpec(_Section):

@@ -1,17 +1,31 @@
 """The scratch PostgreSQL server of the restore drill.
 
-The drill is the one probe that writes, and only to a database it creates for itself:
+The drill is the one probe that writes, and only to a database it creates for itself. A
+backup is untrusted input, so before anything is written:
 
-1. the guardrail refuses when the scratch target resolves to the source database;
-2. leftover ``opsready_drill_<epoch>_<hex>`` databases older than a day are swept;
-3. a new ``opsready_drill_<epoch>_<hex>`` database is created on the scratch server;
-4. the backup is streamed into it in 1 MiB chunks: a custom-format dump goes to a temp file
-   for ``pg_restore -j N`` (parallel restore needs a seekable file) or straight into
-   ``pg_restore``'s stdin with one job; gzip'd or plain SQL is piped into ``psql``;
-5. the expected tables and their row counts are checked;
-6. the database is dropped in a ``finally`` block, and on SIGINT/SIGTERM too (handlers are
-   installed for the duration of the drill and restored afterwards; the signal is then
-   delivered as it would have been).
+1. **The target is proven not to be the source, by the servers themselves.** The drill
+   connects to the scratch server and to the source (and to every ``protected_dsns`` entry)
+   and compares ``pg_control_system().system_identifier`` and ``current_database()``. No
+   spelling of a DSN (``::ffff:127.0.0.1``, a ``service=`` entry, a multi-host list) can hide
+   a server from that. On the source's own cluster the drill may only create its new
+   ``opsready_drill_*`` database, never use the source's database. The tools are then pinned
+   to the very host and port that were checked. Without ``source_dsn``, or without the right
+   to call ``pg_control_system()``, the drill refuses and says what to configure.
+2. **The drill role holds no server-side powers.** A superuser, or a member of
+   ``pg_execute_server_program`` (``COPY ... TO PROGRAM`` runs commands on the database host)
+   or of ``pg_read_server_files``/``pg_write_server_files``, is refused unless
+   ``restore_drill.allow_privileged_role`` names that role; the result then says so.
+3. **A plain-SQL backup runs no psql meta-command.** It is scanned whole
+   (``dumps.PlainScriptGuard``, streaming, spooled to a temp file) before psql starts; any
+   backslash command outside COPY data refuses the restore, naming the line. psql then runs
+   with ``ON_ERROR_STOP`` and, where the client supports it (17.6, 16.10, 15.14, 14.19, 13.22
+   and later), in its restricted mode under a key the backup cannot know. Custom, tar and
+   directory dumps go through ``pg_restore``, which runs no meta-commands.
+
+Then leftover ``opsready_drill_<epoch>_<hex>`` databases of this role older than a day are
+swept, a new one is created, the backup is streamed in (1 MiB chunks), the expected tables
+and their rows are checked, and the database is dropped in a ``finally`` block, on SIGINT
+and SIGTERM too.
 
 Passwords reach the client tools through ``PGPASSWORD``, never argv, and never a message.
 """
@@ -20,18 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import ipaddress
+import math
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,106 +60,69 @@ from opsready._errors import (
 )
 from opsready.config import RestoreDrillConfig
 from opsready.evidence import redactor
-from opsready.probes.s3 import DumpFormat, sniff_format
+from opsready.probes.dumps import (
+    ArchiveHeader,
+    DumpFormat,
+    DumpProblem,
+    GzipStream,
+    HostileDump,
+    PlainScriptGuard,
+    is_gzip,
+    major_version,
+    parse_archive_header,
+    sniff,
+)
 
 __all__ = [
     "DRILL_PREFIX",
+    "PRIVILEGED_ROLES",
     "DrillRefused",
     "DrillResult",
-    "Endpoint",
+    "DumpSource",
     "Readable",
     "ScratchServer",
+    "ServerIdentity",
+    "ToolTooOld",
     "drill_database_name",
-    "endpoint_of",
-    "same_database",
+    "psql_has_restricted_mode",
 ]
 
 DRILL_PREFIX = "opsready_drill_"
 CHUNK = 1 << 20
 SWEEP_AFTER_S = 86400.0
+# Built-in roles whose members can run programs or touch files on the database host.
+PRIVILEGED_ROLES = ("pg_execute_server_program", "pg_write_server_files", "pg_read_server_files")
 _DRILL_NAME = re.compile(rf"^{DRILL_PREFIX}(\d{{9,11}})(?:_[0-9a-f]+)?$")
+# The first minor release of each branch with psql's \restrict (CVE-2025-8714).
+_RESTRICTED_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+_STDERR_LIMIT = 1 << 20
 
 
 class DrillRefused(ProbeError):
     """The guardrail refused to run the drill against this target."""
 
 
+class ToolTooOld(MissingInput):
+    """The client tools or the scratch server are older than the dump: this environment
+    cannot judge the backup, which is not to blame."""
+
+
 class Readable(Protocol):
     def read(self, n: int, /) -> bytes: ...
 
 
-# ---- where a DSN points ------------------------------------------------------------------
+class DumpSource(Protocol):
+    """One backup to restore. ``files()`` is empty for a single-object dump (custom, tar,
+    plain); for a directory-format dump it names its files (``toc.dat`` and the data files)."""
 
+    key: str
+    size: int
 
-@dataclass(frozen=True)
-class Endpoint:
-    """The server and database a DSN resolves to. ``hosts`` are resolved addresses (with
-    ``loopback`` standing for every local address, and unix sockets counting as local)."""
+    def open(self) -> Readable: ...
 
-    hosts: frozenset[str]
-    port: int
-    dbname: str
-    shown: str  # host:port/dbname, without credentials
+    def files(self) -> list[str]: ...
 
-    def with_db(self, dbname: str) -> Endpoint:
-        host = self.shown.rsplit(":", 1)[0]
-        return Endpoint(self.hosts, self.port, dbname, f"{host}:{self.port}/{dbname}")
-
-
-def _resolve(host: str, port: int) -> set[str]:
-    if not host or host.startswith("/") or host.startswith("@"):
-        return {"loopback"}  # a unix socket: this machine
-    found: set[str] = set()
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return {host.lower()}
-    for info in infos:
-        addr = str(info[4][0]).split("%", 1)[0]
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            found.add(addr)
-            continue
-        found.add("loopback" if ip.is_loopback else ip.compressed)
-    return found or {host.lower()}
-
-
-def endpoint_of(dsn: str) -> Endpoint:
-    """Parse a URL or key/value DSN the way libpq would (defaults from PG* variables)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params = conninfo_to_dict(dsn)
-    except Exception:  # psycopg.ProgrammingError with the DSN in it
-        raise MissingInput("restore_drill: a DSN could not be parsed; check its syntax") from None
-    user = str(params.get("user") or os.environ.get("PGUSER") or _os_user())
-    host_spec = str(params.get("hostaddr") or params.get("host") or os.environ.get("PGHOST", ""))
-    port_spec = str(params.get("port") or os.environ.get("PGPORT") or "5432")
-    dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or user)
-    try:
-        port = int(port_spec.split(",")[0])
-    except ValueError:
-        raise MissingInput(f"restore_drill: port {port_spec!r} is not a number") from None
-    hosts: set[str] = set()
-    for host in host_spec.split(",") if host_spec else [""]:
-        hosts |= _resolve(host.strip(), port)
-    first = host_spec.split(",")[0] if host_spec else "local socket"
-    return Endpoint(frozenset(hosts), port, dbname, f"{first}:{port}/{dbname}")
-
-
-def _os_user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return "postgres"
-
-
-def same_database(a: Endpoint, b: Endpoint) -> bool:
-    """Same host (after resolution), same port, same database."""
-    return a.port == b.port and a.dbname == b.dbname and bool(a.hosts & b.hosts)
+    def open_file(self, name: str) -> Readable: ...
 
 
 def drill_database_name(now: float | None = None) -> str:
@@ -156,7 +131,63 @@ def drill_database_name(now: float | None = None) -> str:
     return f"{DRILL_PREFIX}{int(now if now is not None else time.time())}_{secrets.token_hex(2)}"
 
 
-# ---- the result --------------------------------------------------------------------------
+def psql_has_restricted_mode(version: tuple[int, int] | None) -> bool:
+    """Whether a psql of this (major, minor) version has ``\\restrict``."""
+    if version is None:
+        return False
+    major, minor = version
+    return major >= 18 or minor >= _RESTRICTED_SINCE.get(major, 10**6)
+
+
+# ---- who the servers are ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What a server says about itself on one connection."""
+
+    label: str  # the config key the DSN came from
+    system_identifier: int
+    database: str
+    role: str
+    superuser: bool
+    privileged_roles: tuple[str, ...]
+    server_version_num: int
+    host: str  # where libpq actually connected (a host name, an address or a socket dir)
+    hostaddr: str
+    port: int
+
+    @property
+    def shown(self) -> str:
+        return f"{self.host}:{self.port}/{self.database}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"dsn": self.label, "connected_to": self.shown,
+                "system_identifier": str(self.system_identifier), "database": self.database,
+                "role": self.role, "superuser": self.superuser,
+                "privileged_roles": list(self.privileged_roles),
+                "server_version_num": self.server_version_num}
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """The guardrail's verdict on the scratch target: who is who, and the pinned DSN the
+    drill uses from then on."""
+
+    scratch: ServerIdentity
+    others: tuple[ServerIdentity, ...]
+    same_cluster_as: tuple[str, ...]
+    privileged_allowed: str | None
+    pinned_dsn: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"scratch": self.scratch.describe(),
+                "compared_with": [o.describe() for o in self.others],
+                "same_cluster_as": list(self.same_cluster_as),
+                "privileged_role_allowed": self.privileged_allowed}
+
+
+# ---- the result ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -164,14 +195,22 @@ class DrillResult:
     database: str
     key: str
     format: DumpFormat = "unknown"
+    compressed: bool = False
     size_bytes: int = 0
     phases: dict[str, float] = field(default_factory=dict)
     rto_seconds: float | None = None
     tables: dict[str, int | None] = field(default_factory=dict)  # None: missing
     source_counts: dict[str, int | None] | None = None
+    backup_age_hours: float | None = None
     problems: list[str] = field(default_factory=list)
+    # Set when the backup itself was refused (a psql meta-command in a plain script).
+    refused: str | None = None
     restore_exit_code: int | None = None
     restore_errors: list[str] = field(default_factory=list)
+    tolerated: list[str] = field(default_factory=list)
+    restricted_mode: bool | None = None  # psql's \restrict, for plain scripts
+    target: dict[str, Any] = field(default_factory=dict)
+    dump: dict[str, Any] = field(default_factory=dict)
     dropped: bool = False
     swept: list[str] = field(default_factory=list)
     started_at: str = ""
@@ -181,18 +220,20 @@ class DrillResult:
     @property
     def verified(self) -> bool:
         """The restore finished and every table check held."""
-        return self.rto_seconds is not None and not self.problems
+        return self.rto_seconds is not None and not self.problems and self.refused is None
 
     def summary(self) -> dict[str, Any]:
         return {
             "database": self.database, "backup_key": self.key, "format": self.format,
-            "size_bytes": self.size_bytes,
+            "compressed": self.compressed, "size_bytes": self.size_bytes,
             "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
             "rto_seconds": None if self.rto_seconds is None else round(self.rto_seconds, 3),
             "rows": self.tables, "source_rows": self.source_counts,
             "restore_exit_code": self.restore_exit_code,
-            "restore_errors": self.restore_errors[:10], "problems": self.problems,
-            "dropped": self.dropped, "swept": self.swept,
+            "restore_errors": self.restore_errors[:10], "tolerated": self.tolerated[:10],
+            "problems": self.problems, "refused": self.refused,
+            "psql_restricted_mode": self.restricted_mode, "target": self.target,
+            "dump": self.dump, "dropped": self.dropped, "swept": self.swept,
         }
 
     def report_markdown(self, *, rto_target_s: float, rpo_hours: float | None,
@@ -202,15 +243,27 @@ class DrillResult:
             and self.rto_seconds <= rto_target_s else "FAILED"
         rto = "n/a" if self.rto_seconds is None else f"{self.rto_seconds:.2f} s"
         rpo = "n/a" if rpo_hours is None else f"{rpo_hours:.2f} h"
+        kind = self.format + (" (gzip)" if self.compressed else "")
         lines = [
             f"# Restore drill: {verdict}",
             "",
             f"- started: {self.started_at}",
-            f"- backup: `{self.key}` ({self.format} format, {self.size_bytes} bytes)",
+            f"- backup: `{self.key}` ({kind} format, {self.size_bytes} bytes)",
             f"- scratch database: `{self.database}` on `{scratch}`"
             f" ({'dropped' if self.dropped else 'NOT dropped'})",
             f"- RTO: {rto} (target {rto_target_s:g} s)",
             f"- RPO (backup age at drill time): {rpo}",
+        ]
+        allowed = self.target.get("privileged_role_allowed")
+        if allowed:
+            lines.append(f"- restored as the privileged role `{allowed}`, allowed by name in "
+                         f"restore_drill.allow_privileged_role")
+        if self.restricted_mode is not None:
+            mode = "on" if self.restricted_mode else "not supported by this psql"
+            lines.append(f"- psql restricted mode: {mode}")
+        if self.refused:
+            lines += ["", "## Refused", "", self.refused]
+        lines += [
             "",
             "| phase | seconds |",
             "| --- | ---: |",
@@ -223,6 +276,8 @@ class DrillResult:
             src = (self.source_counts or {}).get(table)
             lines.append(f"| {table} | {'missing' if rows is None else rows} | "
                          f"{'-' if src is None else src} |")
+        if self.tolerated:
+            lines += ["", "## Tolerated errors", "", *(f"- {t}" for t in self.tolerated[:20])]
         if self.problems:
             lines += ["", "## Problems", "", *(f"- {p}" for p in self.problems)]
         if self.swept:
@@ -290,38 +345,130 @@ class ScratchServer:
         self.timeout = timeout
         self._scratch_dsn = cfg.scratch_dsn.get_secret_value()
         self._source_dsn = cfg.source_dsn.get_secret_value() if cfg.source_dsn else None
-        self.scratch = endpoint_of(self._scratch_dsn)
-        self.source = endpoint_of(self._source_dsn) if self._source_dsn else None
+        self.scratch = _shown(self._scratch_dsn)
+        self._tool_versions: dict[str, tuple[int, int] | None] = {}
 
     def close(self) -> None:
         return None
 
-    # ---- guardrail and sweep ------------------------------------------------------------
+    # ---- the guardrail ------------------------------------------------------------------
 
-    def refuse_if_source(self, drill_db: str | None = None) -> None:
-        """Raise ``DrillRefused`` when the scratch DSN, or the drill database on the scratch
-        server, resolves to the source database (same host after DNS resolution, same port,
-        same database name). Without ``source_dsn`` there is no source to compare with; the
-        drill then relies on writing only to its own ``opsready_drill_*`` database."""
-        if self.source is None:
-            return
-        targets = [("restore_drill.scratch_dsn", self.scratch)]
-        if drill_db is not None:
-            targets.append(("the drill database", self.scratch.with_db(drill_db)))
-        for label, target in targets:
-            if same_database(target, self.source):
+    def identify(self, dsn: str, label: str, *, read_only: bool = False) -> ServerIdentity:
+        """Ask the server behind ``dsn`` who it is."""
+        import psycopg
+
+        with self._connect(dsn, read_only=read_only, shown=f"{label} ({_shown(dsn)})") as conn:
+            try:
+                row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                user = conn.execute("SELECT current_user").fetchone()[0]
                 raise DrillRefused(
-                    f"restore drill refused: {label} ({target.shown}) resolves to the source "
-                    f"database ({self.source.shown}); point restore_drill.scratch_dsn at a "
-                    f"maintenance database of a separate scratch server"
-                )
+                    f"restore drill refused: {label} ({_shown(dsn)}): role {user} may not call "
+                    f"pg_control_system(), so the drill cannot prove the scratch server is not "
+                    f"the source; run GRANT EXECUTE ON FUNCTION pg_catalog.pg_control_system() "
+                    f"TO {user} on that server (PostgreSQL grants it to PUBLIC unless revoked)"
+                ) from None
+            sysid = int(row[0])
+            info = conn.execute(
+                "SELECT current_database(), current_user, r.rolsuper, "
+                "current_setting('server_version_num')::int, "
+                "ARRAY(SELECT b.rolname FROM pg_roles b WHERE b.rolname = ANY(%s) "
+                "      AND pg_has_role(current_user, b.oid, 'MEMBER') ORDER BY 1) "
+                "FROM pg_roles r WHERE r.rolname = current_user",
+                (list(PRIVILEGED_ROLES),)).fetchone()
+            host = str(conn.info.host or "")
+            hostaddr = str(getattr(conn.info, "hostaddr", "") or "")
+            port = int(conn.info.port)
+        return ServerIdentity(label=label, system_identifier=sysid, database=str(info[0]),
+                              role=str(info[1]), superuser=bool(info[2]),
+                              privileged_roles=tuple(str(r) for r in info[4]),
+                              server_version_num=int(info[3]), host=host, hostaddr=hostaddr,
+                              port=port)
 
-    def sweep(self, now: float | None = None) -> list[str]:
-        """Drop ``opsready_drill_*`` databases older than a day; return their names."""
+    def check_target(self, drill_db: str | None = None) -> TargetCheck:
+        """Raise ``DrillRefused`` unless the scratch target is provably not the source (nor
+        any protected database) and its role holds no server-side powers; return the
+        identities and the DSN pinned to the checked host."""
+        if self._source_dsn is None:
+            raise DrillRefused(
+                "restore drill refused: restore_drill.source_dsn is not set, so the drill cannot "
+                "prove that restore_drill.scratch_dsn is not the source; set source_dsn to a "
+                "read-only DSN of the source database")
+        scratch = self.identify(self._scratch_dsn, "restore_drill.scratch_dsn")
+        others: list[ServerIdentity] = []
+        for label, dsn in [("restore_drill.source_dsn", self._source_dsn),
+                           *((f"restore_drill.protected_dsns[{i}]", d.get_secret_value())
+                             for i, d in enumerate(self.cfg.protected_dsns))]:
+            try:
+                others.append(self.identify(dsn, label, read_only=True))
+            except DrillRefused:
+                raise
+            except ProbeError as exc:
+                raise DrillRefused(
+                    f"restore drill refused: cannot ask {label} who it is ({exc}); the drill "
+                    f"runs only once it has proven the scratch server is not that database"
+                ) from None
+        same: list[str] = []
+        for other in others:
+            if other.system_identifier != scratch.system_identifier:
+                continue
+            same.append(other.label)
+            clash = [(what, name) for what, name in (("restore_drill.scratch_dsn",
+                                                       scratch.database),
+                                                      ("the drill database", drill_db))
+                     if name is not None and name == other.database]
+            if clash:
+                what, name = clash[0]
+                raise DrillRefused(
+                    f"restore drill refused: {what} is database {name} on the cluster with "
+                    f"system identifier {scratch.system_identifier}, which is {other.label}'s "
+                    f"own database; point restore_drill.scratch_dsn at a maintenance database "
+                    f"(e.g. postgres) of a separate scratch server")
+            if other.database.startswith(DRILL_PREFIX):
+                raise DrillRefused(
+                    f"restore drill refused: {other.label} is named {other.database}, like the "
+                    f"drill's own databases, on the same cluster as the scratch target")
+        allowed = self._privileges(scratch)
+        return TargetCheck(scratch=scratch, others=tuple(others), same_cluster_as=tuple(same),
+                           privileged_allowed=allowed, pinned_dsn=self._pinned(scratch))
+
+    def _privileges(self, scratch: ServerIdentity) -> str | None:
+        powers = (["superuser"] if scratch.superuser else []) + list(scratch.privileged_roles)
+        if not powers:
+            return None
+        if self.cfg.allow_privileged_role == scratch.role:
+            return scratch.role
+        raise DrillRefused(
+            f"restore drill refused: restore_drill.scratch_dsn logs in as {scratch.role}, "
+            f"which is {' and '.join(powers)}: a backup restored by it could run programs or "
+            f"read and write files on the scratch host (COPY ... TO PROGRAM); use a role with "
+            f"only LOGIN CREATEDB, or allow this one by name with "
+            f"restore_drill.allow_privileged_role: {scratch.role}")
+
+    def _pinned(self, scratch: ServerIdentity) -> str:
+        """The scratch DSN bound to the host and port that were checked, so neither libpq's
+        host list nor DNS can send a tool elsewhere."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(self._scratch_dsn)
+        for key in ("target_session_attrs", "load_balance_hosts"):
+            params.pop(key, None)
+        params["host"] = scratch.host
+        params["port"] = str(scratch.port)
+        if scratch.hostaddr:
+            params["hostaddr"] = scratch.hostaddr
+        else:
+            params.pop("hostaddr", None)
+        return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+    def sweep(self, dsn: str | None = None, now: float | None = None) -> list[str]:
+        """Drop this role's ``opsready_drill_*`` databases older than a day; their names."""
+        dsn = dsn or self._pinned(self.identify(self._scratch_dsn, "restore_drill.scratch_dsn"))
         now = time.time() if now is None else now
-        with self._connect(self._scratch_dsn) as conn:
+        with self._connect(dsn) as conn:
             rows = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                "SELECT datname FROM pg_database WHERE datname LIKE %s "
+                "AND pg_get_userbyid(datdba) = current_user",
                 (DRILL_PREFIX.replace("_", r"\_") + "%",),
             ).fetchall()
         swept = []
@@ -329,9 +476,7 @@ class ScratchServer:
             m = _DRILL_NAME.match(str(name))
             if m is None or now - int(m.group(1)) <= SWEEP_AFTER_S:
                 continue
-            if self.source is not None and same_database(self.scratch.with_db(name), self.source):
-                continue
-            self._drop(str(name))
+            self._drop(dsn, str(name))
             swept.append(str(name))
         return swept
 
@@ -339,32 +484,31 @@ class ScratchServer:
 
     def restore_drill(
         self,
-        stream: Readable | Callable[[], Readable],
-        size: int,
+        source: DumpSource,
         *,
-        key: str = "",
+        backup_age_hours: float | None = None,
         on_phase: Callable[[str, float], None] | None = None,
     ) -> DrillResult:
-        """Restore a dump into a new scratch database, check it, drop it.
+        """Restore a backup into a new scratch database, check it, drop it.
 
-        ``stream`` is the dump's body, or a function that opens it (then the RTO includes
-        the request, and the body is closed here). The RTO runs from the start of the
-        download to the end of verification. Verification findings land in
-        ``DrillResult.problems``; ``ProbeError`` is raised only when the drill could not run.
-        """
+        The RTO runs from the start of the download to the end of verification. Findings
+        (a refused or broken backup, restore errors, missing rows) land in
+        ``DrillResult.problems``; ``ProbeError`` is raised only when the drill could not
+        judge (refused target, unreachable server, missing or too old tools)."""
         db = drill_database_name()
-        self.refuse_if_source(db)
-        result = DrillResult(database=db, key=key,
-                             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        check = self.check_target(db)
+        dsn = check.pinned_dsn
+        result = DrillResult(database=db, key=source.key, backup_age_hours=backup_age_hours,
+                             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                             target=check.describe())
 
         def phase(name: str, started: float) -> None:
             result.phases[name] = time.monotonic() - started
             if on_phase is not None:
                 on_phase(name, result.phases[name])
 
-        result.swept = self.sweep()
-        if self._source_dsn is not None:
-            result.source_counts = self._source_counts()
+        result.swept = self.sweep(dsn)
+        result.source_counts = self._source_counts()
         tools = _Children()
         with _SignalGuard() as guard:
             created = False
@@ -377,28 +521,17 @@ class ScratchServer:
             watchdog.daemon = True
             try:
                 watchdog.start()
-                with self._connect(self._scratch_dsn) as conn:
+                with self._connect(dsn) as conn:
                     # Set before the statement: a signal or a lost answer during CREATE may
                     # still leave the database behind, and the drop is IF EXISTS.
                     created = True
                     conn.execute(f'CREATE DATABASE "{db}"')
                 phase("create", started)
-                opened = callable(stream)
-                body: Readable = stream() if callable(stream) else stream
-                try:
-                    self._load(body, size, db, result, tools, phase, deadline)
-                finally:
-                    if opened:
-                        close = getattr(body, "close", None)
-                        if close is not None:
-                            close()
-                if size and result.size_bytes != size:
-                    result.problems.append(
-                        f"downloaded {result.size_bytes} bytes of {key or 'the backup'}, the "
-                        f"object has {size}; the download was cut short")
-                if result.restore_exit_code is not None:
+                _Load(self, source, db, dsn, check.scratch, result, tools, phase,
+                      deadline).run()
+                if result.restore_exit_code is not None and not result.problems:
                     t = time.monotonic()
-                    self._verify(db, result)
+                    self._verify(dsn, db, result)
                     phase("verify", t)
                     result.rto_seconds = time.monotonic() - started
             except _Overrun as exc:
@@ -412,7 +545,7 @@ class ScratchServer:
                 tools.kill()
                 if created:
                     t = time.monotonic()
-                    self._drop(db)
+                    self._drop(dsn, db)
                     result.dropped = True
                     phase("drop", t)
         return result
@@ -421,111 +554,59 @@ class ScratchServer:
         # The drill may overrun its RTO target (that is a finding), but not forever.
         return max(2.0 * self.cfg.rto_target_s, 120.0)
 
-    def _load(self, body: Readable, size: int, db: str, result: DrillResult, tools: _Children,
-              phase: Callable[[str, float], None], deadline: float) -> None:
-        t = time.monotonic()
-        first = body.read(CHUNK)
-        result.size_bytes = len(first)
-        result.format = sniff_format(first[:16])
-        if result.format == "unknown":
-            raise UnexpectedResponse(
-                f"restore drill: {result.key or 'the backup'} is neither a custom-format dump "
-                f"(PGDMP) nor gzip'd or plain SQL (starts with {first[:8]!r})"
-            )
-        conninfo, env = self._tool_target(db)
-        if result.format == "custom" and self.cfg.jobs > 1:
-            # pg_restore -j needs a seekable file: spool the stream to disk, chunk by chunk.
-            with _spool() as (path, fh):
-                fh.write(first)
-                for chunk in _chunks(body):
-                    fh.write(chunk)
-                    result.size_bytes += len(chunk)
-                    _check_deadline(deadline, result)
-                fh.close()
-                phase("download", t)
-                t = time.monotonic()
-                argv = [self._tool(self.cfg.pg_restore), "--no-owner", "--no-privileges",
-                        "--no-password", "-j", str(self.cfg.jobs), "-d", conninfo, str(path)]
-                proc = tools.start(argv, env, stdin=None)
-                self._finish(proc, tools, result, deadline)
-                phase("restore", t)
-            return
-        if result.format == "custom":
-            argv = [self._tool(self.cfg.pg_restore), "--no-owner", "--no-privileges",
-                    "--no-password", "-d", conninfo]
-        else:
-            argv = [self._tool(self.cfg.psql), "-X", "-q", "--no-password", "-d", conninfo]
-        proc = tools.start(argv, env, stdin=subprocess.PIPE)
-        assert proc.stdin is not None
-        feed = _gunzip if result.format == "gzip" else _identity
-        try:
-            for chunk in feed(_prepend(first, body), result):
-                proc.stdin.write(chunk)
-                _check_deadline(deadline, result)
-        except BrokenPipeError:
-            pass  # the tool exited early; its exit code and stderr say why
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-        phase("download", t)
-        t = time.monotonic()
-        self._finish(proc, tools, result, deadline)
-        phase("restore", t)
-
-    def _finish(self, proc: subprocess.Popen[bytes], tools: _Children, result: DrillResult,
-                deadline: float) -> None:
-        try:
-            code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(proc.args, 0)  # killed by the watchdog
-        except subprocess.TimeoutExpired:
-            tools.kill()
-            raise _Overrun(
-                f"the restore did not finish within the drill's budget of "
-                f"{self._drill_budget():g}s (twice the RTO target, at least 120 s); aborted"
-            ) from None
-        result.restore_exit_code = code
-        errors = tools.stderr_lines(proc)
-        result.restore_errors = [redactor.text(e) for e in errors if "ERROR" in e or
-                                 "error" in e][:20]
-        if code != 0:
-            detail = "; ".join(result.restore_errors[:3]) or "no error output"
-            tool = Path(str(proc.args[0])).name if isinstance(proc.args, list) else "restore"
-            result.problems.append(f"{tool} exited with {code}: {detail}")
-
-    def _verify(self, db: str, result: DrillResult) -> None:
-        with self._connect(self._scratch_dsn, dbname=db) as conn:
-            result.tables = _count_tables(conn, self.cfg.expected_tables)
+    def _verify(self, dsn: str, db: str, result: DrillResult) -> None:
+        cfg = self.cfg
+        with self._connect(dsn, dbname=db) as conn:
+            result.tables = _count_tables(conn, cfg.expected_tables)
+        age_days = max((result.backup_age_hours or 0.0) / 24.0, 1.0)
         for table, rows in result.tables.items():
             if rows is None:
                 result.problems.append(f"table {table} is missing from the restored database")
                 continue
-            floor = self.cfg.min_rows.get(table)
+            if rows == 0 and table not in cfg.allowed_empty_tables:
+                result.problems.append(
+                    f"table {table} is empty: a schema-only dump restores no data; expected "
+                    f"rows (or list it in restore_drill.allowed_empty_tables)")
+                continue
+            floor = cfg.min_rows.get(table)
             if floor is not None and rows < floor:
                 result.problems.append(
                     f"table {table} has {rows} rows, expected at least {floor} "
                     f"(restore_drill.min_rows)")
+                continue
             src = (result.source_counts or {}).get(table)
-            if src is not None and abs(rows - src) > self.cfg.row_tolerance * max(src, 1):
+            if src is None:
+                continue
+            if rows > src:
                 result.problems.append(
-                    f"table {table} has {rows} rows, the source has {src}; expected within "
-                    f"{self.cfg.row_tolerance:.0%} (restore_drill.row_tolerance)")
+                    f"table {table} has {rows} rows restored but {src} in the live source: a "
+                    f"backup cannot hold rows the source never had; check that the backup "
+                    f"job dumps this database")
+                continue
+            allowance = math.ceil(src * cfg.row_growth_per_day * age_days)
+            if rows < src - allowance:
+                result.problems.append(
+                    f"table {table} has {rows} rows restored, the live source has {src}; the "
+                    f"source may have grown by {allowance} rows since the backup "
+                    f"({cfg.row_growth_per_day:.0%} per day, restore_drill.row_growth_per_day, "
+                    f"over {age_days:.1f} days), so the backup is missing rows")
 
-    def _source_counts(self) -> dict[str, int | None]:
-        assert self._source_dsn is not None
+    def _source_counts(self) -> dict[str, int | None] | None:
+        if self._source_dsn is None:
+            return None
         # Read-only by construction: the session refuses writes.
-        with self._connect(self._source_dsn, read_only=True) as conn:
+        with self._connect(self._source_dsn, read_only=True,
+                           shown=f"restore_drill.source_dsn ({_shown(self._source_dsn)})") as conn:
             return _count_tables(conn, self.cfg.expected_tables)
 
     # ---- connections and tools ----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _connect(self, dsn: str, *, dbname: str | None = None,
-                 read_only: bool = False) -> Iterator[Any]:
+    def _connect(self, dsn: str, *, dbname: str | None = None, read_only: bool = False,
+                 shown: str | None = None) -> Iterator[Any]:
         import psycopg
 
-        target = endpoint_of(dsn)
-        shown = target.with_db(dbname).shown if dbname else target.shown
+        where = shown or (_shown(dsn) if dbname is None else f"{_shown(dsn)} ({dbname})")
         options = f"-c statement_timeout={int(self.cfg.statement_timeout_s * 1000)}"
         if read_only:
             options += " -c default_transaction_read_only=on"
@@ -536,32 +617,35 @@ class ScratchServer:
         try:
             conn = psycopg.connect(dsn, **kwargs)
         except psycopg.OperationalError as exc:
-            raise _connect_error(exc, shown) from None
+            raise _connect_error(exc, where) from None
+        except psycopg.ProgrammingError:  # an unparsable DSN (psycopg quotes it: not shown)
+            raise MissingInput(f"postgres {where}: the DSN could not be parsed; check its "
+                               f"syntax") from None
         try:
             yield conn
         except psycopg.errors.QueryCanceled:
             raise ProbeTimeout(
-                f"postgres {shown}: a statement ran past restore_drill.statement_timeout_s "
+                f"postgres {where}: a statement ran past restore_drill.statement_timeout_s "
                 f"({self.cfg.statement_timeout_s:g}s)"
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise AccessRefused(
-                f"postgres {shown}: {redactor.text(str(exc)).strip()}; the drill role needs "
+                f"postgres {where}: {redactor.text(str(exc)).strip()}; the drill role needs "
                 f"CREATEDB on the scratch server and SELECT on the source tables"
             ) from None
         except psycopg.OperationalError as exc:
-            raise _connect_error(exc, shown) from None
+            raise _connect_error(exc, where) from None
         except psycopg.Error as exc:
-            raise UnexpectedResponse(f"postgres {shown}: {redactor.text(str(exc)).strip()}") \
+            raise UnexpectedResponse(f"postgres {where}: {redactor.text(str(exc)).strip()}") \
                 from None
         finally:
             conn.close()
 
-    def _drop(self, db: str) -> None:
+    def _drop(self, dsn: str, db: str) -> None:
         """Drop a drill database, ending its sessions first (PostgreSQL 13+ ``FORCE``)."""
         import psycopg
 
-        with self._connect(self._scratch_dsn) as conn:
+        with self._connect(dsn) as conn:
             try:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             except psycopg.errors.SyntaxError:
@@ -569,7 +653,7 @@ class ScratchServer:
                              "WHERE datname = %s", (db,))
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
 
-    def _tool(self, name: str) -> str:
+    def tool(self, name: str) -> str:
         found = shutil.which(name)
         if found is None:
             raise MissingInput(
@@ -578,19 +662,357 @@ class ScratchServer:
             )
         return found
 
-    def _tool_target(self, db: str) -> tuple[str, dict[str, str]]:
+    def tool_version(self, path: str) -> tuple[int, int] | None:
+        """``(major, minor)`` of a client tool, from ``--version``; ``None`` if unreadable."""
+        if path not in self._tool_versions:
+            try:
+                out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                     timeout=15, check=False).stdout
+            except (OSError, subprocess.SubprocessError):
+                out = ""
+            m = re.search(r"\)\s*(\d+)(?:\.(\d+))?", out)
+            self._tool_versions[path] = (int(m.group(1)), int(m.group(2) or 0)) if m else None
+        return self._tool_versions[path]
+
+    def tool_target(self, dsn: str, db: str) -> tuple[str, dict[str, str]]:
         """A conninfo for argv (no password) and the environment carrying the password."""
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        params = conninfo_to_dict(self._scratch_dsn)
+        params = conninfo_to_dict(dsn)
         password = params.pop("password", None)
         params["dbname"] = db
         params.setdefault("connect_timeout", str(max(2, int(self.timeout))))
-        env = {**os.environ}
-        env.pop("PGPASSWORD", None)
+        env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGOPTIONS")}
         if password is not None:
             env["PGPASSWORD"] = str(password)
         return make_conninfo(**{k: str(v) for k, v in params.items()}), env
+
+
+class _Load:
+    """Streams one backup into the drill database with the right tool."""
+
+    def __init__(self, server: ScratchServer, source: DumpSource, db: str, dsn: str,
+                 scratch: ServerIdentity, result: DrillResult, tools: _Children,
+                 phase: Callable[[str, float], None], deadline: float) -> None:
+        self.server, self.cfg = server, server.cfg
+        self.source, self.db, self.dsn, self.scratch = source, db, dsn, scratch
+        self.result, self.tools, self.phase, self.deadline = result, tools, phase, deadline
+
+    def run(self) -> None:
+        t = time.monotonic()
+        if self.source.files():
+            self._directory(t)
+            return
+        body = self.source.open()
+        try:
+            self._single(body, t)
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        if self.source.size and self.result.size_bytes != self.source.size \
+                and not self.result.problems:
+            self.result.problems.append(
+                f"downloaded {self.result.size_bytes} bytes of {self.source.key}, the object "
+                f"has {self.source.size}; the download was cut short")
+
+    # ---- formats ----------------------------------------------------------------------
+
+    def _single(self, body: Readable, t: float) -> None:
+        result = self.result
+        first = body.read(CHUNK)
+        result.size_bytes = len(first)
+        raw = _RawStream(first, body, result)
+        result.compressed = is_gzip(first)
+        gz = GzipStream() if result.compressed else None
+        stream = _gunzipped(iter(raw), gz) if gz is not None else iter(raw)
+        head = b""
+        pieces: list[bytes] = []
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                head += piece[:4096 - len(head)]
+                if len(head) >= 4096:
+                    break
+        except DumpProblem as exc:
+            result.problems.append(f"{self.source.key}: {exc}")
+            return
+        result.format = sniff(head)
+        if result.format == "plain":
+            self._plain(_prepend_pieces(pieces, stream), raw, gz, t)
+            return
+        raw.forget()
+        if result.format not in ("custom", "tar"):
+            result.problems.append(
+                f"{self.source.key} is not a PostgreSQL dump (custom, tar or plain SQL, gzip'd "
+                f"or not): it starts with {first[:8]!r}")
+            return
+        self._check_versions(parse_archive_header(head if result.format == "custom"
+                                                  else head[512:]))
+        argv_tail = ["--no-owner", "--no-privileges", "--no-password"]
+        conninfo, env = self.server.tool_target(self.dsn, self.db)
+        pg_restore = self.server.tool(self.cfg.pg_restore)
+        data = _prepend_pieces(pieces, stream)
+        if result.format == "custom" and self.cfg.jobs > 1:
+            # pg_restore -j needs a seekable file: spool the stream to disk, chunk by chunk.
+            with _spool(".dump") as (path, fh):
+                self._pump(data, fh.write, gz)
+                fh.close()
+                self.phase("download", t)
+                t = time.monotonic()
+                proc = self.tools.start([pg_restore, *argv_tail, "-j", str(self.cfg.jobs),
+                                         "-d", conninfo, str(path)], env, stdin=None)
+                self._finish_pg_restore(proc)
+                self.phase("restore", t)
+            return
+        proc = self.tools.start([pg_restore, *argv_tail, "-d", conninfo], env,
+                                stdin=subprocess.PIPE)
+        self._feed(proc, data, gz)
+        self.phase("download", t)
+        t = time.monotonic()
+        self._finish_pg_restore(proc)
+        self.phase("restore", t)
+
+    def _directory(self, t: float) -> None:
+        result = self.result
+        result.format = "directory"
+        names = self.source.files()
+        with tempfile.TemporaryDirectory(prefix="opsready-drill-") as tmp:
+            root = Path(tmp)
+            for name in names:
+                if "/" in name or name.startswith("."):
+                    result.problems.append(f"{self.source.key}: unexpected file name {name!r}")
+                    return
+                body = self.source.open_file(name)
+                try:
+                    with open(root / name, "wb") as fh:
+                        for chunk in _chunks(body):
+                            fh.write(chunk)
+                            result.size_bytes += len(chunk)
+                            _check_deadline(self.deadline, result)
+                finally:
+                    close = getattr(body, "close", None)
+                    if close is not None:
+                        close()
+            self.phase("download", t)
+            toc = (root / "toc.dat").read_bytes()[:4096] if (root / "toc.dat").is_file() else b""
+            try:
+                self._check_versions(parse_archive_header(toc))
+            except DumpProblem as exc:
+                result.problems.append(f"{self.source.key}/toc.dat: {exc}")
+                return
+            t = time.monotonic()
+            conninfo, env = self.server.tool_target(self.dsn, self.db)
+            proc = self.tools.start([self.server.tool(self.cfg.pg_restore), "--no-owner",
+                                     "--no-privileges", "--no-password", "-j",
+                                     str(self.cfg.jobs), "-d", conninfo, str(root)],
+                                    env, stdin=None)
+            self._finish_pg_restore(proc)
+            self.phase("restore", t)
+
+    def _plain(self, script: Iterator[bytes], raw: _RawStream, gz: GzipStream | None,
+               t: float) -> None:
+        """Scan the whole script while spooling the raw bytes to disk; only a script that
+        passes reaches psql, read back from the spool through the same guard."""
+        result = self.result
+        psql = self.server.tool(self.cfg.psql)
+        version = self.server.tool_version(psql)
+        restricted = psql_has_restricted_mode(version)
+        result.restricted_mode = restricted
+        guard = PlainScriptGuard(self.cfg.tolerated_errors)
+        with _spool(".sql") as (path, fh):
+            raw.attach(fh)
+            try:
+                for piece in script:
+                    for _ in guard.feed(piece):
+                        pass
+                    _check_deadline(self.deadline, result)
+                if gz is not None:
+                    for _ in guard.feed(gz.finish()):
+                        pass
+                for _ in guard.finish():
+                    pass
+            except HostileDump as exc:
+                result.refused = (f"refused to restore {self.source.key}: {exc}; nothing was "
+                                  f"run (psql never started)")
+                result.problems.append(result.refused)
+                return
+            except DumpProblem as exc:
+                result.problems.append(f"{self.source.key}: {exc}")
+                return
+            fh.close()
+            result.dump = {"header": guard.header_seen, "trailer": guard.trailer_seen,
+                           "dumped_from": guard.dumped_from, "dumped_by": guard.dumped_by,
+                           "copy_blocks": guard.copy_blocks,
+                           "tolerated_statements": guard.tolerated_statements}
+            if not guard.trailer_seen:
+                result.problems.append(
+                    f"{self.source.key}: the script ends at byte {result.size_bytes} (line "
+                    f"{guard.line}) without the '-- PostgreSQL database dump complete' "
+                    f"trailer: the backup is truncated")
+                return
+            self._check_server_version(guard.dumped_from)
+            self.phase("download", t)
+            t = time.monotonic()
+            conninfo, env = self.server.tool_target(self.dsn, self.db)
+            # -f -: psql names the line of each error (psql:<stdin>:LINE:).
+            proc = self.tools.start([psql, "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1",
+                                     "-f", "-", "-d", conninfo], env, stdin=subprocess.PIPE)
+            assert proc.stdin is not None
+            prelude = b""
+            if restricted:
+                # From here on psql refuses every meta-command but \unrestrict with our key.
+                prelude = b"\\restrict " + secrets.token_hex(16).encode() + b"\n"
+            replay = PlainScriptGuard(self.cfg.tolerated_errors)
+            try:
+                proc.stdin.write(prelude)
+                with open(path, "rb") as again:
+                    gz2 = GzipStream() if gz is not None else None
+                    for chunk in _chunks(again):
+                        pieces = gz2.feed(chunk) if gz2 is not None else iter([chunk])
+                        for piece in pieces:
+                            for out in replay.feed(piece):
+                                proc.stdin.write(out)
+                        _check_deadline(self.deadline, result)
+                    if gz2 is not None:
+                        for out in replay.feed(gz2.finish()):
+                            proc.stdin.write(out)
+                    for out in replay.finish():
+                        proc.stdin.write(out)
+            except BrokenPipeError:
+                pass  # psql stopped (ON_ERROR_STOP): its exit code and stderr say why
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+            self._finish_psql(proc, prelude_lines=1 if restricted else 0)
+            self.phase("restore", t)
+
+    # ---- versions ---------------------------------------------------------------------
+
+    def _check_versions(self, header: ArchiveHeader | None) -> None:
+        if header is None:
+            self.result.problems.append(f"{self.source.key}: the archive header could not be "
+                                        f"read")
+            return
+        self.result.dump = header.describe()
+        tool = self.server.tool(self.cfg.pg_restore)
+        version = self.server.tool_version(tool)
+        dumped_by = major_version(header.pg_dump_version)
+        if version is not None and dumped_by is not None and dumped_by > version[0]:
+            raise ToolTooOld(
+                f"restore drill: {self.source.key} was written by pg_dump {dumped_by} (archive "
+                f"{header.version_text}), newer than {self.cfg.pg_restore} {version[0]}; "
+                f"install PostgreSQL {dumped_by} client tools to judge this backup")
+        self._check_server_version(header.server_version)
+
+    def _check_server_version(self, dumped_from: str | None) -> None:
+        source_major = major_version(dumped_from)
+        scratch_major = self.scratch.server_version_num // 10000
+        if source_major is not None and source_major >= 10 and source_major > scratch_major:
+            raise ToolTooOld(
+                f"restore drill: {self.source.key} comes from a PostgreSQL {source_major} "
+                f"server, newer than the scratch server ({scratch_major}); use a scratch server "
+                f"of version {source_major} or later")
+
+    # ---- feeding the tools --------------------------------------------------------------
+
+    def _pump(self, data: Iterator[bytes], write: Callable[[bytes], Any],
+              gz: GzipStream | None) -> None:
+        try:
+            for piece in data:
+                write(piece)
+                _check_deadline(self.deadline, self.result)
+            if gz is not None:
+                write(gz.finish())
+        except DumpProblem as exc:
+            self.result.problems.append(f"{self.source.key}: {exc}")
+
+    def _feed(self, proc: subprocess.Popen[bytes], data: Iterator[bytes],
+              gz: GzipStream | None) -> None:
+        assert proc.stdin is not None
+        stdin = proc.stdin
+        try:
+            self._pump(data, stdin.write, gz)
+        except BrokenPipeError:
+            pass  # the tool exited early; its exit code and stderr say why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+
+    def _wait(self, proc: subprocess.Popen[bytes]) -> int:
+        try:
+            code = proc.wait(timeout=max(self.deadline - time.monotonic(), 0.1))
+            if time.monotonic() > self.deadline:
+                raise subprocess.TimeoutExpired(proc.args, 0)  # killed by the watchdog
+        except subprocess.TimeoutExpired:
+            self.tools.kill()
+            raise _Overrun(
+                f"the restore did not finish within the drill's budget of "
+                f"{self.server._drill_budget():g}s (twice the RTO target, at least 120 s); "
+                f"aborted") from None
+        self.result.restore_exit_code = code
+        return code
+
+    def _finish_pg_restore(self, proc: subprocess.Popen[bytes]) -> None:
+        """pg_restore continues past errors; each error is judged against
+        ``tolerated_errors`` with the statement pg_restore names after it."""
+        code = self._wait(proc)
+        lines = self.tools.stderr_lines(proc)
+        text = "\n".join(lines)
+        if "unsupported version" in text:
+            raise ToolTooOld(f"restore drill: {self.cfg.pg_restore} cannot read "
+                             f"{self.source.key}: {redactor.text(_first_error(lines))}; install "
+                             f"newer PostgreSQL client tools")
+        failures: list[str] = []
+        for error, command in _pg_restore_errors(lines):
+            shown = redactor.text(error)
+            if command and _tolerated(command, self.cfg.tolerated_errors):
+                self.result.tolerated.append(f"{shown} (in: {redactor.text(command)[:160]})")
+            else:
+                failures.append(shown + (f" (in: {redactor.text(command)[:160]})"
+                                         if command else ""))
+        self.result.restore_errors = failures[:20]
+        if failures or (code != 0 and not self.result.tolerated):
+            detail = "; ".join(failures[:3]) or redactor.text(_first_error(lines)) \
+                or "no error output"
+            self.result.problems.append(
+                f"pg_restore exited with {code} after reading {self.result.size_bytes} bytes of "
+                f"{self.source.size or '?'}: {detail}")
+
+    def _finish_psql(self, proc: subprocess.Popen[bytes], *, prelude_lines: int) -> None:
+        code = self._wait(proc)
+        lines = self.tools.stderr_lines(proc)
+        errors: list[str] = []
+        for line in lines:
+            line = _shift_psql_line(line, prelude_lines)
+            if "opsready tolerated:" in line:
+                self.result.tolerated.append(redactor.text(line.split("opsready tolerated:",
+                                                                      1)[1].strip()))
+            elif line.startswith("DETAIL:") and errors:
+                errors[-1] += " " + redactor.text(line)
+            elif line.strip() and not re.search(r"\b(WARNING|NOTICE|HINT|CONTEXT|LINE \d+):",
+                                                line):
+                errors.append(redactor.text(line))
+        self.result.restore_errors = errors[:20]
+        if code != 0:
+            detail = "; ".join(errors[:3]) or "no error output"
+            self.result.problems.append(
+                f"psql (ON_ERROR_STOP) exited with {code}: {detail}; the backup's statements "
+                f"must restore without errors other than restore_drill.tolerated_errors")
+
+
+def _shown(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN as written (no user, no password), for messages."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # psycopg.ProgrammingError quotes the DSN: never show it
+        return "an unparsable DSN"
+    if params.get("service") and not params.get("host"):
+        return f"service={params['service']}"
+    host = str(params.get("host") or params.get("hostaddr") or "local socket")
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
 
 
 def _connect_error(exc: Exception, shown: str) -> ProbeError:
@@ -622,6 +1044,47 @@ def _count_tables(conn: Any, tables: list[str]) -> dict[str, int | None]:
     return counts
 
 
+def _tolerated(statement: str, patterns: list[str]) -> bool:
+    text = " ".join(statement.split())
+    return any(re.search(p, text, re.I) for p in patterns)
+
+
+def _pg_restore_errors(lines: list[str]) -> Iterator[tuple[str, str | None]]:
+    """``(error, statement)`` pairs from pg_restore's stderr: each ``error: ...`` line and
+    the ``Command was: ...`` that follows it (possibly over several lines)."""
+    current: str | None = None
+    command: list[str] | None = None
+    for line in lines:
+        if line.startswith("Command was:"):
+            command = [line[len("Command was:"):].strip()]
+            continue
+        if command is not None and line and not line.startswith("pg_restore:"):
+            command.append(line.strip())
+            continue
+        if current is not None:
+            yield current, " ".join(command) if command else None
+            current, command = None, None
+        if line.startswith("pg_restore: error:") and "errors ignored on restore" not in line:
+            current = line.removeprefix("pg_restore: error:").strip()
+    if current is not None:
+        yield current, " ".join(command) if command else None
+
+
+def _first_error(lines: list[str]) -> str:
+    for line in lines:
+        if "error" in line.lower():
+            return line.strip()
+    return lines[0].strip() if lines else ""
+
+
+def _shift_psql_line(line: str, prelude_lines: int) -> str:
+    """psql names lines of what it read; the prelude made them one later than the backup's."""
+    if not prelude_lines:
+        return line
+    return re.sub(r"^psql:<stdin>:(\d+):",
+                  lambda m: f"psql:<stdin>:{int(m.group(1)) - prelude_lines}:", line)
+
+
 class _Children:
     """The client tools of one drill: each in its own session (Ctrl-C reaches us, not
     them), stderr to a temp file (no pipe to fill up), killed as a group on clean-up."""
@@ -646,7 +1109,7 @@ class _Children:
         for p, err in self.procs:
             if p is proc:
                 err.seek(0)
-                return err.read(64 * 1024).decode("utf-8", "replace").splitlines()
+                return err.read(_STDERR_LIMIT).decode("utf-8", "replace").splitlines()
         return []
 
     def kill_all(self) -> None:
@@ -674,9 +1137,41 @@ class _Children:
         self.procs.clear()
 
 
+class _RawStream:
+    """The raw object, chunk by chunk, counting bytes. What is read before the format is
+    known is kept, so a plain script can still be spooled whole: ``attach(sink)`` writes it
+    there and every later chunk too; ``forget()`` drops it for the other formats."""
+
+    def __init__(self, first: bytes, body: Readable, result: DrillResult) -> None:
+        self.body, self.result = body, result
+        self.kept: list[bytes] | None = [first]
+        self.sink: IO[bytes] | None = None
+        self._first: bytes | None = first
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        for chunk in _chunks(self.body):
+            self.result.size_bytes += len(chunk)
+            if self.sink is not None:
+                self.sink.write(chunk)
+            elif self.kept is not None:
+                self.kept.append(chunk)
+            yield chunk
+
+    def attach(self, sink: IO[bytes]) -> None:
+        for chunk in self.kept or []:
+            sink.write(chunk)
+        self.kept, self.sink = None, sink
+
+    def forget(self) -> None:
+        self.kept = None
+
+
 @contextlib.contextmanager
-def _spool() -> Iterator[tuple[Path, IO[bytes]]]:
-    fd, name = tempfile.mkstemp(prefix="opsready-drill-", suffix=".dump")
+def _spool(suffix: str) -> Iterator[tuple[Path, IO[bytes]]]:
+    fd, name = tempfile.mkstemp(prefix="opsready-drill-", suffix=suffix)
     path = Path(name)
     fh = os.fdopen(fd, "wb")
     try:
@@ -694,37 +1189,14 @@ def _chunks(body: Readable) -> Iterator[bytes]:
         yield data
 
 
-def _prepend(first: bytes, body: Readable) -> Iterator[bytes]:
-    yield first
-    yield from _chunks(body)
+def _gunzipped(chunks: Iterator[bytes], gz: GzipStream) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield from gz.feed(chunk)
 
 
-def _identity(chunks: Iterator[bytes], result: DrillResult) -> Iterator[bytes]:
-    for i, chunk in enumerate(chunks):
-        if i:
-            result.size_bytes += len(chunk)
-        yield chunk
-
-
-def _gunzip(chunks: Iterator[bytes], result: DrillResult) -> Iterator[bytes]:
-    """Decompress gzip (multi-member too), with bounded output per step."""
-    d = zlib.decompressobj(wbits=31)
-    for i, chunk in enumerate(chunks):
-        if i:
-            result.size_bytes += len(chunk)
-        data = chunk
-        while data:
-            out = d.decompress(data, 4 * CHUNK)
-            if out:
-                yield out
-            if d.eof:
-                data = d.unused_data
-                d = zlib.decompressobj(wbits=31)
-            else:
-                data = d.unconsumed_tail
-    tail = d.flush()
-    if tail:
-        yield tail
+def _prepend_pieces(pieces: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from pieces
+    yield from rest
 
 
 def _check_deadline(deadline: float, result: DrillResult) -> None:

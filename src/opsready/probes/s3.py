@@ -2,24 +2,41 @@
 
 Read-only. Every call has a connect and a read timeout, and retries are bounded.
 
+Which objects are backups is decided by ``backups.key_pattern`` (``opsready.backup_keys``):
+logs, manifests, sidecars and other databases' dumps under the same prefix are not backups.
+Keys sort by date, so listing reads only the days a criterion needs (``StartAfter``), never
+the whole history on every run. A directory-format dump is the set of objects under a
+"directory" whose name matches the pattern and that holds a ``toc.dat``.
+
 What is judged where:
 
 - A configuration that S3 says is *absent* (no lifecycle rules, no default encryption, no
-  public access block) is data: the method returns ``None`` and the check fails.
+  public access block, no Object Lock) is data: the method returns ``None``.
+- A bucket that does not exist is data too: ``bucket_exists()`` is ``False``.
 - What stops us from looking raises a ``ProbeError``: ``AccessRefused`` for denied or invalid
   credentials, ``TargetUnreachable`` / ``ProbeTimeout`` for the endpoint, ``MissingInput`` for
-  a bucket that does not exist, ``UnexpectedResponse`` for anything else.
+  a missing key or bucket found mid-way, ``UnexpectedResponse`` for anything else.
+
+``inspect(backup)`` reads a backup once, end to end: its sha256 (for the sidecar) and its
+validity as a dump, judged inside it (``probes.dumps``): the archive header and the whole
+archive read by ``pg_restore`` (custom, tar, directory), or the plain script's header,
+trailer and psql meta-commands, and the gzip stream's end marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import re
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any
 
 from opsready._errors import (
     AccessRefused,
@@ -29,8 +46,20 @@ from opsready._errors import (
     TargetUnreachable,
     UnexpectedResponse,
 )
+from opsready.backup_keys import KeyPattern
 from opsready.config import BackupsConfig
 from opsready.evidence import redactor
+from opsready.probes.dumps import (
+    DumpFormat,
+    DumpProblem,
+    GzipStream,
+    HostileDump,
+    PlainScriptGuard,
+    is_gzip,
+    major_version,
+    parse_archive_header,
+    sniff,
+)
 
 __all__ = [
     "COLD_STORAGE_CLASSES",
@@ -38,22 +67,30 @@ __all__ = [
     "BackupStore",
     "DailyCoverage",
     "DrillRecord",
-    "DumpFormat",
+    "DumpInspection",
+    "EncryptionRule",
+    "History",
     "LatestBackups",
     "LifecycleRule",
+    "ObjectLock",
     "ObjectStream",
-    "sniff_format",
+    "Sidecar",
+    "SidecarEntry",
 ]
 
 CHUNK = 1 << 20
-DumpFormat = Literal["custom", "gzip", "plain", "unknown"]
 COLD_STORAGE_CLASSES = frozenset({"GLACIER", "GLACIER_IR", "DEEP_ARCHIVE"})
+# How far back the newest backup is looked for first; each miss looks four times further.
+_LOOKBACK_STEPS_DAYS = (8, 32, 128, 512)
+# Pages of the version listing read to find the oldest trace of a backup.
+_VERSION_PAGES = 5
 
 _ACCESS_CODES = frozenset({
     "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AccountProblem", "403",
 })
-_SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
+_SHA256SUM = re.compile(r"^\\?([0-9a-fA-F]{64})(?: [ *](.+))?$")
+_SHA256_TAG = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")
 
 
 @dataclass(frozen=True)
@@ -61,24 +98,44 @@ class BackupObject:
     key: str
     size: int
     last_modified: dt.datetime
+    etag: str = ""
+    # A directory-format dump: the names of its files under ``key + "/"``.
+    files: tuple[str, ...] = ()
+
+    @property
+    def is_directory(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
 
     def age_hours(self, now: dt.datetime | None = None) -> float:
         now = now or dt.datetime.now(dt.UTC)
         return (now - self.last_modified).total_seconds() / 3600
 
+    def age_days(self, now: dt.datetime | None = None) -> float:
+        return self.age_hours(now) / 24
+
     def describe(self) -> dict[str, Any]:
-        return {"key": self.key, "size_bytes": self.size,
-                "last_modified": self.last_modified.isoformat(),
-                "age_hours": round(self.age_hours(), 2)}
+        out: dict[str, Any] = {"key": self.key, "size_bytes": self.size,
+                               "last_modified": self.last_modified.isoformat(),
+                               "age_hours": round(self.age_hours(), 2)}
+        if self.files:
+            out["directory_files"] = len(self.files)
+        return out
 
 
 @dataclass(frozen=True)
 class LatestBackups:
-    """The newest backup and the one before it (either may be missing)."""
+    """The newest backup and the one before it (either may be missing), and how they
+    were found."""
 
     newest: BackupObject | None
     previous: BackupObject | None
-    count: int
+    count: int  # backups in the listed window
+    listed_since: dt.date | None  # None: the whole prefix was listed
+    requests: int
 
 
 @dataclass(frozen=True)
@@ -90,14 +147,28 @@ class DailyCoverage:
     window_days: int
     days_with_backup: int
     missing_days: list[str]  # the UTC date on which each empty window ends
-    oldest_age_days: float | None  # age of the oldest backup: how old the history is
+
+
+@dataclass(frozen=True)
+class History:
+    """How far back the backups go: the oldest current backup, and the oldest trace of an
+    earlier one (a noncurrent version or a delete marker of a backup key)."""
+
+    oldest: BackupObject | None
+    oldest_trace: dt.datetime | None
+    trace_key: str | None
 
 
 @dataclass(frozen=True)
 class DrillRecord:
+    """The last restore drill as its record tells it: when it finished, how it ended (the
+    record's own word, e.g. ``passed``) and its measured RTO in seconds."""
+
     key: str
     finished_at: dt.datetime
     data: dict[str, Any]
+    outcome: str | None = None
+    rto_seconds: float | None = None
 
     def age_days(self, now: dt.datetime | None = None) -> float:
         now = now or dt.datetime.now(dt.UTC)
@@ -105,18 +176,97 @@ class DrillRecord:
 
 
 @dataclass(frozen=True)
+class SidecarEntry:
+    digest: str  # lower-case hex
+    name: str | None  # the file name the line names, if any
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """The checksum file next to a backup, in ``sha256sum`` format (``<hex>  <name>``,
+    ``<hex> *<name>`` or a bare ``<hex>``) or BSD tag format (``SHA256 (<name>) = <hex>``)."""
+
+    key: str
+    found: bool
+    entries: tuple[SidecarEntry, ...] = ()
+    excerpt: str = ""
+
+    def for_name(self, name: str) -> SidecarEntry | None:
+        """The entry for ``name``: a line naming it, else a single line naming nothing."""
+        for entry in self.entries:
+            if entry.name is not None and entry.name.rsplit("/", 1)[-1] == name:
+                return entry
+        unnamed = [e for e in self.entries if e.name is None]
+        if len(self.entries) == 1 and unnamed:
+            return unnamed[0]
+        return None
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries if e.name is not None]
+
+
+@dataclass
+class DumpInspection:
+    """One full read of a backup: what it is and whether it is whole."""
+
+    key: str
+    format: DumpFormat = "unknown"
+    compressed: bool = False
+    bytes_read: int = 0
+    sha256: str | None = None  # single-object dumps
+    file_digests: dict[str, str] = field(default_factory=dict)  # directory dumps
+    header: dict[str, Any] = field(default_factory=dict)
+    toc_entries: int | None = None
+    table_data_entries: int | None = None
+    problems: list[str] = field(default_factory=list)
+    hostile: str | None = None
+    # The tools could not judge (missing, or older than the dump): the check reports error.
+    tool_error: ProbeError | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"key": self.key, "format": self.format, "gzip": self.compressed,
+                "bytes_read": self.bytes_read, "header": self.header,
+                "toc_entries": self.toc_entries, "table_data_entries": self.table_data_entries,
+                "problems": self.problems, "hostile": self.hostile,
+                "tool_error": str(self.tool_error) if self.tool_error else None}
+
+
+@dataclass(frozen=True)
 class LifecycleRule:
-    """One lifecycle rule, normalised from the three filter shapes S3 accepts."""
+    """One lifecycle rule, normalised from the filter shapes S3 accepts (the legacy top-level
+    ``Prefix``, ``Filter.Prefix``, ``Filter.Tag``, ``Filter.ObjectSizeGreaterThan`` /
+    ``LessThan`` and ``Filter.And``)."""
 
     id: str
     enabled: bool
     prefix: str  # "" covers the whole bucket
-    expiration_days: int | None
-    expiration_date: str | None
-    transitions: list[tuple[int | None, str]] = field(default_factory=list)
+    tags: tuple[tuple[str, str], ...] = ()
+    size_greater_than: int | None = None
+    size_less_than: int | None = None
+    expiration_days: int | None = None
+    expiration_date: str | None = None
+    noncurrent_days: int | None = None
+    transitions: tuple[tuple[int | None, str], ...] = ()
 
-    def covers(self, prefix: str) -> bool:
-        return prefix.startswith(self.prefix)
+    def covers_prefix(self, prefix: str) -> bool:
+        """Whether the rule's prefix overlaps keys under ``prefix``."""
+        return prefix.startswith(self.prefix) or self.prefix.startswith(prefix)
+
+    def applies_to(self, key: str, size: int, tags: dict[str, str]) -> bool:
+        """Whether this enabled rule acts on an object with this key, size and tags (every
+        condition of an ``And`` must hold, as S3 evaluates them)."""
+        if not self.enabled or not key.startswith(self.prefix):
+            return False
+        if any(tags.get(k) != v for k, v in self.tags):
+            return False
+        if self.size_greater_than is not None and not size > self.size_greater_than:
+            return False
+        return self.size_less_than is None or size < self.size_less_than
+
+    @property
+    def expires(self) -> bool:
+        return self.expiration_days is not None or self.expiration_date is not None
 
     def cold_transition(self) -> tuple[int | None, str] | None:
         for days, storage in self.transitions:
@@ -124,24 +274,29 @@ class LifecycleRule:
                 return days, storage
         return None
 
-    def expires_before(self, retention_days: int) -> bool:
-        """True when this rule deletes objects before ``retention_days``."""
-        if self.expiration_date is not None:
-            return True
-        return self.expiration_days is not None and self.expiration_days < retention_days
-
-    def keeps(self, retention_days: int) -> bool:
-        """Keeps objects at least ``retention_days`` (expiring no earlier), or moves them to
-        cold storage before any expiration."""
-        if self.expires_before(retention_days):
-            return False
-        return self.expiration_days is not None or self.cold_transition() is not None
-
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "enabled": self.enabled, "prefix": self.prefix,
+                "tags": dict(self.tags), "size_greater_than": self.size_greater_than,
+                "size_less_than": self.size_less_than,
                 "expiration_days": self.expiration_days,
                 "expiration_date": self.expiration_date,
+                "noncurrent_version_expiration_days": self.noncurrent_days,
                 "transitions": [{"days": d, "storage_class": s} for d, s in self.transitions]}
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """The bucket's Object Lock default retention (S3 keeps every version that long)."""
+
+    enabled: bool
+    mode: str | None
+    days: int | None  # Years count as 365 days
+
+
+@dataclass(frozen=True)
+class EncryptionRule:
+    algorithm: str
+    kms_key_id: str | None
 
 
 class ObjectStream:
@@ -177,16 +332,22 @@ class ObjectStream:
         self.close()
 
 
-def sniff_format(header: bytes) -> DumpFormat:
-    """What kind of dump a file is, from its first bytes."""
-    if header.startswith(b"PGDMP"):
-        return "custom"
-    if header.startswith(b"\x1f\x8b"):
-        return "gzip"
-    text = header.lstrip()
-    if text.startswith((b"--", b"SET ", b"CREATE ", b"\\connect")):
-        return "plain"
-    return "unknown"
+class BackupSource:
+    """One backup as the restore drill reads it (``probes.postgres.DumpSource``): the same
+    version that was listed (its ETag must still match)."""
+
+    def __init__(self, store: BackupStore, backup: BackupObject) -> None:
+        self.store, self.backup = store, backup
+        self.key, self.size = backup.key, backup.size
+
+    def open(self) -> ObjectStream:
+        return self.store.open(self.backup)
+
+    def files(self) -> list[str]:
+        return list(self.backup.files)
+
+    def open_file(self, name: str) -> ObjectStream:
+        return self.store.open_key(f"{self.backup.key}/{name}")
 
 
 class BackupStore:
@@ -199,8 +360,13 @@ class BackupStore:
         self.timeout = timeout
         self.where = f"s3://{self.bucket}/{self.prefix}"
         self.endpoint = cfg.s3.endpoint_url or f"AWS S3 ({cfg.s3.region})"
+        self.pattern = KeyPattern.compile(cfg.key_pattern, self.prefix) \
+            if cfg.key_pattern else None
         self._client = client if client is not None else self._make_client()
-        self._listing: list[BackupObject] | None = None
+        self._since: dict[dt.date | None, list[BackupObject]] = {}
+        self.requests = 0
+        self._exists: bool | None = None
+        self._inspections: dict[str, DumpInspection] = {}
 
     def _make_client(self) -> Any:
         import boto3
@@ -250,6 +416,9 @@ class BackupStore:
                     f"{target}: the bucket does not exist; check backups.s3.bucket "
                     f"and backups.s3.endpoint_url"
                 )
+            if code in ("PreconditionFailed", "412"):
+                return UnexpectedResponse(
+                    f"{target}: the object changed while it was being judged; run again")
             message = redactor.text(str(err.get("Message", "")))
             return UnexpectedResponse(f"{target}: S3 answered {code or status}: {message}")
         if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
@@ -277,6 +446,7 @@ class BackupStore:
         """Call one client method. ``absent`` error codes mean "not configured": ``None``."""
         from botocore.exceptions import ClientError
 
+        self.requests += 1
         try:
             return getattr(self._client, method)(**kwargs)
         except ClientError as exc:
@@ -297,80 +467,167 @@ class BackupStore:
             resp["Body"].close()
         return data
 
+    # ---- the bucket ---------------------------------------------------------------------
+
+    def bucket_exists(self) -> bool:
+        """Whether the bucket exists (``HeadBucket``); a refusal raises ``AccessRefused``."""
+        if self._exists is None:
+            self._exists = self._call("checking the bucket", "head_bucket",
+                                      absent=("404", "NoSuchBucket", "NotFound"),
+                                      Bucket=self.bucket) is not None
+        return self._exists
+
     # ---- backups ------------------------------------------------------------------------
 
-    def list_backups(self) -> list[BackupObject]:
-        """Every backup under the prefix (sidecars left out), oldest first. Cached."""
-        if self._listing is not None:
-            return self._listing
-        found: list[BackupObject] = []
+    def _require_pattern(self) -> KeyPattern:
+        if self.pattern is None:
+            raise MissingInput("backups.key_pattern is not set: which objects are backups is "
+                               "unknown; set it, e.g. '%Y-%m-%d/relay.*'")
+        return self.pattern
+
+    def _pages(self, method: str, what: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix)
-            for page in pages:
-                # `Contents` is absent when nothing matches.
-                for obj in page.get("Contents", []):
-                    key = obj["Key"]
-                    if key.endswith(self.cfg.sidecar_suffix) or key.endswith("/"):
-                        continue
-                    found.append(BackupObject(key=key, size=int(obj["Size"]),
-                                              last_modified=_utc(obj["LastModified"])))
+            for page in self._client.get_paginator(method).paginate(Bucket=self.bucket,
+                                                                     **kwargs):
+                self.requests += 1
+                yield page
+        except ProbeError:
+            raise
         except Exception as exc:  # mapped onto the ProbeError hierarchy
-            raise self._map(exc, "listing backups") from None
+            raise self._map(exc, what) from None
+
+    def backups_since(self, day: dt.date | None) -> list[BackupObject]:
+        """Every backup whose key date is ``day`` or later (``None``: every backup), oldest
+        first. One listing from ``StartAfter``; cached per day."""
+        if day in self._since:
+            return self._since[day]
+        pattern = self._require_pattern()
+        kwargs: dict[str, Any] = {"Prefix": pattern.list_prefix}
+        if day is not None:
+            kwargs["StartAfter"] = pattern.start_after(day)
+        singles: list[BackupObject] = []
+        dirs: dict[str, list[dict[str, Any]]] = {}
+        suffix = self.cfg.sidecar_suffix
+        for page in self._pages("list_objects_v2", "listing backups", **kwargs):
+            # `Contents` is absent when nothing matches.
+            for obj in page.get("Contents", []):
+                key = str(obj["Key"])
+                if key.endswith(suffix) or key.endswith("/"):
+                    continue
+                if pattern.matches(key):
+                    singles.append(_object(obj))
+                    continue
+                parent = key.rsplit("/", 1)[0] if "/" in key else ""
+                while parent and parent.startswith(pattern.list_prefix):
+                    if pattern.matches(parent):
+                        dirs.setdefault(parent, []).append(obj)
+                        break
+                    parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
+        found = singles + [_directory(k, objs) for k, objs in dirs.items()
+                           if any(str(o["Key"]) == f"{k}/toc.dat" for o in objs)]
         found.sort(key=lambda b: (b.last_modified, b.key))
-        self._listing = found
+        self._since[day] = found
         return found
 
-    def latest(self) -> LatestBackups:
-        backups = self.list_backups()
+    def latest(self, now: dt.datetime | None = None) -> LatestBackups:
+        """The newest backup and the one before it, listing only recent days first."""
+        now = now or dt.datetime.now(dt.UTC)
+        before = self.requests
+        first = max(2, int(self.cfg.rpo_hours // 24) + 2)
+        for days in (first, *_LOOKBACK_STEPS_DAYS, None):
+            since = None if days is None else (now - dt.timedelta(days=days)).date()
+            backups = self.backups_since(since)
+            if len(backups) >= 2 or days is None:
+                break
         newest = backups[-1] if backups else None
         previous = backups[-2] if len(backups) > 1 else None
-        return LatestBackups(newest=newest, previous=previous, count=len(backups))
+        return LatestBackups(newest=newest, previous=previous, count=len(backups),
+                             listed_since=since, requests=self.requests - before)
 
-    def sidecar_digest(self, backup: BackupObject) -> str | None:
-        """The sha256 written next to ``backup`` (``sha256sum`` format or a bare digest), or
-        ``None`` when there is no sidecar. A sidecar without a digest raises."""
+    def history(self) -> History:
+        """The oldest current backup (the first page of the listing: keys sort by date) and
+        the oldest trace of an earlier one in the version listing, if the bucket keeps
+        versions."""
+        pattern = self._require_pattern()
+        oldest: BackupObject | None = None
+        for page in self._pages("list_objects_v2", "listing the oldest backups",
+                                Prefix=pattern.list_prefix):
+            keys = [o for o in page.get("Contents", [])
+                    if not str(o["Key"]).endswith(self.cfg.sidecar_suffix)]
+            backups = [_object(o) for o in keys if pattern.matches(str(o["Key"]))]
+            if not backups:
+                dirs = {str(o["Key"]).rsplit("/", 1)[0] for o in keys
+                        if str(o["Key"]).endswith("/toc.dat")}
+                backups = [b for d in sorted(dirs) if pattern.matches(d)
+                           for b in self.backups_since(pattern.date_of(d).date())  # type: ignore[union-attr]
+                           if b.key == d]
+            if backups:
+                oldest = min(backups, key=lambda b: b.last_modified)
+                break
+        trace: dt.datetime | None = None
+        trace_key: str | None = None
+        for n, page in enumerate(self._pages("list_object_versions", "listing object versions",
+                                             Prefix=pattern.list_prefix)):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                key = str(entry["Key"])
+                head = key if pattern.matches(key) else key.rsplit("/", 1)[0]
+                day = pattern.date_of(head)
+                if day is None or key.endswith(self.cfg.sidecar_suffix):
+                    continue
+                when = min(day, _utc(entry["LastModified"]))
+                if trace is None or when < trace:
+                    trace, trace_key = when, key
+            if trace is not None or n + 1 >= _VERSION_PAGES:
+                break
+        return History(oldest=oldest, oldest_trace=trace, trace_key=trace_key)
+
+    def sidecar(self, backup: BackupObject) -> Sidecar:
+        """The checksum file next to ``backup`` (``<key><sidecar_suffix>``)."""
         key = backup.key + self.cfg.sidecar_suffix
         resp = self._call(f"reading {key}", "get_object", absent=("NoSuchKey", "404"),
                           Bucket=self.bucket, Key=key)
         if resp is None:
-            return None
-        text = self._read(resp, 4096, key).decode("utf-8", "replace")
-        m = _SHA256.search(text)
-        if m is None:
-            raise UnexpectedResponse(
-                f"s3: sidecar {key} holds no sha256 digest (found {text[:80]!r}); "
-                f"expected `<64 hex>  <file name>` as written by sha256sum"
-            )
-        return m.group(1).lower()
-
-    def sha256(self, backup: BackupObject) -> str:
-        """The sha256 of the object's content, streamed in 1 MiB chunks."""
-        digest = hashlib.sha256()
-        with self.open(backup) as stream:
-            for chunk in stream.chunks():
-                digest.update(chunk)
-        return digest.hexdigest()
-
-    def header(self, backup: BackupObject, length: int = 16) -> bytes:
-        """The first ``length`` bytes, with a ranged GET."""
-        resp = self._call(f"reading the header of {backup.key}", "get_object",
-                          Bucket=self.bucket, Key=backup.key, Range=f"bytes=0-{length - 1}")
-        return self._read(resp, length, backup.key)
-
-    def dump_format(self, backup: BackupObject) -> DumpFormat:
-        return sniff_format(self.header(backup))
+            return Sidecar(key=key, found=False)
+        text = self._read(resp, 1 << 20, key).decode("utf-8", "replace")
+        entries: list[SidecarEntry] = []
+        for line in text.splitlines():
+            line = line.strip()
+            m = _SHA256SUM.match(line)
+            if m is not None:
+                entries.append(SidecarEntry(m.group(1).lower(), m.group(2)))
+                continue
+            t = _SHA256_TAG.match(line)
+            if t is not None:
+                entries.append(SidecarEntry(t.group(2).lower(), t.group(1)))
+        return Sidecar(key=key, found=True, entries=tuple(entries),
+                       excerpt=redactor.text(text[:120]))
 
     def open(self, backup: BackupObject) -> ObjectStream:
-        """A streaming body for ``backup``: nothing is buffered beyond one chunk."""
-        resp = self._call(f"downloading {backup.key}", "get_object",
-                          Bucket=self.bucket, Key=backup.key)
+        """A streaming body for ``backup``, the version that was listed."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": backup.key}
+        if backup.etag:
+            kwargs["IfMatch"] = backup.etag
+        resp = self._call(f"downloading {backup.key}", "get_object", **kwargs)
         size = int(resp.get("ContentLength", backup.size))
         return ObjectStream(resp["Body"], backup.key, size, self)
 
+    def open_key(self, key: str) -> ObjectStream:
+        resp = self._call(f"downloading {key}", "get_object", Bucket=self.bucket, Key=key)
+        return ObjectStream(resp["Body"], key, int(resp.get("ContentLength", 0)), self)
+
+    def source(self, backup: BackupObject) -> BackupSource:
+        """``backup`` for the restore drill."""
+        return BackupSource(self, backup)
+
+    def object_tags(self, backup: BackupObject) -> dict[str, str]:
+        key = f"{backup.key}/toc.dat" if backup.is_directory else backup.key
+        resp = self._call(f"reading the tags of {key}", "get_object_tagging",
+                          Bucket=self.bucket, Key=key)
+        return {str(t["Key"]): str(t["Value"]) for t in resp.get("TagSet", [])}
+
     def daily_coverage(self, window_days: int, now: dt.datetime | None = None) -> DailyCoverage:
         now = now or dt.datetime.now(dt.UTC)
-        backups = self.list_backups()
+        backups = self.backups_since((now - dt.timedelta(days=window_days + 1)).date())
         seen: set[int] = set()
         for b in backups:
             age = (now - b.last_modified).total_seconds()
@@ -380,14 +637,14 @@ class BackupStore:
             (now - dt.timedelta(days=i)).date().isoformat()
             for i in range(window_days) if i not in seen
         ]
-        oldest = (now - backups[0].last_modified).total_seconds() / 86400 if backups else None
         return DailyCoverage(window_days=window_days,
                              days_with_backup=sum(1 for i in range(window_days) if i in seen),
-                             missing_days=missing, oldest_age_days=oldest)
+                             missing_days=missing)
 
     def drill_record(self) -> DrillRecord | None:
-        """The last drill's record (JSON with ``finished_at``), or ``None`` when there is none
-        or no key is configured. Without ``finished_at`` the object's LastModified counts."""
+        """The last drill's record (JSON with ``finished_at``, the configured outcome and RTO
+        fields), or ``None`` when there is none or no key is configured. Without
+        ``finished_at`` the object's LastModified counts."""
         key = self.cfg.drill_record_key
         if not key:
             return None
@@ -406,7 +663,56 @@ class BackupStore:
         if not isinstance(data, dict):
             raise UnexpectedResponse(f"s3: drill record s3://{self.bucket}/{key} is not an object")
         finished = _parse_time(data.get("finished_at")) or _utc(resp["LastModified"])
-        return DrillRecord(key=key, finished_at=finished, data=data)
+        outcome = data.get(self.cfg.drill_record_outcome_field)
+        rto = data.get(self.cfg.drill_record_rto_field)
+        return DrillRecord(
+            key=key, finished_at=finished, data=data,
+            outcome=str(outcome) if isinstance(outcome, str | bool | int) else None,
+            rto_seconds=float(rto) if isinstance(rto, int | float) and not isinstance(rto, bool)
+            else None)
+
+    # ---- inside the dump ----------------------------------------------------------------
+
+    def inspect(self, backup: BackupObject, pg_restore: str = "pg_restore") -> DumpInspection:
+        """Read ``backup`` once, end to end (cached): its digest and its validity, judged
+        with ``pg_restore`` for the archive formats."""
+        if backup.key not in self._inspections:
+            result = DumpInspection(key=backup.key)
+            try:
+                if backup.is_directory:
+                    self._inspect_directory(backup, result, pg_restore)
+                else:
+                    with self.open(backup) as stream:
+                        _inspect_stream(stream.chunks(), result, pg_restore)
+            except ProbeError as exc:
+                if not isinstance(exc, MissingInput) or "pg_restore" not in str(exc):
+                    raise
+                result.tool_error = exc
+            self._inspections[backup.key] = result
+        return self._inspections[backup.key]
+
+    def _inspect_directory(self, backup: BackupObject, result: DumpInspection,
+                           pg_restore: str) -> None:
+        result.format = "directory"
+        with tempfile.TemporaryDirectory(prefix="opsready-inspect-") as tmp:
+            root = Path(tmp)
+            for name in backup.files:
+                digest = hashlib.sha256()
+                with self.open_key(f"{backup.key}/{name}") as stream, \
+                        open(root / Path(name).name, "wb") as fh:
+                    for chunk in stream.chunks():
+                        digest.update(chunk)
+                        fh.write(chunk)
+                        result.bytes_read += len(chunk)
+                result.file_digests[name] = digest.hexdigest()
+            toc = (root / "toc.dat").read_bytes()[:4096]
+            if not _header(toc, result, pg_restore):
+                return
+            _toc(root, result, pg_restore, stdin=None)
+            code, err = _run_tool([pg_restore, "-f", os.devnull, str(root)], None)
+            if code != 0:
+                result.problems.append(f"pg_restore could not read the whole directory "
+                                       f"dump: {err}")
 
     # ---- bucket settings ----------------------------------------------------------------
 
@@ -425,17 +731,34 @@ class BackupStore:
             return None
         return [_rule(r, i) for i, r in enumerate(resp.get("Rules", []))]
 
-    def default_encryption(self) -> list[str] | None:
-        """The default SSE algorithms (``AES256``, ``aws:kms``), or ``None`` when unset."""
+    def object_lock(self) -> ObjectLock | None:
+        """The Object Lock configuration, or ``None`` when the bucket has none."""
+        resp = self._call("reading the Object Lock configuration",
+                          "get_object_lock_configuration",
+                          absent=("ObjectLockConfigurationNotFoundError",), Bucket=self.bucket)
+        if resp is None:
+            return None
+        conf = resp.get("ObjectLockConfiguration", {})
+        retention = conf.get("Rule", {}).get("DefaultRetention", {})
+        days = int(retention.get("Days") or 0) or int(retention.get("Years") or 0) * 365
+        return ObjectLock(enabled=conf.get("ObjectLockEnabled") == "Enabled",
+                          mode=retention.get("Mode"), days=days or None)
+
+    def default_encryption(self) -> list[EncryptionRule] | None:
+        """The default encryption rules, or ``None`` when unset."""
         resp = self._call("reading default encryption", "get_bucket_encryption",
                           absent=("ServerSideEncryptionConfigurationNotFoundError",),
                           Bucket=self.bucket)
         if resp is None:
             return None
         rules = resp.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
-        algos = [str(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm", ""))
-                 for r in rules]
-        return [a for a in algos if a] or None
+        found = []
+        for r in rules:
+            default = r.get("ApplyServerSideEncryptionByDefault", {})
+            if default.get("SSEAlgorithm"):
+                found.append(EncryptionRule(str(default["SSEAlgorithm"]),
+                                            default.get("KMSMasterKeyID")))
+        return found or None
 
     def public_access_block(self) -> dict[str, bool] | None:
         """The four public-access-block flags, or ``None`` when no block is configured."""
@@ -449,29 +772,304 @@ class BackupStore:
         return {n: bool(flags.get(n, False)) for n in names}
 
 
+# ---- reading a dump ---------------------------------------------------------------------------
+
+
+def _inspect_stream(chunks: Iterator[bytes], result: DumpInspection, pg_restore: str) -> None:
+    """Hash and judge a single-object dump in one pass."""
+    digest = hashlib.sha256()
+    gz: GzipStream | None = None
+    guard: PlainScriptGuard | None = None
+    tools: list[_Tool] = []
+    head = b""
+    held: list[bytes] | None = []  # the start, until the format is known
+
+    def judge(piece: bytes) -> None:
+        if guard is not None:
+            _guard_feed(guard, piece, result)
+        for tool in tools:
+            tool.write(piece)
+
+    try:
+        for raw in chunks:
+            digest.update(raw)
+            if result.bytes_read == 0 and is_gzip(raw):
+                gz, result.compressed = GzipStream(), True
+            result.bytes_read += len(raw)
+            for piece in _safe_gunzip(gz, raw, result) if gz is not None else [raw]:
+                if held is None:
+                    judge(piece)
+                    continue
+                held.append(piece)
+                head = (head + piece)[:4096]
+                if len(head) == 4096:
+                    guard, tools = _start(head, result, pg_restore)
+                    for early in held:
+                        judge(early)
+                    held = None
+        if gz is not None and not result.problems:
+            try:
+                gz.finish()
+            except DumpProblem as exc:
+                result.problems.append(str(exc))
+        if held:
+            guard, tools = _start(head, result, pg_restore)
+            for early in held:
+                judge(early)
+        if guard is not None:
+            _guard_finish(guard, result)
+        _finish_tools(tools, result)
+    finally:
+        for tool in tools:
+            tool.kill()
+    result.sha256 = digest.hexdigest()
+    if result.format == "unknown" and not result.problems:
+        result.problems.append(f"not a PostgreSQL dump: it starts with {head[:16]!r}")
+
+
+def _safe_gunzip(gz: GzipStream, raw: bytes, result: DumpInspection) -> list[bytes]:
+    if result.problems:
+        return []
+    try:
+        return list(gz.feed(raw))
+    except DumpProblem as exc:
+        result.problems.append(str(exc))
+        return []
+
+
+def _start(head: bytes, result: DumpInspection, pg_restore: str,
+           ) -> tuple[PlainScriptGuard | None, list[_Tool]]:
+    """Decide the format from the first bytes and start what judges the rest."""
+    result.format = sniff(head)
+    if result.format == "plain":
+        return PlainScriptGuard(), []
+    if result.format not in ("custom", "tar"):
+        return None, []
+    if not _header(head if result.format == "custom" else head[512:], result, pg_restore):
+        return None, []
+    # Two readers of the same bytes: -l lists the TOC (and exits early), -f reads it all.
+    return None, [_Tool([pg_restore, "-l"]), _Tool([pg_restore, "-f", os.devnull])]
+
+
+def _header(data: bytes, result: DumpInspection, pg_restore: str) -> bool:
+    try:
+        header = parse_archive_header(data)
+    except DumpProblem as exc:
+        result.problems.append(f"the archive header is malformed: {exc}")
+        return False
+    if header is None:
+        result.problems.append("the archive header is cut short")
+        return False
+    result.header = header.describe()
+    try:
+        tool_major = _tool_major(pg_restore)
+    except MissingInput as exc:
+        # The digest is still worth having: keep reading, and report the tool.
+        result.tool_error = exc
+        return False
+    dumped_by = major_version(header.pg_dump_version)
+    if tool_major is not None and dumped_by is not None and dumped_by > tool_major:
+        result.tool_error = MissingInput(
+            f"{result.key} was written by pg_dump {dumped_by} (archive {header.version_text}), "
+            f"newer than pg_restore {tool_major} here; install PostgreSQL {dumped_by} client "
+            f"tools to judge this backup")
+        return False
+    return True
+
+
+def _guard_feed(guard: PlainScriptGuard, piece: bytes, result: DumpInspection) -> None:
+    if result.hostile or result.problems:
+        return
+    try:
+        for _ in guard.feed(piece):
+            pass
+    except HostileDump as exc:
+        result.hostile = str(exc)
+    except DumpProblem as exc:
+        result.problems.append(str(exc))
+
+
+def _guard_finish(guard: PlainScriptGuard, result: DumpInspection) -> None:
+    if not (result.hostile or result.problems):
+        try:
+            for _ in guard.finish():
+                pass
+        except HostileDump as exc:
+            result.hostile = str(exc)
+    result.header = {"dumped_from": guard.dumped_from, "dumped_by": guard.dumped_by,
+                     "lines": guard.line, "copy_blocks": guard.copy_blocks}
+    if result.hostile or result.problems:
+        return
+    if not guard.header_seen:
+        result.problems.append("the script does not open with '-- PostgreSQL database dump'")
+    if not guard.trailer_seen:
+        result.problems.append(
+            f"the script ends after {result.bytes_read} bytes without the '-- PostgreSQL "
+            f"database dump complete' trailer: it is truncated")
+
+
+class _Tool:
+    """A pg_restore reading from our pipe, its output in temp files (a pipe could fill up
+    while we are still writing its input)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.out,
+                                         stderr=self.err, start_new_session=True)
+        except OSError as exc:
+            self.out.close()
+            self.err.close()
+            raise MissingInput(f"{argv[0]} could not be started ({exc}); install the "
+                               f"PostgreSQL client tools (pg_restore)") from None
+
+    def write(self, data: bytes) -> None:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.closed:
+            return
+        try:
+            stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def finish(self) -> tuple[int, str, str]:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.wait()
+        texts = []
+        for fh in (self.out, self.err):
+            fh.seek(0)
+            texts.append(fh.read(4 << 20).decode("utf-8", "replace"))
+            fh.close()
+        return code, texts[0], texts[1]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _finish_tools(tools: list[_Tool], result: DumpInspection) -> None:
+    if not tools:
+        return
+    (lcode, lout, lerr), (fcode, _fout, ferr) = (tool.finish() for tool in tools)
+    for err in (lerr, ferr):
+        if "unsupported version" in err:
+            result.tool_error = MissingInput(
+                f"pg_restore cannot read {result.key}: {_first_line(err)}; install newer "
+                f"PostgreSQL client tools")
+            return
+    if lcode != 0:
+        result.problems.append(f"pg_restore -l cannot read the table of contents: "
+                               f"{_first_line(lerr)}")
+        return
+    entries = [ln for ln in lout.splitlines() if ln and not ln.startswith(";")]
+    result.toc_entries = len(entries)
+    result.table_data_entries = sum(1 for ln in entries if " TABLE DATA " in ln)
+    if fcode != 0:
+        result.problems.append(
+            f"pg_restore could not read the archive to its end after {result.bytes_read} "
+            f"bytes: {_first_line(ferr)}")
+
+
+def _toc(root: Path, result: DumpInspection, pg_restore: str, stdin: IO[bytes] | None) -> None:
+    code, out = _run_tool([pg_restore, "-l", str(root)], stdin, want_stdout=True)
+    if code != 0:
+        result.problems.append(f"pg_restore -l cannot read the table of contents: {out}")
+        return
+    entries = [ln for ln in out.splitlines() if ln and not ln.startswith(";")]
+    result.toc_entries = len(entries)
+    result.table_data_entries = sum(1 for ln in entries if " TABLE DATA " in ln)
+
+
+def _run_tool(argv: list[str], stdin: IO[bytes] | None, *,
+              want_stdout: bool = False) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=600, check=False)
+    except OSError as exc:
+        raise MissingInput(f"{argv[0]} could not be started ({exc}); install the PostgreSQL "
+                           f"client tools (pg_restore)") from None
+    except subprocess.TimeoutExpired:
+        return 1, f"{argv[0]} ran past 600 s"
+    if want_stdout and proc.returncode == 0:
+        return 0, proc.stdout.decode("utf-8", "replace")
+    return proc.returncode, _first_line(proc.stderr.decode("utf-8", "replace"))
+
+
+_TOOL_MAJORS: dict[str, int | None] = {}
+
+
+def _tool_major(tool: str) -> int | None:
+    if tool not in _TOOL_MAJORS:
+        try:
+            out = subprocess.run([tool, "--version"], capture_output=True, text=True,
+                                 timeout=15, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            raise MissingInput(f"{tool} is not installed; install the PostgreSQL client "
+                               f"tools (pg_restore) to judge custom, tar and directory "
+                               f"dumps") from None
+        m = re.search(r"\)\s*(\d+)", out)
+        _TOOL_MAJORS[tool] = int(m.group(1)) if m else None
+    return _TOOL_MAJORS[tool]
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return redactor.text(line.strip())[:300]
+    return "no error output"
+
+
+# ---- listings and rules -----------------------------------------------------------------------
+
+
+def _object(obj: dict[str, Any]) -> BackupObject:
+    return BackupObject(key=str(obj["Key"]), size=int(obj["Size"]),
+                        last_modified=_utc(obj["LastModified"]),
+                        etag=str(obj.get("ETag") or ""))
+
+
+def _directory(key: str, objs: list[dict[str, Any]]) -> BackupObject:
+    files = tuple(sorted(str(o["Key"])[len(key) + 1:] for o in objs))
+    return BackupObject(key=key, size=sum(int(o["Size"]) for o in objs),
+                        last_modified=max(_utc(o["LastModified"]) for o in objs), files=files)
+
+
 def _rule(raw: dict[str, Any], index: int) -> LifecycleRule:
     flt = raw.get("Filter")
+    conditions: dict[str, Any] = {}
     if isinstance(flt, dict):
-        prefix = flt.get("Prefix")
-        if prefix is None and isinstance(flt.get("And"), dict):
-            prefix = flt["And"].get("Prefix")
-    else:
-        prefix = raw.get("Prefix")  # the legacy top-level shape
+        conditions = dict(flt.get("And") or flt)
+        if "Tag" in conditions:
+            conditions["Tags"] = [conditions.pop("Tag")]
+    elif raw.get("Prefix") is not None:
+        conditions = {"Prefix": raw.get("Prefix")}  # the legacy top-level shape
     exp = raw.get("Expiration") or {}
-    days = exp.get("Days")
-    date = exp.get("Date")
-    transitions = [
-        (t.get("Days"), str(t.get("StorageClass", "")))
-        for t in raw.get("Transitions", []) or []
-    ]
+    noncurrent = raw.get("NoncurrentVersionExpiration") or {}
     return LifecycleRule(
         id=str(raw.get("ID") or f"rule #{index + 1}"),
         enabled=raw.get("Status") == "Enabled",
-        prefix=str(prefix or ""),
-        expiration_days=int(days) if days is not None else None,
-        expiration_date=str(date) if date is not None else None,
-        transitions=transitions,
+        prefix=str(conditions.get("Prefix") or ""),
+        tags=tuple((str(t["Key"]), str(t["Value"])) for t in conditions.get("Tags") or []),
+        size_greater_than=_int(conditions.get("ObjectSizeGreaterThan")),
+        size_less_than=_int(conditions.get("ObjectSizeLessThan")),
+        expiration_days=_int(exp.get("Days")),
+        expiration_date=str(exp["Date"]) if exp.get("Date") is not None else None,
+        noncurrent_days=_int(noncurrent.get("NoncurrentDays")),
+        transitions=tuple((_int(t.get("Days")), str(t.get("StorageClass", "")))
+                          for t in raw.get("Transitions", []) or []),
     )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _utc(value: Any) -> dt.datetime:

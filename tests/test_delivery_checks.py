@@ -1,0 +1,516 @@
+"""The delivery checks (P0-001 delivery, P1-002 drill schedule, P1-003, P3-001 report job), called
+directly against the GitHub and Railway fakes in process, fault by fault and variant by
+variant: each criterion fails under its fault, passes under the legitimate variants, and is
+not covered or unverified where it cannot judge. The same proofs run end to end against the
+reference stack in test_delivery_stack.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ROOT
+from opsready._coverage import NotApplicable, NotCovered
+from opsready._errors import AccessRefused, ProbeError, TargetUnreachable, UnexpectedResponse
+from opsready.config import BackupsConfig, GithubConfig, RailwayConfig
+from opsready.evidence import Evidence
+from opsready.probes.github import GithubProbe
+from opsready.probes.railway import RailwayProbe
+from opsready.probes.s3 import DrillRecord
+from opsready_stack.github_fake import RELEASE_TAG, REPO, WORKFLOWS
+from opsready_stack.github_fake import build_app as github_app
+from opsready_stack.railway_fake import IDS
+from opsready_stack.railway_fake import build_app as railway_app
+from test_delivery_fakes import GH_TOKEN, GIT_SHA, RW_TOKEN, Faults, forward
+
+
+def load(name: str) -> ModuleType:
+    path = ROOT / "checks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"delivery_checks_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DELIVERY = load("test_p0_001_delivery")
+ROLLBACK = load("test_p1_003_rollback_automation")
+REPORT = load("test_p3_001_slo_report_job")
+DRILL = load("test_p1_002_drill_schedule")
+
+STACK_GITHUB = dict(
+    repo=REPO, prs=[29, 30], secrets=["RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY", "DEV_KEY"],
+    secret_scopes=["repository", "environment", "organization"], deploy_workflow="deploy.yml",
+    backup_workflow="backup.yml", slo_report_workflow="slo-report.yml",
+    drill_workflow="restore-drill.yml", rollback_script="scripts/rollback",
+    rollback_workflow="rollback.yml",
+)
+
+
+@pytest.fixture
+def stack_dir(tmp_path: Path) -> Path:
+    (tmp_path / "state.json").write_text(json.dumps({
+        "secrets": {"github_token": GH_TOKEN, "railway_token": RW_TOKEN},
+        "settings": {"git_sha": GIT_SHA},
+    }))
+    return tmp_path
+
+
+@pytest.fixture
+def faults(stack_dir: Path) -> Faults:
+    return Faults(stack_dir)
+
+
+@dataclass
+class Overrides:
+    """Answers that replace the fake's for some paths: path -> (status, body)."""
+
+    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)
+
+    def transport(self, inner: httpx.MockTransport) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            found = self.answers.get(request.url.path)
+            if found is not None:
+                return httpx.Response(found[0], json=found[1])
+            return inner.handle_request(request)
+
+        return httpx.MockTransport(handler)
+
+
+@pytest.fixture
+def overrides() -> Overrides:
+    return Overrides()
+
+
+GithubFactory = Callable[..., GithubProbe]
+
+
+@pytest.fixture
+def github(stack_dir: Path, overrides: Overrides) -> Iterator[GithubFactory]:
+    made: list[GithubProbe] = []
+    transport = overrides.transport(forward(github_app(stack_dir)))
+
+    def make(**changes: Any) -> GithubProbe:
+        cfg = GithubConfig.model_validate({"api_url": "http://github.test", "token": GH_TOKEN,
+                                           **STACK_GITHUB, **changes})
+        probe = GithubProbe(cfg, timeout=5, transport=transport)
+        made.append(probe)
+        return probe
+
+    yield make
+    for probe in made:
+        probe.close()
+
+
+@pytest.fixture
+def railway(stack_dir: Path) -> Iterator[RailwayProbe]:
+    cfg = RailwayConfig(api_url="http://railway.test/graphql/v2", token=RW_TOKEN,  # type: ignore[arg-type]
+                        project_id=IDS["project"], environment_id=IDS["environment"],
+                        service_id=IDS["service"], drill_timeout_s=5)
+    probe = RailwayProbe(cfg, timeout=5, transport=forward(railway_app(stack_dir, 0.2)))
+    yield probe
+    probe.close()
+
+
+def recorded(evidence: Evidence, name: str) -> Any:
+    return next(i.value for i in evidence.items if i.name == name)
+
+
+def runs_path(file: str) -> str:
+    return f"/repos/{REPO}/actions/workflows/{WORKFLOWS[file][0]}/runs"
+
+
+def iso(days_ago: float) -> str:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def runs(*plan: tuple[float, str, str]) -> dict[str, Any]:
+    """A runs listing: (days ago, event, conclusion) per run."""
+    return {"total_count": len(plan), "workflow_runs": [
+        {"id": 900 + i, "event": event, "status": "completed", "conclusion": conclusion,
+         "head_branch": "main", "head_sha": GIT_SHA, "created_at": iso(days),
+         "html_url": f"https://github.com/{REPO}/actions/runs/{900 + i}"}
+        for i, (days, event, conclusion) in enumerate(plan)]}
+
+
+# -- P0-001: workflows --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", [None, "runs-cancelled", "docs-commit-after-deploy"])
+def test_workflows_pass_on_the_healthy_repository(github: GithubFactory, faults: Faults,
+                                                  variant: str | None) -> None:
+    faults.set(*([variant] if variant else []))
+    evidence = Evidence()
+    DELIVERY.test_workflows_active_and_green(github(), evidence)
+    seen = recorded(evidence, "workflows")
+    assert {f: seen[f]["last_run"]["conclusion"] for f in seen} == {
+        "deploy.yml": "success", "backup.yml": "success"}
+    passed_over = [r["conclusion"] for r in seen["deploy.yml"]["passed_over"]]
+    assert passed_over == (["cancelled", "skipped"] if variant == "runs-cancelled" else [])
+
+
+@pytest.mark.parametrize(("fault", "says"), [
+    ("deploy-run-failed", "the last run of deploy.yml on main"),
+    ("backup-workflow-disabled", "backup.yml is 'disabled_manually'"),
+    ("backup-runs-stale", "the last run of backup.yml on main succeeded 3."),
+])
+def test_workflows_fail_under_their_faults(github: GithubFactory, faults: Faults, fault: str,
+                                           says: str) -> None:
+    faults.set(fault)
+    with pytest.raises(AssertionError, match=says):
+        DELIVERY.test_workflows_active_and_green(github(), Evidence())
+
+
+def test_workflow_max_age_is_configurable(github: GithubFactory) -> None:
+    with pytest.raises(AssertionError, match=r"deploy.yml on main succeeded 3.* more than 1"):
+        DELIVERY.test_workflows_active_and_green(github(deploy_max_age_days=1), Evidence())
+
+
+def test_workflows_judge_what_is_configured_and_report_the_rest_not_covered(
+        github: GithubFactory, faults: Faults) -> None:
+    with pytest.raises(NotCovered, match=r"github.backup_workflow"):
+        DELIVERY.test_workflows_active_and_green(github(backup_workflow=""), Evidence())
+    faults.set("deploy-run-failed")
+    with pytest.raises(AssertionError):
+        DELIVERY.test_workflows_active_and_green(github(backup_workflow=""), Evidence())
+
+
+def test_a_refused_token_leaves_every_github_criterion_unverified(github: GithubFactory) -> None:
+    probe = github(token="not-the-token-0123456789")
+    for check in (DELIVERY.test_prs_merged, DELIVERY.test_secrets_exist,
+                  DELIVERY.test_workflows_active_and_green, REPORT.test_slo_report_job_recent,
+                  ROLLBACK.test_rollback_script_calls_api):
+        with pytest.raises(AccessRefused, match="401"):
+            check(probe, Evidence())
+
+
+# -- P0-001: secrets ----------------------------------------------------------------------------
+
+def test_secrets_in_any_allowed_scope_pass(github: GithubFactory, faults: Faults) -> None:
+    faults.set("secrets-across-scopes")
+    evidence = Evidence()
+    DELIVERY.test_secrets_exist(github(), evidence)
+    assert recorded(evidence, "secrets")["found"] == {
+        "RAILWAY_TOKEN": ["environment production"], "DATABASE_PUBLIC_URL": ["organization"],
+        "ADMIN_KEY": ["repository"], "DEV_KEY": ["repository"]}
+
+
+def test_a_secret_found_outside_the_allowed_scopes_fails_naming_its_scope(
+        github: GithubFactory, faults: Faults) -> None:
+    faults.set("secrets-across-scopes")
+    with pytest.raises(AssertionError, match=r"DATABASE_PUBLIC_URL \(only at organization\)"):
+        DELIVERY.test_secrets_exist(github(secret_scopes=["repository", "environment"]),
+                                    Evidence())
+    with pytest.raises(AssertionError, match=r"RAILWAY_TOKEN \(only at environment production"):
+        DELIVERY.test_secrets_exist(github(secret_scopes=["repository", "organization"]),
+                                    Evidence())
+
+
+def test_prs_merged_and_an_open_pr(github: GithubFactory, faults: Faults) -> None:
+    evidence = Evidence()
+    DELIVERY.test_prs_merged(github(), evidence)
+    assert set(recorded(evidence, "pull_requests")) == {"#29", "#30"}
+    faults.set("pr-unmerged")
+    with pytest.raises(AssertionError, match="#30 is open with merged=false"):
+        DELIVERY.test_prs_merged(github(), Evidence())
+    with pytest.raises(NotCovered, match=r"github\.prs"):
+        DELIVERY.test_prs_merged(github(prs=[]), Evidence())
+
+
+def test_a_missing_secret_fails_and_an_empty_list_is_not_covered(github: GithubFactory,
+                                                                 faults: Faults) -> None:
+    faults.set("secret-missing")
+    with pytest.raises(AssertionError, match="missing: DEV_KEY"):
+        DELIVERY.test_secrets_exist(github(), Evidence())
+    with pytest.raises(NotCovered, match=r"github\.secrets"):
+        DELIVERY.test_secrets_exist(github(secrets=[]), Evidence())
+    with pytest.raises(NotCovered, match=r"github\.secret_scopes"):
+        DELIVERY.test_secrets_exist(github(secret_scopes=[]), Evidence())
+
+
+# -- P0-001: deployed version -------------------------------------------------------------------
+
+def service(version: str | None) -> Any:
+    health = SimpleNamespace(version=version)
+    return SimpleNamespace(health=lambda: health, base_url="http://relay.test",
+                           cfg=SimpleNamespace(version_field="version", health_path="/health"))
+
+
+@pytest.mark.parametrize(("variant", "version", "changes"), [
+    (None, GIT_SHA, {}),
+    (None, GIT_SHA[:8], {}),  # a short sha
+    ("docs-commit-after-deploy", GIT_SHA, {}),  # the head changes only docs: nothing deploys
+    (None, RELEASE_TAG, {"version_tag_pattern": r"v\d+\.\d+\.\d+"}),
+])
+def test_the_deployed_version_passes(github: GithubFactory, faults: Faults, variant: str | None,
+                                     version: str, changes: dict[str, Any]) -> None:
+    faults.set(*([variant] if variant else []))
+    DELIVERY.test_deployed_version_is_main_head(service(version), github(**changes), Evidence())
+
+
+def test_an_undeployed_code_commit_fails(github: GithubFactory, faults: Faults) -> None:
+    faults.set("head-not-deployed")
+    with pytest.raises(AssertionError, match=r"change src/relay/api.py, which .*deploy.yml deploys"):
+        DELIVERY.test_deployed_version_is_main_head(service(GIT_SHA), github(), Evidence())
+    # Without a deploy workflow to tell docs from code, only main's head counts.
+    faults.set("docs-commit-after-deploy")
+    with pytest.raises(AssertionError):
+        DELIVERY.test_deployed_version_is_main_head(service(GIT_SHA), github(deploy_workflow=""),
+                                                    Evidence())
+
+
+def test_a_comparison_too_long_to_judge_is_unverified(github: GithubFactory, faults: Faults,
+                                                       overrides: Overrides) -> None:
+    faults.set("docs-commit-after-deploy")
+    head = github().head_sha()
+    files = [{"filename": f"docs/page-{i}.md"} for i in range(300)]
+    overrides.answers[f"/repos/{REPO}/compare/{GIT_SHA}...{head}"] = (200, {
+        "status": "ahead", "ahead_by": 40, "behind_by": 0, "files": files})
+    with pytest.raises(UnexpectedResponse, match="cannot be told"):
+        DELIVERY.test_deployed_version_is_main_head(service(GIT_SHA), github(), Evidence())
+
+
+def test_versions_that_name_no_commit(github: GithubFactory) -> None:
+    with pytest.raises(AssertionError, match=r"reports version 'v9.9.9'"):
+        DELIVERY.test_deployed_version_is_main_head(service("v9.9.9"), github(), Evidence())
+    with pytest.raises(UnexpectedResponse, match="no such tag"):
+        DELIVERY.test_deployed_version_is_main_head(
+            service("v9.9.9"), github(version_tag_pattern=r"v[\d.]+"), Evidence())
+    with pytest.raises(NotApplicable):
+        DELIVERY.test_deployed_version_is_main_head(service(None), github(), Evidence())
+
+
+# -- P3-001: the weekly report job --------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", [None, "runs-cancelled"])
+def test_the_scheduled_report_passes(github: GithubFactory, faults: Faults,
+                                     variant: str | None) -> None:
+    faults.set(*([variant] if variant else []))
+    REPORT.test_slo_report_job_recent(github(), Evidence())
+
+
+@pytest.mark.parametrize(("fault", "says"), [
+    ("slo-report-stale", "succeeded 10.0 days ago"),
+    ("slo-report-manual-only", "declares no `schedule:` trigger"),
+])
+def test_the_report_job_fails_under_its_faults(github: GithubFactory, faults: Faults, fault: str,
+                                               says: str) -> None:
+    faults.set(fault)
+    with pytest.raises(AssertionError, match=says):
+        REPORT.test_slo_report_job_recent(github(), Evidence())
+
+
+def test_a_failed_scheduled_run_is_not_made_good_by_a_manual_one(github: GithubFactory,
+                                                                 overrides: Overrides) -> None:
+    path = runs_path("slo-report.yml")
+    # The server filters by event: only the scheduled runs come back for event=schedule.
+    overrides.answers[path] = (200, runs((1, "schedule", "failure"), (8, "schedule", "success")))
+    with pytest.raises(AssertionError, match="concluded 'failure'"):
+        REPORT.test_slo_report_job_recent(github(), Evidence())
+    overrides.answers[path] = (200, runs())
+    with pytest.raises(AssertionError, match="no finished scheduled run"):
+        REPORT.test_slo_report_job_recent(github(), Evidence())
+    with pytest.raises(NotCovered, match=r"github.slo_report_workflow"):
+        REPORT.test_slo_report_job_recent(github(slo_report_workflow=""), Evidence())
+
+
+# -- P1-003: the rollback automation ------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", [None, "rollback-shell-script", "runs-cancelled"])
+def test_the_rollback_automation_passes(github: GithubFactory, faults: Faults,
+                                        variant: str | None) -> None:
+    faults.set(*([variant] if variant else []))
+    evidence = Evidence()
+    ROLLBACK.test_rollback_script_calls_api(github(), evidence)
+    script = recorded(evidence, "rollback_script")
+    assert script["language"] == ("shell" if variant == "rollback-shell-script" else "python")
+    assert len(script["calls"]) == 1
+    workflow = recorded(evidence, "rollback_workflow_run")
+    assert workflow["step_outcomes"] == {
+        "rollback / Roll back to the previous deployment": "success"}
+
+
+@pytest.mark.parametrize(("fault", "says"), [
+    ("rollback-notes-only", "never sends a GraphQL request with the deploymentRollback"),
+    ("rollback-run-failed", "concluded 'failure' and its calling step"),
+])
+def test_the_rollback_automation_fails_under_its_faults(github: GithubFactory, faults: Faults,
+                                                        fault: str, says: str) -> None:
+    faults.set(fault)
+    with pytest.raises(AssertionError, match=says):
+        ROLLBACK.test_rollback_script_calls_api(github(), Evidence())
+
+
+def test_the_script_alone_or_the_workflow_alone(github: GithubFactory, faults: Faults,
+                                                overrides: Overrides) -> None:
+    ROLLBACK.test_rollback_script_calls_api(github(rollback_workflow=""), Evidence())
+    faults.set("rollback-notes-only")
+    with pytest.raises(AssertionError, match="never sends"):
+        ROLLBACK.test_rollback_script_calls_api(github(rollback_workflow=""), Evidence())
+    # Without the script's path, the workflow's step that runs it cannot be told to call.
+    with pytest.raises(AssertionError, match=r"no step of .*rollback.yml calls"):
+        ROLLBACK.test_rollback_script_calls_api(github(rollback_script=""), Evidence())
+    with pytest.raises(NotCovered, match=r"github.rollback_script or github.rollback_workflow"):
+        ROLLBACK.test_rollback_script_calls_api(github(rollback_script="", rollback_workflow=""),
+                                                Evidence())
+    faults.set()
+    overrides.answers[runs_path("rollback.yml")] = (200, runs())
+    with pytest.raises(NotCovered, match="never run"):
+        ROLLBACK.test_rollback_script_calls_api(github(), Evidence())
+
+
+def test_a_missing_script_fails(github: GithubFactory) -> None:
+    with pytest.raises(AssertionError, match=r"ops/rollback.sh does not exist"):
+        ROLLBACK.test_rollback_script_calls_api(github(rollback_script="ops/rollback.sh"),
+                                                Evidence())
+
+
+@pytest.mark.parametrize("variant", [None, "railway-image-source", "railway-app-sleeping"])
+def test_the_railway_criteria_pass(railway: RailwayProbe, faults: Faults,
+                                   variant: str | None) -> None:
+    faults.set(*([variant] if variant else []))
+    ROLLBACK.test_previous_deployment_can_roll_back(railway, Evidence())
+    ROLLBACK.test_rollback_drill(railway, Evidence())
+
+
+def test_the_railway_criteria_fail_under_their_faults(railway: RailwayProbe,
+                                                      faults: Faults) -> None:
+    faults.set("no-rollback-target")
+    with pytest.raises(AssertionError, match="none besides the active"):
+        ROLLBACK.test_previous_deployment_can_roll_back(railway, Evidence())
+    faults.set("rollback-overridden-by-autodeploy")
+    with pytest.raises(AssertionError, match="not the target's commit"):
+        ROLLBACK.test_rollback_drill(railway, Evidence())
+
+
+def test_an_unreachable_railway_is_unverified() -> None:
+    cfg = RailwayConfig(api_url="http://127.0.0.1:9/graphql/v2", token=RW_TOKEN,  # type: ignore[arg-type]
+                        project_id="p", environment_id="e", service_id="s")
+    probe = RailwayProbe(cfg, timeout=2)
+    for check in (ROLLBACK.test_token_accepted, ROLLBACK.test_previous_deployment_can_roll_back,
+                  ROLLBACK.test_rollback_drill):
+        with pytest.raises(TargetUnreachable):
+            check(probe, Evidence())
+
+
+# -- P1-002: the drill schedule -----------------------------------------------------------------
+
+@dataclass
+class Backups:
+    """The drill-record side of BackupStore."""
+
+    record: DrillRecord | ProbeError | None
+    cfg: BackupsConfig = field(default_factory=lambda: BackupsConfig.model_validate(
+        {"s3": {"bucket": "relay-backups"}, "drill_record_key": "drills/last-drill.json"}))
+    bucket: str = "relay-backups"
+
+    def drill_record(self) -> DrillRecord | None:
+        if isinstance(self.record, ProbeError):
+            raise self.record
+        return self.record
+
+
+def record(days_ago: float, outcome: str | None = "passed",
+           rto: float | None = 47.9) -> DrillRecord:
+    finished = dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)
+    return DrillRecord("drills/last-drill.json", finished, {}, outcome=outcome, rto_seconds=rto)
+
+
+def drill_check(github: GithubProbe | ProbeError | None, backups: Backups,
+                rto_target: float | None = 600, workflow: str = "restore-drill.yml") -> None:
+    def fixture(name: str) -> GithubProbe:
+        assert name == "github"
+        if isinstance(github, ProbeError):
+            raise github
+        assert github is not None
+        return github
+
+    env = SimpleNamespace(
+        github=None if github is None else SimpleNamespace(drill_workflow=workflow),
+        restore_drill=None if rto_target is None else SimpleNamespace(rto_target_s=rto_target))
+    DRILL.test_restore_drill_scheduled(backups, env, SimpleNamespace(getfixturevalue=fixture),
+                                       Evidence())
+
+
+@pytest.mark.parametrize(("variant", "drill_record"), [
+    (None, record(10)),
+    (None, None),  # the monthly workflow alone
+    ("drill-run-by-hand", record(10)),  # the record alone
+    ("runs-cancelled", None),
+])
+def test_the_drill_schedule_passes(github: GithubFactory, faults: Faults, variant: str | None,
+                                   drill_record: DrillRecord | None) -> None:
+    faults.set(*([variant] if variant else []))
+    drill_check(github(), Backups(drill_record))
+
+
+def test_the_most_recent_drill_run_may_be_a_manual_one(github: GithubFactory,
+                                                       overrides: Overrides) -> None:
+    overrides.answers[runs_path("restore-drill.yml")] = (200, runs(
+        (3, "workflow_dispatch", "success"), (5, "schedule", "failure")))
+    drill_check(github(), Backups(None))
+    overrides.answers[runs_path("restore-drill.yml")] = (200, runs(
+        (3, "schedule", "failure"), (5, "workflow_dispatch", "success")))
+    with pytest.raises(AssertionError, match="concluded 'failure'"):
+        drill_check(github(), Backups(None))
+    # A cron that has not fired in the window: the manual runs alone do not make it automated.
+    overrides.answers[runs_path("restore-drill.yml")] = (200, runs(
+        (3, "workflow_dispatch", "success"), (40, "schedule", "success")))
+    with pytest.raises(AssertionError, match="has not fired within 31 days"):
+        drill_check(github(), Backups(None))
+
+
+def test_a_recent_failed_drill_record_fails(github: GithubFactory) -> None:
+    # The workflow's last success (12 days ago) is older than the record.
+    with pytest.raises(AssertionError, match=r"the last drill failed: .*ended 'failed'"):
+        drill_check(github(), Backups(record(3, "failed", None)))
+
+
+def test_a_drill_record_over_the_rto_is_no_evidence(github: GithubFactory,
+                                                    faults: Faults) -> None:
+    slow = Backups(record(3, "passed", 900.0))
+    drill_check(github(), slow)  # the monthly workflow still shows the drill succeeding
+    faults.set("drill-run-by-hand")
+    with pytest.raises(AssertionError, match="took 900 s, over the RTO of 600 s"):
+        drill_check(github(), slow)
+
+
+def test_a_failed_record_older_than_a_successful_run_does_not_fail(github: GithubFactory) -> None:
+    drill_check(github(), Backups(record(20, "failed", None)))
+
+
+@pytest.mark.parametrize(("fault", "drill_record", "says"), [
+    ("no-drill-schedule", record(45), "has no schedule .*days old"),
+    ("drill-run-by-hand", record(10, None), "has no 'result'"),
+    ("drill-run-by-hand", None, "none at s3://relay-backups/drills/last-drill.json"),
+])
+def test_the_drill_schedule_fails_without_either_evidence(github: GithubFactory, faults: Faults,
+                                                          fault: str,
+                                                          drill_record: DrillRecord | None,
+                                                          says: str) -> None:
+    faults.set(fault)
+    with pytest.raises(AssertionError, match=says):
+        drill_check(github(), Backups(drill_record))
+
+
+def test_the_drill_schedule_when_a_side_cannot_be_read(github: GithubFactory) -> None:
+    down = TargetUnreachable("github: unreachable")
+    drill_check(down, Backups(record(10)))  # the record alone passes
+    with pytest.raises(TargetUnreachable):
+        drill_check(down, Backups(None))
+    refused = Backups(AccessRefused("s3: AccessDenied"))
+    drill_check(github(), refused)  # the workflow alone passes
+    with pytest.raises(AccessRefused):
+        drill_check(github(), refused, workflow="")
+    with pytest.raises(NotCovered, match=r"github.drill_workflow or backups.drill_record_key"):
+        drill_check(None, Backups(None, cfg=BackupsConfig.model_validate(
+            {"s3": {"bucket": "relay-backups"}})))
