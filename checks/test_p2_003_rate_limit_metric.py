@@ -1,9 +1,22 @@
-"""P2-003: the rate limiter exports ``rate_limit_breaches_total``, it counts breaches, and
-Prometheus scrapes it.
+"""P2-003: the rate limiter exports its breach counter (``service.rate_limit_metric``), it counts
+breaches, and Prometheus scrapes it.
 
-The breach is caused by a bounded burst where ``rate_limit_burst`` is allowed. Where it is
-not, a breach already counted (the counter above zero, or an increase in Prometheus over
-``service.rate_limit.found_breach_window``) shows the metric at work just as well.
+What each criterion can and cannot tell:
+
+- *Exposed as a counter* reads ``service.metrics_path`` in the format it really serves (the
+  parser follows ``Content-Type``: Prometheus text or OpenMetrics) and judges the family's
+  type, so a gauge that happens to end in ``_total`` fails. With
+  ``service.metrics_per_instance`` (several instances behind one URL) it reads the type every
+  instance declared in its last scrape from Prometheus instead, and names the instance that
+  differs. It cannot tell that the counter is incremented on every 429.
+- *Counts breaches* causes one with a bounded burst where ``rate_limit_burst`` is allowed and
+  reads the counter before and after (behind a load balancer, the increase summed over the
+  instances in Prometheus). Where the burst is not allowed, a breach already counted (the
+  counter above zero, or an increase in Prometheus over
+  ``service.rate_limit.found_breach_window``) shows the counter at work just as well; without
+  one the criterion is not covered.
+- *Prometheus has the series* proves the scrape reaches the counter; a labelled counter with
+  no breach yet may have no series, which the rate limiter avoids by initialising it.
 """
 
 from __future__ import annotations
@@ -27,25 +40,65 @@ pytestmark = [pytest.mark.ticket("P2-003")]
 BURST = "rate_limit_burst"
 
 
-def test_breach_counter_exposed(service: ServiceProbe, evidence: Evidence) -> None:
-    """/metrics exposes rate_limit_breaches_total as a counter"""
+def _metric(service: ServiceProbe) -> str:
     name = service.cfg.rate_limit_metric
+    if not name:
+        opsready.not_covered("not configured: service.rate_limit_metric")
+    return name
+
+
+def _per_instance_prometheus(service: ServiceProbe, opsready_env: Environment,
+                             request: pytest.FixtureRequest) -> PrometheusProbe | None:
+    """Prometheus, when the service's instances must be judged one by one."""
+    if not service.cfg.metrics_per_instance:
+        return None
+    if opsready_env.prometheus is None or not opsready_env.prometheus.service_job:
+        opsready.not_covered("service.metrics_per_instance needs prometheus.url and "
+                             "prometheus.service_job to read each instance; not configured")
+    prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
+    return prometheus
+
+
+def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment,
+                                request: pytest.FixtureRequest, evidence: Evidence) -> None:
+    """/metrics exposes rate_limit_breaches_total as a counter"""
+    name = _metric(service)
+    url = f"{service.base_url}{service.cfg.metrics_path}"
+    prometheus = _per_instance_prometheus(service, opsready_env, request)
+    if prometheus is not None:
+        declared = prometheus.target_metadata(name)
+        evidence.record("breach_metric_per_instance", [
+            {"instance": m.instance, "metric": m.metric, "type": m.type} for m in declared])
+        assert declared, (
+            f"Prometheus at {prometheus.url}: no instance of job '{prometheus.cfg.service_job}' "
+            f"declared {name} in its last scrape; expected every instance behind {url} to "
+            f"export it as a counter; register the counter in the rate limiter"
+        )
+        wrong = [f"{m.instance} declares a {m.type or 'untyped'}" for m in declared
+                 if m.type != "counter"]
+        assert not wrong, (
+            f"Prometheus at {prometheus.url}: {name}: {'; '.join(wrong)}; expected a counter on "
+            f"every instance; export it with the counter type so rate() and increase() work"
+        )
+        return
     snapshot = service.metrics()
     family = snapshot.family(name)
     evidence.record("breach_metric", {
         "metric": name,
+        "format": snapshot.format,
+        "content_type": snapshot.content_type,
         "type": None if family is None else family.type,
         "samples": [{"labels": labels, "value": value}
                     for labels, value in snapshot.samples(name)],
     })
     assert family is not None, (
-        f"GET {service.base_url}{service.cfg.metrics_path}: no {name} among "
-        f"{len(snapshot.families)} metric families; expected the rate limiter to export it as a "
-        f"counter; register the counter (and initialise it at zero for each workspace)"
+        f"GET {url}: no {name} among {len(snapshot.families)} metric families "
+        f"({snapshot.format}); expected the rate limiter to export it as a counter; register "
+        f"the counter (and initialise it at zero for each workspace)"
     )
     assert family.type == "counter", (
-        f"GET {service.base_url}{service.cfg.metrics_path}: {name} is a {family.type}, expected a "
-        f"counter; export it with the counter type so rate() and increase() work"
+        f"GET {url}: {name} is a {family.type} ({snapshot.format}), expected a counter; export "
+        f"it with the counter type so rate() and increase() work"
     )
 
 
@@ -53,15 +106,19 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
                         intrusive_allowed: Callable[[str], bool], request: pytest.FixtureRequest,
                         evidence: Evidence) -> None:
     """rate_limit_breaches_total increases after a breach"""
-    name = service.cfg.rate_limit_metric
+    name = _metric(service)
     metrics_url = f"{service.base_url}{service.cfg.metrics_path}"
-    snapshot = service.metrics()
-    assert snapshot.family(name) is not None, (
-        f"GET {metrics_url}: no {name}, so no breach can show in it; expected the rate "
-        f"limiter to export it as a counter; register it in the rate limiter"
-    )
-    # A labelled counter has no series until its first increment: that reads as zero.
-    before = snapshot.total(name) or 0.0
+    per_instance = _per_instance_prometheus(service, opsready_env, request)
+    if per_instance is None:
+        snapshot = service.metrics()
+        assert snapshot.family(name) is not None, (
+            f"GET {metrics_url}: no {name}, so no breach can show in it; expected the rate "
+            f"limiter to export it as a counter; register it in the rate limiter"
+        )
+        # A labelled counter has no series until its first increment: that reads as zero.
+        before = snapshot.total(name) or 0.0
+    else:
+        before = sum(s.value for s in per_instance.job_series(name))
     if intrusive_allowed(BURST):
         burst = service.burst()
         evidence.record("burst", burst.evidence())
@@ -71,10 +128,17 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
             f"{burst.max_seconds:g}s) got no 429, so no breach happened for {name} to count; "
             f"expected the rate limiter to refuse within the bound; enable rate limiting"
         )
-        after = service.metrics().total(name)
+        if per_instance is None:
+            after = service.metrics().total(name)
+            where = f"GET {metrics_url}"
+        else:
+            # Behind a load balancer the breach lands on one instance: the sum shows it once
+            # Prometheus has scraped them all.
+            after = per_instance.wait_for_sum(name, above=before)
+            where = f"Prometheus at {per_instance.url} (sum over the instances)"
         evidence.record("breach_counter", {"before": before, "after": after})
         assert after is not None and after > before, (
-            f"GET {metrics_url}: {name} went from {before:g} to "
+            f"{where}: {name} went from {before:g} to "
             f"{'absent' if after is None else f'{after:g}'} after the burst got a 429; expected "
             f"it to increase; increment the counter on every 429"
         )
@@ -84,11 +148,11 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
     if before > 0:
         evidence.record("breach_found_already", found)
         return
-    if opsready_env.prometheus is not None:
+    prom = opsready_env.prometheus
+    if prom is not None and prom.service_job:
         prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
         window = service.cfg.rate_limit.found_breach_window
-        job = prometheus.cfg.service_job.replace("\\", "\\\\").replace('"', '\\"')
-        increase = prometheus.value(f'sum(increase({name}{{job="{job}"}}[{window}]))')
+        increase = prometheus.increase(name, window)
         found[f"prometheus_increase_{window}"] = increase
         if increase is not None and increase > 0:
             evidence.record("breach_found_already", found)
@@ -104,13 +168,16 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
 def test_prometheus_has_series(prometheus: PrometheusProbe, service: ServiceProbe,
                                evidence: Evidence) -> None:
     """Prometheus has the rate_limit_breaches_total series of the service job"""
-    name = service.cfg.rate_limit_metric
+    name = _metric(service)
+    job = prometheus.cfg.service_job
+    if not job:
+        opsready.not_covered("not configured: prometheus.service_job")
     series = prometheus.job_series(name)
     evidence.record("prometheus_series", [
         {"labels": dict(s.labels), "value": s.value} for s in series
     ])
     assert series, (
-        f"Prometheus at {prometheus.url}: {name}{{job=\"{prometheus.cfg.service_job}\"}} returned no "
-        f"series; expected the service job to scrape it; check the scrape config of job "
-        f"'{prometheus.cfg.service_job}' and that the service exports {name}"
+        f"Prometheus at {prometheus.url}: {name}{{job=\"{job}\"}} returned no series; expected "
+        f"the service job to scrape it; check the scrape config of job '{job}' and that the "
+        f"service exports {name}"
     )

@@ -1,5 +1,22 @@
-"""P2-004: the service exports its DB connection-pool gauges, Prometheus scrapes them, and a
-pool-exhaustion alert is built on them."""
+"""P2-004: the service exports its DB connection-pool gauges (``service.pool_gauges``: size, in
+use, available, waiting), their values are sane, Prometheus scrapes them, and a
+pool-exhaustion alert is built on them.
+
+What each criterion can and cannot tell:
+
+- *Exposed as gauges* reads ``service.metrics_path`` in the format it serves (Prometheus text
+  or OpenMetrics, by ``Content-Type``) and judges each family's type. With
+  ``service.metrics_per_instance`` it reads the type each instance declared from Prometheus.
+- *Sane values* requires ``size > 0`` and ``in_use <= size`` (and ``available <= size``), per
+  instance where several sit behind one URL. A stub that exports all four gauges at a constant
+  zero fails here. It cannot tell that the values follow the real pool from moment to moment.
+- *Prometheus has them* proves the scrape reaches every gauge.
+- *The pool-exhaustion alert uses them*: the alert (``prometheus.pool_alert_rule``, or any
+  judged alert rule when none is named) must select every gauge listed in
+  ``prometheus.pool_alert_gauges`` (by default available and waiting: a pool is exhausted when
+  nothing is available and requests wait) and be healthy. The selectors are read from the
+  parsed expression, not searched as text.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +27,7 @@ import pytest
 import opsready
 
 if TYPE_CHECKING:
+    from opsready.config import Environment
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
     from opsready.probes.prometheus import PrometheusProbe
@@ -17,23 +35,51 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.ticket("P2-004")]
 
 
-def _pool_metrics(service: ServiceProbe) -> list[str]:
-    names = list(service.cfg.pool_metrics)
+def _gauges(service: ServiceProbe) -> dict[str, str]:
+    names = service.cfg.pool_gauges.configured()
     if not names:
-        opsready.not_covered("not configured: service.pool_metrics")
+        opsready.not_covered("not configured: service.pool_gauges")
     return names
 
 
-def test_pool_gauges_exposed(service: ServiceProbe, evidence: Evidence) -> None:
+def _per_instance(service: ServiceProbe, opsready_env: Environment,
+                  request: pytest.FixtureRequest) -> PrometheusProbe | None:
+    if not service.cfg.metrics_per_instance:
+        return None
+    if opsready_env.prometheus is None or not opsready_env.prometheus.service_job:
+        opsready.not_covered("service.metrics_per_instance needs prometheus.url and "
+                             "prometheus.service_job to read each instance; not configured")
+    prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
+    return prometheus
+
+
+def test_pool_gauges_exposed(service: ServiceProbe, opsready_env: Environment,
+                             request: pytest.FixtureRequest, evidence: Evidence) -> None:
     """/metrics exposes the db_connection_pool_* gauges"""
-    names = _pool_metrics(service)
-    snapshot = service.metrics()
-    found = {n: snapshot.family(n) for n in names}
-    evidence.record("pool_gauges", {
-        n: None if f is None else {"type": f.type, "samples": snapshot.samples(n)}
-        for n, f in found.items()
-    })
+    names = _gauges(service)
     url = f"{service.base_url}{service.cfg.metrics_path}"
+    prometheus = _per_instance(service, opsready_env, request)
+    if prometheus is not None:
+        declared = {n: prometheus.target_metadata(n) for n in names.values()}
+        evidence.record("pool_gauges_per_instance", {
+            n: [{"instance": m.instance, "type": m.type} for m in found]
+            for n, found in declared.items()})
+        missing = [n for n, found in declared.items() if not found]
+        assert not missing, (
+            f"Prometheus at {prometheus.url}: no instance declared {', '.join(missing)} in its "
+            f"last scrape; expected every pool gauge on every instance behind {url}"
+        )
+        wrong = [f"{m.instance}: {n} is a {m.type or 'untyped'}"
+                 for n, found in declared.items() for m in found if m.type != "gauge"]
+        assert not wrong, f"Prometheus at {prometheus.url}: {'; '.join(wrong)}, expected gauges"
+        return
+    snapshot = service.metrics()
+    found = {n: snapshot.family(n) for n in names.values()}
+    evidence.record("pool_gauges", {
+        "format": snapshot.format,
+        **{n: None if f is None else {"type": f.type, "samples": snapshot.samples(n)}
+           for n, f in found.items()},
+    })
     missing = [n for n, f in found.items() if f is None]
     assert not missing, (
         f"GET {url}: {', '.join(missing)} absent ({len(snapshot.families)} families exposed); "
@@ -44,11 +90,65 @@ def test_pool_gauges_exposed(service: ServiceProbe, evidence: Evidence) -> None:
     assert not wrong, f"GET {url}: {'; '.join(wrong)}, expected gauges; export them as gauges"
 
 
+def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
+                          request: pytest.FixtureRequest, evidence: Evidence) -> None:
+    """The pool gauges read sane values: size above zero, in use and available within it"""
+    names = _gauges(service)
+    for role in ("size", "in_use"):
+        if role not in names:
+            opsready.not_covered(f"not configured: service.pool_gauges.{role} (sanity compares "
+                                 f"the other gauges with the pool's size)")
+    url = f"{service.base_url}{service.cfg.metrics_path}"
+    prometheus = _per_instance(service, opsready_env, request)
+    # instance -> role -> value
+    readings: dict[str, dict[str, float]] = {}
+    if prometheus is not None:
+        where = f"Prometheus at {prometheus.url}, job '{prometheus.cfg.service_job}'"
+        for role, name in names.items():
+            for instance, value in prometheus.instance_values(name).items():
+                readings.setdefault(instance, {})[role] = value
+    else:
+        where = f"GET {url}"
+        snapshot = service.metrics()
+        for role, name in names.items():
+            value = snapshot.total(name)
+            if value is not None:
+                readings.setdefault("", {})[role] = value
+    evidence.record("pool_gauge_values", readings)
+    assert readings, (
+        f"{where}: none of {', '.join(names.values())} has a value; expected the pool gauges; "
+        f"export them"
+    )
+    problems = []
+    for instance, values in sorted(readings.items()):
+        label = f"instance {instance}: " if instance else ""
+        size, in_use = values.get("size"), values.get("in_use")
+        if size is None or in_use is None:
+            problems.append(f"{label}size or in use is missing")
+            continue
+        if all(v == 0 for v in values.values()) and len(values) == len(names):
+            problems.append(f"{label}all {len(values)} gauges read 0, a constant stub rather "
+                            f"than the pool's stats")
+        elif size <= 0:
+            problems.append(f"{label}size is {size:g}, expected above 0")
+        if in_use > size:
+            problems.append(f"{label}in use {in_use:g} exceeds size {size:g}")
+        available = values.get("available")
+        if available is not None and available > size:
+            problems.append(f"{label}available {available:g} exceeds size {size:g}")
+    assert not problems, (
+        f"{where}: {'; '.join(problems)}; expected size > 0 and in use, available <= size; "
+        f"read the gauges from the pool's own statistics at scrape time"
+    )
+
+
 def test_prometheus_has_pool_series(prometheus: PrometheusProbe, service: ServiceProbe,
                                     evidence: Evidence) -> None:
     """Prometheus has each pool series for the service's job"""
-    names = _pool_metrics(service)
+    names = list(_gauges(service).values())
     job = prometheus.cfg.service_job
+    if not job:
+        opsready.not_covered("not configured: prometheus.service_job")
     series = {n: prometheus.job_series(n) for n in names}
     evidence.record("prometheus_series", {
         n: [{"labels": dict(s.labels), "value": s.value} for s in found]
@@ -65,32 +165,48 @@ def test_prometheus_has_pool_series(prometheus: PrometheusProbe, service: Servic
 def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServiceProbe,
                                 evidence: Evidence) -> None:
     """A loaded pool-exhaustion alert rule uses the pool gauges"""
-    names = _pool_metrics(service)
+    names = _gauges(service)
+    roles = prometheus.cfg.pool_alert_gauges
+    if not roles:
+        opsready.not_covered("not configured: prometheus.pool_alert_gauges")
+    unnamed = [r for r in roles if r not in names]
+    if unnamed:
+        opsready.not_covered(f"not configured: service.pool_gauges.{unnamed[0]} (named by "
+                             f"prometheus.pool_alert_gauges)")
+    required = {names[r] for r in roles}
     wanted = prometheus.cfg.pool_alert_rule
-    rules = prometheus.alert_rules()
-    using = {r.name: [n for n in names if r.uses(n)] for r in rules}
+    rules = prometheus.scoped_rules("alert")
+    using = {r.name: sorted(r.selected_metrics() & set(names.values())) for r in rules}
     evidence.record("alert_rules_using_pool_gauges",
                     {name: used for name, used in using.items() if used})
     if wanted:
-        rule = next((r for r in rules if r.name == wanted), None)
-        assert rule is not None, (
+        candidates = [r for r in rules if r.name == wanted]
+        assert candidates, (
             f"Prometheus at {prometheus.url}: alert rule {wanted} is not loaded "
-            f"({len(rules)} alert rules loaded); expected the pool-exhaustion alert; import the "
-            f"alert rules into Prometheus"
+            f"({len(rules)} alert rules loaded in scope); expected the pool-exhaustion alert; "
+            f"import the alert rules into Prometheus"
         )
-        evidence.record("pool_alert_rule", {"name": rule.name, "expr": rule.query,
-                                            "health": rule.health})
-        assert using[rule.name], (
-            f"Prometheus at {prometheus.url}: alert rule {wanted} does not use any of "
-            f"{', '.join(names)} (expr: {rule.query!r}); expected it to alert on the pool gauges"
+    else:
+        candidates = [r for r in rules if required <= r.selected_metrics()]
+        assert candidates, (
+            f"Prometheus at {prometheus.url}: none of the {len(rules)} alert rules in scope "
+            f"selects all of {', '.join(sorted(required))}; expected a pool-exhaustion alert on "
+            f"them; add one (and name it in prometheus.pool_alert_rule)"
         )
-        assert rule.health == "ok", (
-            f"Prometheus at {prometheus.url}: alert rule {wanted} has health {rule.health} "
-            f"({rule.last_error or 'no error text'}), expected ok; fix its expression"
-        )
-        return
-    assert any(using.values()), (
-        f"Prometheus at {prometheus.url}: none of the {len(rules)} loaded alert rules uses "
-        f"{', '.join(names)}; expected a pool-exhaustion alert on them; add one (and name it "
-        f"in prometheus.pool_alert_rule)"
+    rule = candidates[0]
+    evidence.record("pool_alert_rule", {"name": rule.name, "expr": rule.query,
+                                        "health": rule.health, "uses": using[rule.name]})
+    lacking = sorted(required - rule.selected_metrics())
+    assert not lacking, (
+        f"Prometheus at {prometheus.url}: alert rule {rule.name} does not select "
+        f"{', '.join(lacking)} (expr: {rule.query!r}); expected the pool-exhaustion alert to "
+        f"use {', '.join(sorted(required))} (prometheus.pool_alert_gauges: {', '.join(roles)})"
     )
+    assert rule.health in ("ok", "unknown"), (
+        f"Prometheus at {prometheus.url}: alert rule {rule.name} has health {rule.health} "
+        f"({rule.last_error or 'no error text'}), expected ok; fix its expression"
+    )
+    if rule.health == "unknown":
+        opsready.not_covered(f"Prometheus at {prometheus.url}: alert rule {rule.name} has not "
+                             f"been evaluated yet (health unknown); run again after one "
+                             f"evaluation interval")

@@ -22,12 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opsready_stack.github_issues_fake import issue_routes, tracker_env_config
 from opsready_stack.part import Fault, FaultWatcher, StackContext, kill_pidfile, wait_until
 
 __all__ = ["REPO", "GithubPart", "build_app"]
 
 REPO = "relay-platform/relay"
 BRANCH = "main"
+# A release branch with the same files as main: its name holds a `/`, as blob links to it do.
+RELEASE_BRANCH = "release/2024.06"
 HERE = Path(__file__).resolve().parent
 REPO_DIR = HERE / "github_repo"
 VARIANTS_DIR = HERE / "github_repo_variants"
@@ -79,6 +82,9 @@ FAULTS = (
           "slo-report.yml has no schedule trigger; it is run by hand (recently, successfully)",
           frozenset({"P3-001"})),
     Fault("runbook-missing", "docs/runbooks/db-connections.md is absent from the repo",
+          frozenset({"P3-002"})),
+    Fault("runbook-sections-empty",
+          "docs/runbooks/outage.md has every heading but only 'TBD' under them",
           frozenset({"P3-002"})),
     Fault("rollback-notes-only",
           "scripts/rollback only writes markdown notes (which quote the mutation)",
@@ -439,6 +445,8 @@ class FakeGithub:
         """The bytes of one file of the repo as the current faults serve it, or None."""
         if path == "docs/runbooks/db-connections.md" and self.faults.on("runbook-missing"):
             return None
+        if path == "docs/runbooks/outage.md" and self.faults.on("runbook-sections-empty"):
+            return (VARIANTS_DIR / "outage_headings_only.md").read_bytes()
         if path == ROLLBACK_SCRIPT and self.faults.on("rollback-notes-only"):
             return (VARIANTS_DIR / "rollback_notes_only.py").read_bytes()
         if path == ROLLBACK_SCRIPT and self.faults.on("rollback-shell-script"):
@@ -490,7 +498,7 @@ class FakeGithub:
         return entry
 
     def known_ref(self, ref: str) -> bool:
-        return self.resolve(ref) is not None
+        return ref == RELEASE_BRANCH or self.resolve(ref) is not None
 
 
 def _b64_lines(data: bytes) -> str:
@@ -681,6 +689,7 @@ def build_app(dir: Path, repo: str = REPO) -> Any:
         Route(base + "/commits/{ref:path}", guarded(commit)),
         Route(base + "/contents", guarded(contents)),
         Route(base + "/contents/{path:path}", guarded(contents)),
+        *issue_routes(repo, gh.token, gh.rate_headers),
     ]
 
     async def fallback(request: Request, exc: Exception) -> Response:
@@ -723,6 +732,7 @@ class GithubPart:
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         return {
+            **tracker_env_config(ctx.urls["github"], ctx.secrets["github_token"], self.repo),
             "github": {
                 "api_url": ctx.urls["github"],
                 "token": ctx.secrets["github_token"],

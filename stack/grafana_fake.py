@@ -1,5 +1,6 @@
 # Contract fake of Grafana's HTTP API (a SaaS that cannot run here), shaped per api-facts.md.
-"""Grafana with the platform's dashboards: health, search and dashboards by uid.
+"""Grafana with the platform's dashboards: health, search, dashboards by uid and the
+organisation's datasources.
 
 Run as ``python -m opsready_stack.grafana_fake --dir DIR --port P``. The service-account token
 comes from ``DIR/state.json``; the dashboards from ``stack/grafana/*.json``. Faults are read
@@ -9,6 +10,7 @@ from ``DIR/faults.json`` on every request.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import hmac
 import json
@@ -19,7 +21,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from opsready_stack.part import Fault, FaultWatcher, StackContext, kill_pidfile, wait_until
 
-__all__ = ["DASHBOARDS_DIR", "GOLDEN_SIGNALS_UID", "FakeGrafana", "GrafanaPart", "serve"]
+__all__ = [
+    "DASHBOARDS_DIR",
+    "DATASOURCES",
+    "GOLDEN_SIGNALS_UID",
+    "FakeGrafana",
+    "GrafanaPart",
+    "serve",
+]
 
 HERE = Path(__file__).resolve().parent
 DASHBOARDS_DIR = HERE / "grafana"
@@ -27,11 +36,37 @@ GOLDEN_SIGNALS_UID = "relay-golden-signals"
 VERSION = "10.4.2"
 COMMIT = "701c851be7"
 FOLDER = {"id": 12, "uid": "relay-ops", "title": "Relay"}
+SLO_UID = "relay-slo"
+PROMETHEUS_UID = "prometheus"
+# The organisation's datasources, in the shape of GET /api/datasources.
+DATASOURCES = (
+    {"id": 1, "uid": PROMETHEUS_UID, "orgId": 1, "name": "Prometheus", "type": "prometheus",
+     "typeName": "Prometheus", "access": "proxy", "url": "http://prometheus:9090",
+     "basicAuth": False, "isDefault": True, "jsonData": {"httpMethod": "POST"},
+     "readOnly": False},
+    {"id": 2, "uid": "loki", "orgId": 1, "name": "Loki", "type": "loki", "typeName": "Loki",
+     "access": "proxy", "url": "http://loki:3100", "basicAuth": False, "isDefault": False,
+     "jsonData": {}, "readOnly": False},
+)
+# Where an export leaves its datasource input for the import to fill in.
+IMPORT_PLACEHOLDER = "${DS_PROMETHEUS}"
 
 FAULTS = (
     Fault("dashboard-missing",
           f"the {GOLDEN_SIGNALS_UID} dashboard was never imported into Grafana",
           frozenset({"P0-001"})),
+    Fault("dashboard-datasource-unresolved",
+          f"the {SLO_UID} dashboard was imported with its {IMPORT_PLACEHOLDER} input left "
+          f"unresolved, so its panels do not render",
+          frozenset({"P0-001"})),
+    Fault("datasource-deleted",
+          f"the Prometheus datasource was deleted and re-created under another uid; the "
+          f"panels still point at uid {PROMETHEUS_UID}",
+          frozenset({"P0-001"})),
+    Fault("dashboard-datasource-by-name",
+          f"{GOLDEN_SIGNALS_UID} names its datasource as older dashboards do (\"Prometheus\"), "
+          f"and {SLO_UID} through a $datasource dashboard variable",
+          frozenset(), variant=True),
 )
 
 
@@ -49,9 +84,36 @@ class FakeGrafana:
         self.started = dt.datetime.now(dt.UTC)
 
     def visible(self) -> dict[str, dict[str, Any]]:
-        if self.faults.on("dashboard-missing"):
-            return {u: b for u, b in self.boards.items() if u != GOLDEN_SIGNALS_UID}
-        return self.boards
+        faults = self.faults()
+        boards = self.boards
+        if "dashboard-missing" in faults:
+            boards = {u: b for u, b in boards.items() if u != GOLDEN_SIGNALS_UID}
+        if "dashboard-datasource-unresolved" in faults and SLO_UID in boards:
+            boards = {**boards, SLO_UID: _with_datasource(
+                boards[SLO_UID], {"type": "prometheus", "uid": IMPORT_PLACEHOLDER})}
+        if "dashboard-datasource-by-name" in faults:
+            boards = dict(boards)
+            if GOLDEN_SIGNALS_UID in boards:
+                boards[GOLDEN_SIGNALS_UID] = _with_datasource(boards[GOLDEN_SIGNALS_UID],
+                                                              "Prometheus")
+            if SLO_UID in boards:
+                board = _with_datasource(boards[SLO_UID],
+                                         {"type": "prometheus", "uid": "${datasource}"})
+                board["templating"] = {"list": [{
+                    "type": "datasource", "name": "datasource", "label": "Datasource",
+                    "query": "prometheus", "hide": 0,
+                    "current": {"text": "Prometheus", "value": PROMETHEUS_UID},
+                }]}
+                boards[SLO_UID] = board
+        return boards
+
+    def datasources(self) -> list[dict[str, Any]]:
+        found = [dict(d) for d in DATASOURCES]
+        if self.faults.on("datasource-deleted"):
+            for d in found:
+                if d["uid"] == PROMETHEUS_UID:
+                    d.update({"id": 3, "uid": "P1809F7CD0C75ACF3"})
+        return found
 
     def authorised(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
@@ -72,6 +134,12 @@ class FakeGrafana:
                          "statusCode": 401, "traceID": ""}
         if path == "/api/search":
             return 200, self.search(parse_qs(url.query))
+        if path == "/api/datasources":
+            return 200, self.datasources()
+        if path.startswith("/api/datasources/uid/"):
+            uid = unquote(path.removeprefix("/api/datasources/uid/"))
+            found = next((d for d in self.datasources() if d["uid"] == uid), None)
+            return (200, found) if found else (404, {"message": "Data source not found"})
         if path.startswith("/api/dashboards/uid/"):
             uid = unquote(path.removeprefix("/api/dashboards/uid/"))
             board = self.visible().get(uid)
@@ -131,6 +199,23 @@ class FakeGrafana:
             "folderUrl": f"/dashboards/f/{FOLDER['uid']}/",
             "provisioned": False,
         }
+
+
+def _with_datasource(board: dict[str, Any], datasource: Any) -> dict[str, Any]:
+    """A copy of ``board`` whose panels and targets all name ``datasource``."""
+    board = copy.deepcopy(board)
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            if "datasource" in panel:
+                panel["datasource"] = datasource
+            for target in panel.get("targets") or []:
+                if "datasource" in target:
+                    target["datasource"] = datasource
+            walk(panel.get("panels") or [])
+
+    walk(board.get("panels") or [])
+    return board
 
 
 def serve(app: FakeGrafana, port: int) -> ThreadingHTTPServer:
@@ -194,7 +279,7 @@ class GrafanaPart:
         uids = sorted(json.loads(f.read_text(encoding="utf-8"))["uid"]
                       for f in DASHBOARDS_DIR.glob("*.json"))
         return {"grafana": {"url": ctx.urls["grafana"], "token": ctx.secrets["grafana_token"],
-                            "dashboards": uids}}
+                            "dashboards": uids, "datasource_types": ["prometheus"]}}
 
     def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
         # Read from faults.json per request.

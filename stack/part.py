@@ -80,6 +80,7 @@ class StackContext:
         "github_token",
         "railway_token",
         "grafana_token",
+        "metrics_token",
         "s3_access_key",
         "s3_secret_key",
         "pg_password",

@@ -1,9 +1,14 @@
-"""Prometheus, the real binary: scrapes the service every second and loads the platform's
-alert rules (``stack/prometheus/alerts.yml``) and SLO recording rules (``slo-rules.yml``).
+"""Prometheus, the real binary: scrapes the service every second (with the bearer token the
+service's ``metrics-bearer-auth`` variant asks for) and loads the platform's alert rules
+(``stack/prometheus/alerts.yml``) and SLO recording rules (``slo-rules.yml``).
 
-Faults rewrite the rule files in ``DIR/prometheus/rules`` and reload Prometheus through
-``POST /-/reload`` (``--web.enable-lifecycle``); ``set_fault`` returns once the rules API
-shows the new rule set, evaluated.
+Faults and variants rewrite the rule files in ``DIR/prometheus/rules`` and reload Prometheus
+through ``POST /-/reload`` (``--web.enable-lifecycle``); ``set_fault`` returns once the rules
+API shows the new rule set, evaluated.
+
+This part also writes the keys of ``env.yaml`` that describe what Prometheus scrapes and
+judges: the ``prometheus``, ``slo`` and ``runbooks`` sections and the service's metric names
+and metrics credentials.
 """
 
 from __future__ import annotations
@@ -20,16 +25,42 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
+from opsready.probes.prometheus import rule_selectors
 from opsready_stack.part import Fault, StackContext, kill_pidfile, wait_until
 
-__all__ = ["PrometheusPart", "alert_rule_names", "recording_rule_names", "slo_specs"]
+__all__ = [
+    "PrometheusPart",
+    "alert_rule_names",
+    "recording_rule_names",
+    "rule_documents",
+    "slo_specs",
+]
 
 HERE = Path(__file__).resolve().parent
 RULES_DIR = HERE / "prometheus"
 ALERTS_FILE = "alerts.yml"
 SLO_FILE = "slo-rules.yml"
+# Another team's rules on the same Prometheus (the `other-team-rules` variant).
+OTHER_TEAM_FILE = "payments-alerts.yml"
+RULE_GROUPS = ("relay-alerts", "relay-slo")
+# Selectors that match nothing until something happens: the 5xx series of a counter labelled
+# by status appear with the first 5xx, and Prometheus' own ALERTS with the first alert.
+SERIES_MAY_BE_EMPTY = ("ALERTS", "ALERTS_FOR_STATE", 'http_requests_total{status=~"5.."}')
 JOB = "relay"
 POOL_ALERT = "DBPoolExhausted"
+RATE_LIMIT_METRIC = "rate_limit_breaches_total"
+POOL_GAUGES = {role: f"db_connection_pool_{role}"
+               for role in ("size", "in_use", "available", "waiting")}
+# The alert whose selectors go wrong under `alert-never-fires`, and the recording rule that
+# reads a renamed metric under `slo-rule-no-series`.
+RULE_NEVER_FIRES = "HighErrorRate"
+RECORD_NO_SERIES = "slo:webhook_latency_seconds:p95_5m"
+# Runbook links of the `runbook-links-templated` variant: a release branch (a `/` in its
+# name) and the runbook chosen by a label of the rule.
+RELEASE_BRANCH = "release/2024.06"
+TEMPLATED_RUNBOOK = ("https://github.com/relay-platform/relay/blob/" + RELEASE_BRANCH
+                     + "/docs/runbooks/{{ $labels.runbook }}.md")
+META_ALERT = "CriticalAlertFiringLong"
 # The alert that loses its runbook link under the `alert-without-runbook` fault.
 RULE_WITHOUT_RUNBOOK = "HighLatencyP99"
 RUNBOOKS = {
@@ -52,6 +83,28 @@ FAULTS = (
     Fault("alert-without-runbook",
           f"the {RULE_WITHOUT_RUNBOOK} alert rule has no runbook_url annotation",
           frozenset({"P3-002"})),
+    Fault("alert-never-fires",
+          f"the {RULE_NEVER_FIRES} alert selects http_request_total, a metric that does not "
+          f"exist: health ok, but it can never fire",
+          frozenset({"P0-001"})),
+    Fault("slo-rule-no-series",
+          f"the {RECORD_NO_SERIES} recording rule reads a renamed histogram and records nothing",
+          frozenset({"P3-001"})),
+    Fault("pool-alert-wrong-gauges",
+          f"the {POOL_ALERT} alert compares in_use with size and ignores the available and "
+          f"waiting gauges",
+          frozenset({"P2-004"})),
+    Fault("other-team-rules",
+          "Prometheus also loads another team's rules (no runbooks, metrics of their own), "
+          "outside the platform's rule groups",
+          frozenset(), variant=True),
+    Fault("runbook-links-templated",
+          f"every runbook_url is a templated blob link on the {RELEASE_BRANCH} branch, the "
+          f"runbook picked by the rule's label",
+          frozenset(), variant=True),
+    Fault("alert-on-alerts",
+          f"a {META_ALERT} alert reads Prometheus' own ALERTS series, empty while nothing fires",
+          frozenset(), variant=True),
 )
 
 
@@ -110,6 +163,8 @@ def slo_specs() -> list[dict[str, Any]]:
             "target": 0.999,
             "objective": "ge",
             "query": f"1 - ({errors} or vector(0)) / {total}",
+            # A full outage counts no requests at all; the scrapes that fail still count.
+            "up_query": f"avg(avg_over_time(up{{{job}}}[$window]))",
         },
     ]
 
@@ -135,10 +190,14 @@ class PrometheusPart:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
                        "scrape_timeout": "1s"},
-            "rule_files": [str(home / "rules" / ALERTS_FILE), str(home / "rules" / SLO_FILE)],
+            "rule_files": [str(home / "rules" / f)
+                           for f in (ALERTS_FILE, SLO_FILE, OTHER_TEAM_FILE)],
             "scrape_configs": [{
                 "job_name": JOB,
                 "metrics_path": "/metrics",
+                # The service asks for it only under its `metrics-bearer-auth` variant.
+                "authorization": {"type": "Bearer",
+                                  "credentials": ctx.secrets["metrics_token"]},
                 "static_configs": [{"targets": [service.netloc],
                                     "labels": {"service": "relay-api"}}],
             }],
@@ -210,12 +269,19 @@ class PrometheusPart:
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         return {
+            "service": {
+                "rate_limit_metric": RATE_LIMIT_METRIC,
+                "pool_gauges": dict(POOL_GAUGES),
+                "metrics_auth": {"bearer_token": ctx.secrets["metrics_token"]},
+            },
             "prometheus": {
                 "url": ctx.urls["prometheus"],
                 "service_job": JOB,
                 "alert_rules": alert_rule_names(),
                 "pool_alert_rule": POOL_ALERT,
                 "slo_recording_rules": recording_rule_names(),
+                "rule_groups": list(RULE_GROUPS),
+                "series_may_be_empty": list(SERIES_MAY_BE_EMPTY),
                 "timeout_s": 10,
             },
             "slo": {
@@ -248,52 +314,90 @@ class PrometheusPart:
 
     @staticmethod
     def _write_rules(ctx: StackContext) -> None:
-        faults = ctx.faults()
         rules = ctx.dir / "prometheus" / "rules"
         rules.mkdir(parents=True, exist_ok=True)
-        if "rules-not-loaded" in faults:
-            _write(rules / ALERTS_FILE, {"groups": []})
-        elif "alert-without-runbook" in faults:
-            groups = _groups(ALERTS_FILE)
-            for group in groups:
-                for rule in group["rules"]:
-                    if rule.get("alert") == RULE_WITHOUT_RUNBOOK:
-                        rule.get("annotations", {}).pop("runbook_url", None)
-            _write(rules / ALERTS_FILE, {"groups": groups})
-        else:
-            shutil.copyfile(RULES_DIR / ALERTS_FILE, rules / ALERTS_FILE)
-        if "no-slo-rules" in faults:
-            _write(rules / SLO_FILE, {"groups": []})
-        else:
-            shutil.copyfile(RULES_DIR / SLO_FILE, rules / SLO_FILE)
+        for file, doc in rule_documents(ctx.faults()).items():
+            _write(rules / file, doc)
 
     @staticmethod
     def _wait_rules(ctx: StackContext, deadline: float) -> None:
-        """Until the rules API shows exactly the rule set the fault set asks for, each rule
-        evaluated at least once (health ``ok``)."""
-        faults = ctx.faults()
-        alerts = set() if "rules-not-loaded" in faults else set(alert_rule_names())
-        records = set() if "no-slo-rules" in faults else set(recording_rule_names())
-        without_runbook = "alert-without-runbook" in faults and RULE_WITHOUT_RUNBOOK in alerts
+        """Until the rules API shows exactly the rules the fault set asks for (names, the
+        metrics they select, labels and runbook links), each evaluated at least once."""
+        expected = _rule_fingerprints(rule_documents(ctx.faults()))
         url = ctx.urls["prometheus"] + "/api/v1/rules"
 
         def settled() -> bool:
             data = httpx.get(url, timeout=2.0).json()["data"]
             rules = [r for g in data["groups"] for r in g["rules"]]
-            got_alerts = {r["name"] for r in rules if r["type"] == "alerting"}
-            got_records = {r["name"] for r in rules if r["type"] == "recording"}
-            if got_alerts != alerts or got_records != records:
-                return False
             if any(r.get("health") != "ok" for r in rules):
                 return False
-            for r in rules:
-                if r["type"] == "alerting" and r["name"] == RULE_WITHOUT_RUNBOOK:
-                    has = "runbook_url" in (r.get("annotations") or {})
-                    if has == without_runbook:
-                        return False
-            return True
+            got = {(r["type"], r["name"]): _fingerprint(r["query"], r.get("labels") or {},
+                                                         r.get("annotations") or {})
+                   for r in rules}
+            return got == expected
 
         wait_until(settled, deadline, "prometheus rules", interval=0.1)
+
+
+def rule_documents(faults: set[str]) -> dict[str, dict[str, Any]]:
+    """The rule files Prometheus loads under ``faults``: file name -> YAML document."""
+    alerts = _groups(ALERTS_FILE)
+    records = _groups(SLO_FILE)
+    for rule in (r for g in alerts for r in g["rules"]):
+        name = rule.get("alert")
+        if "alert-without-runbook" in faults and name == RULE_WITHOUT_RUNBOOK:
+            rule.get("annotations", {}).pop("runbook_url", None)
+        if "alert-never-fires" in faults and name == RULE_NEVER_FIRES:
+            rule["expr"] = rule["expr"].replace("http_requests_total", "http_request_total")
+        if "pool-alert-wrong-gauges" in faults and name == POOL_ALERT:
+            rule["expr"] = (f'{POOL_GAUGES["in_use"]}{{job="{JOB}"}} '
+                            f'>= {POOL_GAUGES["size"]}{{job="{JOB}"}}')
+        if "runbook-links-templated" in faults and "runbook_url" in rule.get("annotations", {}):
+            page = rule["annotations"]["runbook_url"].rsplit("/", 1)[-1].removesuffix(".md")
+            rule.setdefault("labels", {})["runbook"] = page
+            rule["annotations"]["runbook_url"] = TEMPLATED_RUNBOOK
+    if "alert-on-alerts" in faults:
+        alerts[0]["rules"].append({
+            "alert": META_ALERT,
+            "expr": 'count(ALERTS{alertstate="firing",severity="critical",team="platform"}) > 0',
+            "for": "30m",
+            "labels": {"severity": "warning", "team": "platform"},
+            "annotations": {
+                "summary": "A critical platform alert has been firing for 30 minutes",
+                "runbook_url": "github:docs/runbooks/outage.md",
+            },
+        })
+    if "slo-rule-no-series" in faults:
+        for rule in (r for g in records for r in g["rules"]):
+            if rule.get("record") == RECORD_NO_SERIES:
+                rule["expr"] = rule["expr"].replace("webhook_delivery_duration_seconds_bucket",
+                                                    "webhook_delivery_seconds_bucket")
+    docs = {
+        ALERTS_FILE: {"groups": [] if "rules-not-loaded" in faults else alerts},
+        SLO_FILE: {"groups": [] if "no-slo-rules" in faults else records},
+        OTHER_TEAM_FILE: {"groups": []},
+    }
+    if "other-team-rules" in faults:
+        docs[OTHER_TEAM_FILE] = {"groups": _groups(OTHER_TEAM_FILE)}
+    return docs
+
+
+def _rule_fingerprints(docs: dict[str, dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    found = {}
+    for doc in docs.values():
+        for rule in (r for g in doc["groups"] for r in g["rules"]):
+            kind, name = ("alerting", rule["alert"]) if "alert" in rule else \
+                ("recording", rule["record"])
+            found[(kind, name)] = _fingerprint(rule["expr"], rule.get("labels") or {},
+                                               rule.get("annotations") or {})
+    return found
+
+
+def _fingerprint(expr: str, labels: dict[str, str], annotations: dict[str, str]) -> Any:
+    """What tells two versions of a rule apart: the selectors it reads (the API shows the
+    expression re-formatted), its labels and its runbook link."""
+    selectors = sorted(str(s.selector) for s in rule_selectors(expr))
+    return (tuple(selectors), tuple(sorted(labels.items())), annotations.get("runbook_url"))
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -167,3 +167,33 @@ def test_grafana_fake_dashboard_missing(grafana_fake: tuple[GrafanaProbe, Path, 
     assert probe.dashboard(GOLDEN_SIGNALS_UID) is None
     assert GOLDEN_SIGNALS_UID not in {d["uid"] for d in probe.search()}
     assert probe.dashboard("relay-slo") is not None
+
+
+def _panel_datasources(probe: GrafanaProbe, uid: str) -> set[str | None]:
+    from opsready.probes.grafana import resolve_datasources
+
+    board = probe.dashboard(uid)
+    assert board is not None
+    return {None if p.datasource is None else p.datasource.uid
+            for p in resolve_datasources(board, probe.datasources())}
+
+
+def test_grafana_fake_datasources_and_their_faults(
+        grafana_fake: tuple[GrafanaProbe, Path, str]) -> None:
+    probe, dir, url = grafana_fake
+    assert httpx.get(f"{url}/api/datasources", timeout=2).status_code == 401
+    kinds = {d.uid: d.type for d in probe.datasources()}
+    assert kinds == {"prometheus": "prometheus", "loki": "loki"}
+    assert _panel_datasources(probe, "relay-slo") == {"prometheus"}
+    _faults(dir, "dashboard-datasource-unresolved")
+    assert _panel_datasources(probe, "relay-slo") == {None}
+    assert _panel_datasources(probe, GOLDEN_SIGNALS_UID) == {"prometheus"}
+    _faults(dir, "datasource-deleted")
+    assert _panel_datasources(probe, GOLDEN_SIGNALS_UID) == {None}
+    _faults(dir, "dashboard-datasource-by-name")
+    golden = probe.dashboard(GOLDEN_SIGNALS_UID)
+    assert golden is not None and {r.name for r in golden.datasource_refs} == {"Prometheus"}
+    slo = probe.dashboard("relay-slo")
+    assert slo is not None and {r.uid for r in slo.datasource_refs} == {"${datasource}"}
+    assert _panel_datasources(probe, GOLDEN_SIGNALS_UID) == {"prometheus"}
+    assert _panel_datasources(probe, "relay-slo") == {"prometheus"}

@@ -31,10 +31,10 @@ from opsready.config import (
     SloConfig,
     SloSpec,
 )
-from opsready.probes.grafana import GrafanaProbe
+from opsready.probes.grafana import Dashboard, Datasource, GrafanaProbe, resolve_datasources
 from opsready.probes.otel import OtelProbe, TraceContext, normalise_id
 from opsready.probes.prometheus import PrometheusProbe, promql_duration
-from opsready.probes.runbooks import RunbookLibrary, headings, missing_sections
+from opsready.probes.runbooks import RunbookLibrary, headings, missing_sections, section_words
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -195,7 +195,7 @@ def _vector(*values: tuple[dict[str, str], str]) -> dict[str, Any]:
 
 
 def test_query_values(prom_server: _PromServer) -> None:
-    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url), timeout=2)
+    probe = PrometheusProbe(PrometheusConfig(url=prom_server.url, service_job="relay"), timeout=2)
     prom_server.body = _vector(({"job": "relay"}, "0.25"))
     assert probe.value("x") == 0.25
     assert [dict(s.labels) for s in probe.job_series("db_connection_pool_size")] == [
@@ -270,7 +270,9 @@ def test_slo_status_ratio_slo_derives_budget_and_burn() -> None:
     assert status.burn_rate == pytest.approx(2.0)
     row = status.row()
     assert set(row) == {"slo", "target", "objective", "unit", "value", "compliant",
-                        "budget_remaining", "burn_rate"}
+                        "budget_remaining", "burn_rate", "current_window", "window",
+                        "budget_window", "note"}
+    assert (row["window"], row["budget_window"], row["note"]) == ("30d", "30d", "")
 
 
 def test_slo_status_latency_slo_uses_bad_query() -> None:
@@ -290,8 +292,41 @@ def test_slo_status_without_data_says_why() -> None:
     _fixed(probe, {"q": math.nan})
     status = probe.slo_status(spec, SloConfig(slos=[spec]))
     assert status.value is None and status.compliant is None
+    assert status.missing == "no_events"
     assert status.budget_remaining is None and status.burn_rate is None
-    assert "no value" in status.note and "budget" in status.note
+    assert "no events over 1h (NaN)" in status.note and "budget" in status.note
+    _fixed(probe, {"q": None})
+    assert probe.slo_status(spec, SloConfig(slos=[spec])).missing == "no_series"
+
+
+def test_slo_status_up_query_makes_availability_fall_in_a_full_outage() -> None:
+    """No request reaches a service that is down, so the request-based SLI keeps reading
+    100 %; the scrapes that failed pull the up-based SLI, and the SLO, down."""
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="availability", target=0.999, objective="ge", query="req[$window]",
+                   up_query="up[$window]")
+    _fixed(probe, {"req[1h]": 1.0, "up[1h]": 0.25, "req[30d]": 1.0, "up[30d]": 0.99})
+    status = probe.slo_status(spec, SloConfig(slos=[spec]))
+    assert status.value == 0.25 and status.compliant is False
+    assert status.budget_remaining == pytest.approx(1 - 0.01 / 0.001)
+    # The request counter has no series at all in a long outage: the up-based SLI stands.
+    _fixed(probe, {"req[1h]": None, "up[1h]": 0.0, "req[30d]": math.nan, "up[30d]": 0.98})
+    status = probe.slo_status(spec, SloConfig(slos=[spec]))
+    assert status.value == 0.0 and status.missing == ""
+    without = SloSpec(name="availability", target=0.999, objective="ge", query="req[$window]")
+    _fixed(probe, {"req[1h]": 1.0, "req[30d]": 1.0})
+    assert probe.slo_status(without, SloConfig(slos=[without])).value == 1.0
+
+
+def test_slo_status_budget_window_is_cut_to_the_retention() -> None:
+    probe = _prom(lambda r: _ok({}))
+    spec = SloSpec(name="error rate", target=0.01, objective="le", query="err[$window]")
+    asked = _fixed(probe, {"err[1h]": 0.002, "err[1d]": 0.001})
+    status = probe.slo_status(spec, SloConfig(window_days=30, slos=[spec]), retention_s=86400)
+    assert "err[30d]" not in asked
+    assert (status.window, status.budget_window) == ("30d", "1d")
+    assert "Prometheus keeps 1d" in status.note
+    assert status.budget_remaining == pytest.approx(0.9)
 
 
 def test_promql_duration() -> None:
@@ -529,3 +564,132 @@ def test_local_runbooks(tmp_path: Path) -> None:
     assert lib.read("books/missing.md") is None
     with pytest.raises(MissingInput, match="github section"):
         lib.resolve("github:docs/x.md")
+
+
+class _Branches(_Repo):
+    """A repository whose files also exist on a release branch with a `/` in its name."""
+
+    def get_file(self, path: str, ref: str | None = None) -> str | None:
+        self.asked.append((path, ref))
+        return self.files.get(path) if ref in (None, "main", "release/2024.06") else None
+
+
+def test_blob_links_on_a_branch_with_a_slash() -> None:
+    repo = _Branches({"docs/runbooks/outage.md": "# Outage"})
+    lib = RunbookLibrary(RunbooksConfig(), timeout=2, github=repo)
+    link = "https://github.com/acme/relay/blob/release/2024.06/docs/runbooks/outage.md"
+    found = lib.resolve(link)
+    assert found.resolves, found.detail
+    assert repo.asked[:2] == [("2024.06/docs/runbooks/outage.md", "release"),
+                              ("docs/runbooks/outage.md", "release/2024.06")]
+    gone = lib.resolve("https://github.com/acme/relay/blob/release/2024.06/docs/gone.md")
+    assert not gone.resolves and "tried" in gone.detail
+
+
+def test_templated_runbook_urls_are_expanded_with_the_rule_labels() -> None:
+    repo = _Repo({"docs/runbooks/db-connections.md": "# DB"})
+    lib = RunbookLibrary(RunbooksConfig(), timeout=2, github=repo)
+    url = "https://github.com/acme/relay/blob/main/docs/runbooks/{{ $labels.runbook }}.md"
+    found = lib.resolve_rule_link(url, {"runbook": "db-connections", "severity": "critical"})
+    assert found.resolves and found.judged
+    assert lib.resolve_rule_link("github:docs/runbooks/{{.Labels.runbook}}.md",
+                                 {"runbook": "db-connections"}).resolves
+    # Without expansion the same link would not resolve.
+    assert not lib.resolve(url).resolves
+    # A label only the firing series carries cannot be expanded: not judged.
+    series_only = lib.resolve_rule_link("github:docs/{{ $labels.workspace }}.md", {})
+    assert not series_only.judged and "workspace" in series_only.detail
+    other = lib.resolve_rule_link("github:docs/{{ $value }}.md", {})
+    assert not other.judged
+
+
+def test_section_words_count_the_body_and_its_subsections() -> None:
+    text = ("# Runbook\n\n## Symptoms\n\nTBD\n\n## Impact\nEvery client.\n### Who\nAll of "
+            "them, really.\n## Diagnosis\n```\n## not a heading\n```\n")
+    words = section_words(text, ["Symptoms", "Impact", "Diagnosis", "Escalation"])
+    assert words == {"Symptoms": 1, "Impact": 7, "Diagnosis": 3, "Escalation": None}
+
+
+# -- Grafana datasources ------------------------------------------------------------------------
+
+
+PROM = Datasource(uid="prom-1", name="Prometheus", type="prometheus", is_default=True)
+LOKI = Datasource(uid="loki-1", name="Loki", type="loki")
+
+
+def _board(*panels: dict[str, Any], variables: list[dict[str, Any]] | None = None) -> Dashboard:
+    raw: dict[str, Any] = {"uid": "b", "panels": list(panels)}
+    if variables is not None:
+        raw["templating"] = {"list": variables}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"dashboard": raw, "meta": {}})
+
+    found = _grafana(handler).dashboard("b")
+    assert found is not None
+    return found
+
+
+def _resolved(board: Dashboard) -> dict[str, str | None]:
+    return {f"{p.ref.panel}:{p.ref.text()}": None if p.datasource is None else p.datasource.uid
+            for p in resolve_datasources(board, [PROM, LOKI])}
+
+
+def test_panel_datasources_resolve_by_uid_name_variable_and_default() -> None:
+    board = _board(
+        {"title": "uid", "datasource": {"type": "prometheus", "uid": "prom-1"},
+         "targets": [{"expr": "up"}]},
+        {"title": "name", "datasource": "Prometheus", "targets": [{"expr": "up"}]},
+        {"title": "var", "datasource": {"uid": "${ds}"}, "targets": [{"expr": "up"}]},
+        {"title": "default", "targets": [{"expr": "up"}]},
+        {"title": "text", "type": "text"},
+        {"title": "row", "type": "row", "panels": [
+            {"title": "nested", "datasource": {"uid": "loki-1"}, "targets": [{"expr": "{}"}]}]},
+        variables=[{"type": "datasource", "name": "ds", "query": "prometheus",
+                    "current": {"value": "prom-1"}}],
+    )
+    assert _resolved(board) == {
+        "uid:uid prom-1": "prom-1", "name:name 'Prometheus'": "prom-1",
+        "var:uid ${ds}": "prom-1", "default:the default datasource": "prom-1",
+        "nested:uid loki-1": "loki-1"}
+
+
+def test_mixed_panels_judge_their_targets_and_built_ins_pass() -> None:
+    board = _board(
+        {"title": "mixed", "datasource": {"uid": "-- Mixed --"}, "targets": [
+            {"datasource": {"uid": "prom-1"}}, {"datasource": {"uid": "gone"}}]},
+        {"title": "annotations", "datasource": {"type": "datasource", "uid": "grafana"},
+         "targets": [{}]},
+    )
+    found = resolve_datasources(board, [PROM])
+    assert [(p.ref.panel, p.ref.uid, p.datasource is not None, p.built_in) for p in found] == [
+        ("mixed", "prom-1", True, False), ("mixed", "gone", False, False),
+        ("annotations", "grafana", False, True)]
+
+
+def test_an_import_placeholder_and_a_deleted_uid_resolve_to_nothing() -> None:
+    board = _board(
+        {"title": "imported", "datasource": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"},
+         "targets": [{"datasource": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}}]},
+        {"title": "deleted", "datasource": {"type": "prometheus", "uid": "old-uid"},
+         "targets": [{}]},
+    )
+    found = resolve_datasources(board, [PROM])
+    assert [(p.ref.panel, p.datasource) for p in found] == [("imported", None),
+                                                            ("deleted", None)]
+    assert "unresolved import placeholder" in found[0].detail
+
+
+def test_grafana_datasources_listing() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/datasources":
+            return httpx.Response(200, json=[
+                {"id": 1, "uid": "prom-1", "name": "Prometheus", "type": "prometheus",
+                 "isDefault": True}, {"name": "no uid"}])
+        return httpx.Response(404)
+
+    assert _grafana(handler).datasources() == [
+        Datasource(uid="prom-1", name="Prometheus", type="prometheus", is_default=True, id=1)]
+    refused = _grafana(lambda r: httpx.Response(403, json={"message": "permissions"}))
+    with pytest.raises(AccessRefused):
+        refused.datasources()

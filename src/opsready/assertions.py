@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from opsready.probes.prometheus import Rule
+from opsready._coverage import not_covered
 
-__all__ = ["rules_loaded_and_healthy"]
+if TYPE_CHECKING:
+    from opsready.probes.prometheus import Rule, SelectorStatus
+
+__all__ = ["rules_loaded_and_healthy", "selectors_match_series"]
 
 
 def rules_loaded_and_healthy(where: str, kind: str, loaded: Mapping[str, Rule], wanted: Sequence[str],
@@ -29,8 +31,30 @@ def rules_loaded_and_healthy(where: str, kind: str, loaded: Mapping[str, Rule], 
         f"loaded); expected all {len(wanted)} configured rules; {fix}"
     )
     unhealthy = [f"{n} ({loaded[n].health}: {loaded[n].last_error or 'no error text'})"
-                 for n in wanted if loaded[n].health != "ok"]
+                 for n in wanted if loaded[n].health not in ("ok", "unknown")]
     assert not unhealthy, (
         f"{where}: {kind} rules {'; '.join(unhealthy)} are not healthy, expected health ok; "
         f"fix the rule expressions shown in lastError"
+    )
+    not_evaluated = [n for n in wanted if loaded[n].health == "unknown"]
+    if not_evaluated:
+        # Health unknown: loaded, not evaluated yet (Prometheus was just reloaded).
+        not_covered(
+            f"{where}: {kind} rules {', '.join(not_evaluated)} have not been evaluated yet "
+            f"(health unknown), so their health cannot be judged; run again after one "
+            f"evaluation interval"
+        )
+
+
+def selectors_match_series(where: str, kind: str, statuses: Sequence[SelectorStatus]) -> None:
+    """Every selector of the judged rules that must match a series does: a rule with a
+    selector that matches nothing can never fire (or record anything)."""
+    __tracebackhide__ = True
+    empty = [f"{s.rule}: {s.selector}" for s in statuses if s.matches is False]
+    never = "can never fire" if kind == "alert" else "records nothing"
+    assert not empty, (
+        f"{where}: {len(empty)} selector(s) of the {kind} rules match no series now: "
+        f"{'; '.join(empty)}; a rule whose selector matches nothing {never}, however healthy "
+        f"it reads; fix the metric or label names in the expression (or the scrape), or list "
+        f"a selector that is legitimately empty under prometheus.series_may_be_empty"
     )

@@ -1,4 +1,4 @@
-"""``opsready verify | tickets | stack | verify-bundle | keygen | summary``."""
+"""``opsready verify | tickets | stack | verify-bundle | keygen | summary | sync``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "file is intact, 1 naming each changed, missing or extra file, 4 on a usage error.")
     b.add_argument("dir", metavar="DIR", type=Path, help="the report directory to check, e.g. reports/latest")
     _add_report_commands(sub, b)
+    _add_sync_parser(sub)
     return parser
 
 
@@ -90,6 +91,26 @@ def _add_report_commands(sub: argparse._SubParsersAction[_Parser], bundle: argpa
                    help="where to write summary.html and summary.json (default: reports/fleet)")
     s.add_argument("--public-key", dest="summary_public_key", type=Path, default=None, metavar="FILE",
                    help="also check each bundle's signature against this OpenSSH public key")
+
+
+def _add_sync_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    s = sub.add_parser("sync", help="make the tracker's issues show a verified run's ticket statuses",
+                       description="Mirror the ticket statuses of a finished run into the tracker: one "
+                       "issue per ticket, a status label, a comment per change, closed when done or "
+                       "waived. Reads an intact bundle and never probes. Exit 0 when the tracker shows "
+                       "the run, 1 when something was not applied or the bundle was refused, 4 on a "
+                       "usage or config error.")
+    s.add_argument("--env", default="local",
+                   help="environment NAME (config/environments/NAME.yaml) or a YAML path (default: local)")
+    # Each choice is a section under `tracker:` in the environment (opsready.tracker.sync).
+    s.add_argument("--tracker", required=True, choices=("github",),
+                   help="the tracker section of the environment to write to")
+    s.add_argument("--report", default=None, metavar="DIR", type=Path,
+                   help="the run to mirror (default: the newest run of the environment in reports/history.jsonl)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="read the tracker and print every change, write nothing")
+    s.add_argument("--root", default=None, metavar="DIR",
+                   help="project root holding config/ and reports/ (default: found from the current directory)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             from opsready.report.summary import summary_command
 
             return int(summary_command(args.dirs, args.out, args.summary_public_key))
+        if args.command == "sync":
+            from opsready.tracker.sync import run_sync
+
+            return int(run_sync(env_name=args.env, root=_root(args.root), tracker_kind=args.tracker,
+                                report=args.report, dry_run=args.dry_run))
     except ConfigError as exc:
         sys.stderr.write(f"opsready: config error: {exc}\n")
         return int(ExitCode.USAGE)

@@ -30,13 +30,16 @@ from opsready._errors import ConfigError
 __all__ = [
     "HOSTILE_ORIGIN_VARIANTS",
     "INTRUSIVE_PROBES",
+    "WRITE_ACTIONS",
     "BackupsConfig",
     "CorsConfig",
     "Environment",
     "FreshnessConfig",
     "GithubConfig",
     "GrafanaConfig",
+    "MetricsAuthConfig",
     "OtelConfig",
+    "PoolGaugesConfig",
     "PrometheusConfig",
     "RailwayConfig",
     "RateLimitConfig",
@@ -47,6 +50,8 @@ __all__ = [
     "ServiceConfig",
     "SloConfig",
     "SloSpec",
+    "TrackerConfig",
+    "TrackerGithubConfig",
     "WebhooksConfig",
     "interpolate",
     "load_environment",
@@ -62,6 +67,14 @@ INTRUSIVE_PROBES: dict[str, str] = {
     "otel_probe_span": "sends one probe span to the OTel collector",
     "restore_drill": "restores the latest backup into a scratch database, then drops it",
     "rollback_drill": "rolls the service back on Railway and forward again (staging only)",
+}
+
+# The names an environment may list under ``allow_writes``. Each names one command that writes
+# somewhere other than the platform under audit and the run's own report. They are kept apart
+# from ``allow_intrusive``: they do not touch the platform, have no freshness window, and
+# ``verify --allow-intrusive`` must neither grant nor take them away.
+WRITE_ACTIONS: dict[str, str] = {
+    "tracker_sync": "opsready sync creates, labels, comments on, closes and reopens tracker issues",
 }
 
 
@@ -125,6 +138,36 @@ class RateLimitConfig(_Section):
     found_breach_window: str = Field(default="24h", pattern=r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
+class PoolGaugesConfig(_Section):
+    """The names of the DB connection-pool gauges, by what each one measures."""
+
+    size: str | None = None
+    in_use: str | None = None
+    available: str | None = None
+    waiting: str | None = None
+
+    def configured(self) -> dict[str, str]:
+        """Role (``size``, ``in_use``, ``available``, ``waiting``) -> metric name, for the
+        gauges that are named."""
+        return {role: name for role, name in self.model_dump().items() if name}
+
+
+class MetricsAuthConfig(_Section):
+    """Credentials for the service's metrics endpoint: a bearer token, or basic auth."""
+
+    bearer_token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> MetricsAuthConfig:
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError("give either bearer_token or username and password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+
 class ServiceConfig(_Section):
     base_url: str
     health_path: str = "/health"
@@ -139,14 +182,15 @@ class ServiceConfig(_Section):
     api_key_header: str = "X-API-Key"
     security_headers: SecurityHeadersConfig = SecurityHeadersConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
-    # The counter the rate limiter increments on every 429, and the pool gauges.
-    rate_limit_metric: str = "rate_limit_breaches_total"
-    pool_metrics: list[str] = [
-        "db_connection_pool_size",
-        "db_connection_pool_in_use",
-        "db_connection_pool_available",
-        "db_connection_pool_waiting",
-    ]
+    # The counter the rate limiter increments on every 429, and the pool gauges. Empty: the
+    # criteria that need them are not covered.
+    rate_limit_metric: str | None = None
+    pool_gauges: PoolGaugesConfig = PoolGaugesConfig()
+    # Credentials of metrics_path, when it sits behind authentication.
+    metrics_auth: MetricsAuthConfig | None = None
+    # Several instances serve metrics_path behind base_url (a load balancer): one GET reaches
+    # one of them, so counters and gauges are judged per instance from Prometheus.
+    metrics_per_instance: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -220,25 +264,58 @@ class WebhooksConfig(_Section):
     delivery_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
 
+PoolGaugeRole = Literal["size", "in_use", "available", "waiting"]
+
+
 class PrometheusConfig(_Section):
     url: str
     bearer_token: SecretStr | None = None
-    service_job: str = "relay"
+    # The scrape job of the service. Empty: the criteria that need it are not covered.
+    service_job: str | None = None
     alert_rules: list[str] = []
     pool_alert_rule: str | None = None
+    # Which pool gauges (service.pool_gauges) the pool-exhaustion alert must use.
+    pool_alert_gauges: list[PoolGaugeRole] = ["available", "waiting"]
     slo_recording_rules: list[str] = []
+    # The rules judged: only those of these groups / rule files (glob patterns), for a
+    # Prometheus shared with other teams. Empty: every loaded rule.
+    rule_groups: list[str] = []
+    rule_files: list[str] = []
+    # Selectors that may legitimately match no series (Prometheus' own ALERTS until an alert
+    # fires, a counter with no event yet). A rule selector is exempt when it has the same
+    # metric and at least these matchers.
+    series_may_be_empty: list[str] = ["ALERTS", "ALERTS_FOR_STATE"]
     timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Longest wait for a change on the service to show in Prometheus (the next scrape).
+    scrape_wait_s: float = Field(default=15.0, ge=0, le=300)
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return _check_url(v)
 
+    @field_validator("series_may_be_empty")
+    @classmethod
+    def _selectors(cls, v: list[str]) -> list[str]:
+        import promql_parser
+
+        for text in v:
+            try:
+                expr = promql_parser.parse(text)
+            except ValueError as exc:
+                raise ValueError(f"{text!r} is not a PromQL selector ({exc})") from None
+            if not isinstance(expr, promql_parser.VectorSelector):
+                raise ValueError(f"{text!r} is not a plain selector such as ALERTS or "
+                                 f'foo_total{{job="x"}}')
+        return v
+
 
 class GrafanaConfig(_Section):
     url: str
     token: SecretStr | None = None
     dashboards: list[str] = []
+    # The datasource types the dashboards' panels must query (Grafana's plugin ids).
+    datasource_types: list[str] = ["prometheus"]
 
     @field_validator("url")
     @classmethod
@@ -439,64 +516,17 @@ class SloSpec(_Section):
     # Ratio SLOs (no unit) derive it from the SLI itself; a latency SLO needs it for the
     # budget and burn-rate columns.
     bad_query: str | None = None
-
-
-def _default_slos() -> list[SloSpec]:
-    light = 'path="/api/v1/actions"'
-    errors = 'sum(rate(http_requests_total{status=~"5.."}[$window]))'
-    total = "sum(rate(http_requests_total[$window]))"
-    return [
-        SloSpec(
-            name="light endpoint p99 latency",
-            target=0.05,
-            objective="le",
-            unit="s",
-            budget_fraction=0.01,
-            query=(
-                "histogram_quantile(0.99, sum by (le) "
-                f"(rate(http_request_duration_seconds_bucket{{{light}}}[$window])))"
-            ),
-            bad_query=(
-                f'1 - sum(rate(http_request_duration_seconds_bucket{{{light},le="0.05"}}[$window]))'
-                f" / sum(rate(http_request_duration_seconds_count{{{light}}}[$window]))"
-            ),
-        ),
-        SloSpec(
-            name="webhook p95 latency",
-            target=1.2,
-            objective="le",
-            unit="s",
-            budget_fraction=0.05,
-            query=(
-                "histogram_quantile(0.95, sum by (le) "
-                "(rate(webhook_delivery_duration_seconds_bucket[$window])))"
-            ),
-            bad_query=(
-                '1 - sum(rate(webhook_delivery_duration_seconds_bucket{le="1.2"}[$window]))'
-                " / sum(rate(webhook_delivery_duration_seconds_count[$window]))"
-            ),
-        ),
-        # ``or vector(0)``: with no 5xx at all the numerator has no series; the ratio is 0.
-        SloSpec(
-            name="error rate",
-            target=0.01,
-            objective="le",
-            query=f"({errors} or vector(0)) / {total}",
-        ),
-        SloSpec(
-            name="availability",
-            target=0.999,
-            objective="ge",
-            query=f"1 - ({errors} or vector(0)) / {total}",
-        ),
-    ]
+    # For an availability SLO: an up- or probe-based SLI over ``$window`` (the share of time
+    # the service answered). The SLO's value is the lower of ``query`` and ``up_query``, so a
+    # full outage, in which no request reaches the service to be counted, still lowers it.
+    up_query: str | None = None
 
 
 class SloConfig(_Section):
     window_days: float = Field(default=30, gt=0)
     # The recent window of the "current value" and burn-rate columns (a PromQL duration).
     current_window: str = "1h"
-    slos: list[SloSpec] = Field(default_factory=_default_slos)
+    slos: list[SloSpec] = []
 
     @field_validator("current_window")
     @classmethod
@@ -509,12 +539,55 @@ class SloConfig(_Section):
 class RunbooksConfig(_Section):
     source: Literal["github", "local"] = "github"
     # Runbook topic -> path (in the GitHub repo, or on disk relative to the environment file).
-    paths: dict[str, str] = {
-        "outage": "docs/runbooks/outage.md",
-        "db-connections": "docs/runbooks/db-connections.md",
-        "rate-limit-breaches": "docs/runbooks/rate-limit-breaches.md",
-    }
+    paths: dict[str, str] = {}
     sections: list[str] = ["Symptoms", "Impact", "Diagnosis", "Mitigation", "Escalation"]
+    # A section counts only with a body of at least this many words, not a bare heading.
+    min_section_words: int = Field(default=10, ge=0)
+
+
+class TrackerGithubConfig(_Section):
+    """The GitHub repository whose issues ``opsready sync --tracker github`` keeps in step."""
+
+    api_url: str = "https://api.github.com"
+    repo: str
+    # Its own token, apart from github.token: a fine-grained token with Issues read and write.
+    token: SecretStr | None = None
+    rate_limit_wait_max_s: float = Field(default=60.0, ge=0, le=3600)
+    # GitHub asks for a pause of at least a second between POST/PATCH/DELETE requests.
+    write_interval_s: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError("expected owner/name, e.g. acme/relay")
+        return v
+
+
+class TrackerConfig(_Section):
+    """Where ``opsready sync`` mirrors ticket statuses. One section per tracker kind."""
+
+    github: TrackerGithubConfig | None = None
+    # Where a run's report can be read, e.g. the CI run that keeps it as an artifact;
+    # ``{run_id}`` and ``{environment}`` are filled in. Empty: comments carry no link.
+    report_url: str | None = None
+
+    @field_validator("report_url")
+    @classmethod
+    def _report_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        try:
+            filled = v.format(run_id="r", environment="e")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("use only the placeholders {run_id} and {environment}") from None
+        _check_url(filled)
+        return v
 
 
 class FreshnessConfig(_Section):
@@ -536,6 +609,7 @@ class Environment(_Section):
     name: str = ""
     gate: list[Literal["P0", "P1", "P2", "P3"]] = ["P0", "P1"]
     allow_intrusive: list[str] = []
+    allow_writes: list[str] = []
     freshness_days: FreshnessConfig = FreshnessConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     # Each evidence item is cut to this many bytes in readiness.json and index.html; the whole
@@ -553,6 +627,7 @@ class Environment(_Section):
     restore_drill: RestoreDrillConfig | None = None
     slo: SloConfig | None = None
     runbooks: RunbooksConfig | None = None
+    tracker: TrackerConfig | None = None
     source: str = Field(default="", exclude=True)
 
     @field_validator("allow_intrusive")
@@ -564,6 +639,17 @@ class Environment(_Section):
                 known = ", ".join(sorted(INTRUSIVE_PROBES))
                 extra = f"did you mean '{hint[0]}'? " if hint else ""
                 raise ValueError(f"unknown intrusive probe '{name}'; {extra}known: {known}")
+        return v
+
+    @field_validator("allow_writes")
+    @classmethod
+    def _known_writes(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in WRITE_ACTIONS:
+                hint = difflib.get_close_matches(name, WRITE_ACTIONS, n=1)
+                known = ", ".join(sorted(WRITE_ACTIONS))
+                extra = f"did you mean '{hint[0]}'? " if hint else ""
+                raise ValueError(f"unknown write '{name}'; {extra}known: {known}")
         return v
 
 
@@ -682,8 +768,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _is_secret_field(loc: list[str]) -> bool:
-    return any(p in {"token", "secret", "api_key", "admin_key", "bearer_token"} or "dsn" in p
-               or "secret" in p for p in loc)
+    return any(p in {"token", "secret", "api_key", "admin_key", "bearer_token", "password"}
+               or "dsn" in p or "secret" in p for p in loc)
 
 
 def secret_values(model: BaseModel) -> list[str]:

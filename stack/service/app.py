@@ -44,6 +44,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool
 from starlette.applications import Starlette
@@ -53,11 +55,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from opsready_stack.part import FaultWatcher
+from opsready_stack.part import Fault, FaultWatcher
 from opsready_stack.service.signing import SIGNATURE_HEADERS, configured_secret, sign
 
 __all__ = [
     "ALLOWED_ORIGINS",
+    "METRICS_FAULTS",
     "RATE_LIMIT_CAPACITY",
     "RATE_LIMIT_REFILL_PER_S",
     "ServiceSettings",
@@ -163,6 +166,8 @@ class ServiceSettings:
     otlp_url: str | None
     rate_capacity: int = RATE_LIMIT_CAPACITY
     rate_refill_per_s: float = RATE_LIMIT_REFILL_PER_S
+    # The bearer token /metrics asks for under the `metrics-bearer-auth` variant.
+    metrics_token: str = ""
 
 
 def load_settings(stack_dir: Path, *, wait_s: float = 5.0) -> ServiceSettings:
@@ -193,10 +198,27 @@ def load_settings(stack_dir: Path, *, wait_s: float = 5.0) -> ServiceSettings:
         otlp_url=f"{otlp.rstrip('/')}/v1/traces" if otlp else None,
         rate_capacity=int(settings.get("rate_limit_capacity", RATE_LIMIT_CAPACITY)),
         rate_refill_per_s=float(settings.get("rate_limit_refill_per_s", RATE_LIMIT_REFILL_PER_S)),
+        metrics_token=str(secrets_.get("metrics_token", "")),
     )
 
 
 # --------------------------------------------------------------------------- metrics
+
+# Faults and variants of the metrics endpoint, declared by the service part.
+METRICS_FAULTS = (
+    Fault("breach-metric-gauge",
+          "rate_limit_breaches_total is exported as a gauge, not a counter",
+          frozenset({"P2-003"})),
+    Fault("pool-gauges-stub",
+          "the four db_connection_pool_* gauges are a stub that always reads 0",
+          frozenset({"P2-004"})),
+    Fault("metrics-openmetrics",
+          "/metrics serves the OpenMetrics exposition (application/openmetrics-text)",
+          frozenset(), variant=True),
+    Fault("metrics-bearer-auth",
+          "/metrics needs a bearer token; Prometheus and the environment have it",
+          frozenset(), variant=True),
+)
 
 
 class PoolCollector(Collector):
@@ -208,6 +230,8 @@ class PoolCollector(Collector):
     def collect(self) -> Any:
         pool = self.service.pool
         stats: dict[str, int] = pool.get_stats() if pool is not None else {}
+        if self.service.faults.on("pool-gauges-stub"):
+            stats = {}
         capacity = int(stats.get("pool_max", 0))
         current = int(stats.get("pool_size", 0))
         idle = int(stats.get("pool_available", 0))
@@ -219,6 +243,23 @@ class PoolCollector(Collector):
         }
         for suffix, (doc, value) in values.items():
             yield GaugeMetricFamily(f"db_connection_pool_{suffix}", doc, value=value)
+
+
+class BreachesAsGauge(Collector):
+    """The breach counter's samples under a gauge family (the `breach-metric-gauge` fault)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def collect(self) -> Any:
+        gauge = GaugeMetricFamily("rate_limit_breaches_total",
+                                  "Requests refused with 429 by the rate limiter.",
+                                  labels=["workspace"])
+        for family in self.counter.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    gauge.add_metric([sample.labels["workspace"]], sample.value)
+        yield gauge
 
 
 class Metrics:
@@ -254,15 +295,25 @@ class Metrics:
         for _role, workspace in service.settings.keys.values():
             # Initialised at zero so the series exists before the first breach.
             self.breaches.labels(workspace=workspace)
+        self.breaches_as_gauge = CollectorRegistry(auto_describe=False)
+        self.breaches_as_gauge.register(BreachesAsGauge(self.breaches))
         self.pool_registry.register(PoolCollector(service))
 
-    def exposition(self, faults: set[str]) -> bytes:
-        parts = [generate_latest(self.core)]
+    def exposition(self, faults: set[str]) -> tuple[bytes, str]:
+        """The body and its Content-Type: the Prometheus text format, or OpenMetrics under
+        the `metrics-openmetrics` variant (Prometheus asks for it first and reads both)."""
+        registries = [self.core]
         if "no-breach-metric" not in faults:
-            parts.append(generate_latest(self.breaches_registry))
+            registries.append(self.breaches_as_gauge if "breach-metric-gauge" in faults
+                              else self.breaches_registry)
         if "no-pool-metrics" not in faults:
-            parts.append(generate_latest(self.pool_registry))
-        return b"".join(parts)
+            registries.append(self.pool_registry)
+        if "metrics-openmetrics" in faults:
+            eof = b"# EOF\n"
+            parts = [generate_openmetrics(r).removesuffix(eof) for r in registries]
+            return b"".join(parts) + eof, OPENMETRICS_TYPE
+        return (b"".join(generate_latest(r) for r in registries),
+                "text/plain; version=0.0.4; charset=utf-8")
 
 
 def route_label(path: str) -> str:
@@ -659,8 +710,17 @@ async def health(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     svc = _service(request)
-    body = await run_in_threadpool(svc.metrics.exposition, svc.faults())
-    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+    faults = svc.faults()
+    if "metrics-bearer-auth" in faults:
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {svc.settings.metrics_token}"
+        if not svc.settings.metrics_token or not hmac.compare_digest(given.encode(),
+                                                                     expected.encode()):
+            return JSONResponse({"error": "the metrics endpoint needs a bearer token"},
+                                status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    body, content_type = await run_in_threadpool(svc.metrics.exposition, faults)
+    return Response(body, headers={"Content-Type": content_type})
 
 
 def _db_ping(pool: ConnectionPool) -> None:

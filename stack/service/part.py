@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from opsready_stack.part import Fault, StackContext, wait_until
-from opsready_stack.service.app import ALLOWED_ORIGINS
+from opsready_stack.service.app import ALLOWED_ORIGINS, METRICS_FAULTS
 from opsready_stack.service.signing import configured_secret
 
 __all__ = ["ServicePart"]
@@ -71,11 +71,13 @@ class ServicePart:
               frozenset({"P1-004"})),
         Fault("webhook-ping-first", "a new endpoint first gets a signed ping event",
               frozenset(), variant=True),
+        # Without the metrics, the alert rules that read them can never fire (P0-001).
         Fault("no-breach-metric", "rate_limit_breaches_total is absent from /metrics",
-              frozenset({"P2-003"})),
+              frozenset({"P0-001", "P2-003"})),
         Fault("no-pool-metrics", "the db_connection_pool_* gauges are absent from /metrics",
-              frozenset({"P2-004"})),
+              frozenset({"P0-001", "P2-004"})),
         Fault("no-tracing", "the service exports no spans", frozenset({"P2-001"})),
+        *METRICS_FAULTS,
     )
 
     def start(self, ctx: StackContext) -> None:

@@ -1,12 +1,25 @@
-"""Grafana HTTP API: health, dashboard search and dashboards by uid.
+"""Grafana HTTP API: health, dashboard search, dashboards by uid, and the datasources the
+dashboards' panels query.
 
-A dashboard that does not exist is ``None`` (the check fails on it); a refused token, an
-unreachable server or a malformed answer raises a ``ProbeError``.
+A dashboard that does not exist is ``None`` (the check fails on it); a panel whose datasource
+Grafana does not have resolves to ``None``. A refused token (one without ``datasources:read``
+included), an unreachable server or a malformed answer raises a ``ProbeError``.
+
+How a panel names its datasource (Grafana's dashboard JSON model): an object
+``{"type", "uid"}`` (8.3 and later), a plain string (the datasource's name, older
+dashboards), ``null`` or nothing (the default datasource), or a ``${var}`` / ``$var`` /
+``[[var]]`` reference to a dashboard variable of type ``datasource``. An export's
+``${DS_PROMETHEUS}`` is such a reference to a variable that only exists until the import
+replaces it; left in place it resolves to nothing, and the panel does not render. A target's
+own datasource overrides the panel's; the panel-level ``-- Mixed --`` datasource leaves every
+target to name its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +29,62 @@ from opsready._errors import UnexpectedResponse
 from opsready.config import GrafanaConfig
 from opsready.probes._http import HttpTarget
 
-__all__ = ["Dashboard", "GrafanaProbe", "count_panels"]
+__all__ = [
+    "Dashboard",
+    "Datasource",
+    "DatasourceRef",
+    "GrafanaProbe",
+    "PanelDatasource",
+    "count_panels",
+    "resolve_datasources",
+]
+
+# Grafana's built-in pseudo datasources: they query no datasource of their own.
+_BUILT_IN = frozenset({"grafana", "-- grafana --", "-- mixed --", "-- dashboard --", "dashboard"})
+_MIXED = "-- mixed --"
+_VARIABLE = re.compile(r"^\$\{([A-Za-z0-9_]+)(?::[a-z]+)?\}$|^\$([A-Za-z0-9_]+)$|^\[\[([A-Za-z0-9_]+)\]\]$")
+
+
+@dataclass(frozen=True)
+class Datasource:
+    """One datasource of the Grafana organisation (``/api/datasources``)."""
+
+    uid: str
+    name: str
+    type: str
+    is_default: bool = False
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasourceRef:
+    """Where one panel (or one of its targets) says its data comes from, as written in the
+    dashboard JSON. ``uid``, ``name`` and ``type`` are ``None`` when not given; all three
+    ``None`` means the default datasource."""
+
+    panel: str
+    panel_id: int | None
+    uid: str | None = None
+    name: str | None = None
+    type: str | None = None
+
+    def text(self) -> str:
+        if self.uid is not None:
+            return f"uid {self.uid}"
+        if self.name is not None:
+            return f"name {self.name!r}"
+        return "the default datasource" + (f" of type {self.type}" if self.type else "")
+
+
+@dataclass(frozen=True)
+class PanelDatasource:
+    """A panel's datasource reference and the datasource it resolves to (``None``: Grafana
+    has no such datasource). ``built_in`` marks Grafana's own pseudo datasources."""
+
+    ref: DatasourceRef
+    datasource: Datasource | None
+    detail: str
+    built_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,6 +95,10 @@ class Dashboard:
     panel_titles: tuple[str, ...]
     version: int | None
     folder: str
+    # Every datasource reference of the panels and their targets, each panel's once.
+    datasource_refs: tuple[DatasourceRef, ...] = ()
+    # The dashboard's datasource variables: name -> (plugin type, current value or "").
+    datasource_variables: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class GrafanaProbe:
@@ -88,7 +160,25 @@ class GrafanaProbe:
             panel_titles=titles,
             version=version if isinstance(version, int) else None,
             folder=str(meta.get("folderTitle", "")),
+            datasource_refs=tuple(_datasource_refs(board)),
+            datasource_variables=_datasource_variables(board),
         )
+
+    def datasources(self) -> list[Datasource]:
+        """Every datasource of the organisation (``GET /api/datasources``; the token needs
+        ``datasources:read``, which Grafana's Viewer role has)."""
+        data = self.http.get_json("/api/datasources")
+        if not isinstance(data, list):
+            raise UnexpectedResponse(f"grafana: /api/datasources at {self.cfg.url} is not a list")
+        found = []
+        for raw in data:
+            if not isinstance(raw, dict) or not raw.get("uid"):
+                continue
+            found.append(Datasource(
+                uid=str(raw["uid"]), name=str(raw.get("name", "")), type=str(raw.get("type", "")),
+                is_default=bool(raw.get("isDefault", False)),
+                id=raw.get("id") if isinstance(raw.get("id"), int) else None))
+        return found
 
 
 def count_panels(board: dict[str, Any]) -> int:
@@ -117,3 +207,115 @@ def _panel_titles(board: dict[str, Any]) -> list[str]:
         if isinstance(row, dict):
             walk(row.get("panels"))
     return found
+
+
+def resolve_datasources(board: Dashboard,
+                        datasources: Sequence[Datasource]) -> list[PanelDatasource]:
+    """Resolve every datasource reference of ``board`` against Grafana's datasources: by uid,
+    by name (older dashboards), through the dashboard's datasource variables, or to the
+    default datasource (of the variable's type where one is given)."""
+    by_uid = {d.uid: d for d in datasources}
+    by_name = {d.name: d for d in datasources}
+
+    def default(kind: str | None) -> Datasource | None:
+        for d in datasources:
+            if d.is_default and (kind is None or d.type == kind):
+                return d
+        # A variable of a type whose datasources are not the default: Grafana picks the
+        # first of that type.
+        return next((d for d in datasources if kind is not None and d.type == kind), None)
+
+    def lookup(key: str) -> Datasource | None:
+        return by_uid.get(key) or by_name.get(key)
+
+    out = []
+    for ref in board.datasource_refs:
+        key = ref.uid if ref.uid is not None else ref.name
+        if key is None:
+            found = default(ref.type)
+            out.append(PanelDatasource(ref, found, "the default datasource" if found else
+                                       "no default datasource"))
+            continue
+        if key.lower() in _BUILT_IN or ref.type == "datasource":
+            out.append(PanelDatasource(ref, None, f"Grafana's built-in {key}", built_in=True))
+            continue
+        variable = _VARIABLE.match(key)
+        if variable is not None:
+            name = next(g for g in variable.groups() if g)
+            declared = board.datasource_variables.get(name)
+            if declared is None:
+                out.append(PanelDatasource(
+                    ref, None, f"${{{name}}} is not a datasource variable of the dashboard "
+                               f"(an unresolved import placeholder)"))
+                continue
+            kind, current = declared
+            found = lookup(current) if current and current != "default" else default(kind)
+            out.append(PanelDatasource(ref, found, f"variable ${{{name}}} = "
+                                       f"{current or 'default'} ({kind})"))
+            continue
+        found = lookup(key)
+        out.append(PanelDatasource(ref, found, "found" if found else f"no datasource {key}"))
+    return out
+
+
+def _datasource_refs(board: dict[str, Any]) -> list[DatasourceRef]:
+    found: dict[DatasourceRef, None] = {}
+
+    def ref(raw: Any, panel: dict[str, Any]) -> DatasourceRef | None:
+        title = str(panel.get("title", "")) or f"panel {panel.get('id', '?')}"
+        pid = panel.get("id") if isinstance(panel.get("id"), int) else None
+        if raw is None:
+            return DatasourceRef(title, pid)
+        if isinstance(raw, str):
+            # Before Grafana 8.3 a panel named its datasource; a variable may stand in.
+            return DatasourceRef(title, pid, uid=raw if _VARIABLE.match(raw) else None,
+                                 name=None if _VARIABLE.match(raw) else raw)
+        if isinstance(raw, dict):
+            uid = raw.get("uid")
+            kind = raw.get("type")
+            return DatasourceRef(title, pid, uid=str(uid) if uid not in (None, "") else None,
+                                 type=str(kind) if kind else None)
+        return None
+
+    def walk(panels: Any) -> None:
+        if not isinstance(panels, list):
+            return
+        for panel in panels:
+            if not isinstance(panel, dict):
+                continue
+            if panel.get("type") == "row":
+                walk(panel.get("panels"))
+                continue
+            targets = [t for t in panel.get("targets") or [] if isinstance(t, dict)]
+            if not targets and "datasource" not in panel:
+                continue  # a text panel or a library panel: it queries nothing we can see
+            own = ref(panel.get("datasource"), panel)
+            mixed = own is not None and (own.uid or "").lower() == _MIXED
+            if own is not None and not (targets and mixed):
+                found[own] = None
+            for target in targets:
+                if "datasource" in target:
+                    inner = ref(target.get("datasource"), panel)
+                    if inner is not None:
+                        found[inner] = None
+
+    walk(board.get("panels"))
+    for row in board.get("rows") or []:
+        if isinstance(row, dict):
+            walk(row.get("panels"))
+    return list(found)
+
+
+def _datasource_variables(board: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    templating = board.get("templating")
+    variables = templating.get("list") if isinstance(templating, dict) else None
+    out = {}
+    for var in variables or []:
+        if not isinstance(var, dict) or var.get("type") != "datasource" or not var.get("name"):
+            continue
+        current = var.get("current")
+        value = current.get("value") if isinstance(current, dict) else None
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        out[str(var["name"])] = (str(var.get("query", "")), str(value or ""))
+    return out

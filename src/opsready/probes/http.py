@@ -1,5 +1,5 @@
-"""The service's HTTP edge: health, security headers, CORS, /metrics and a bounded
-rate-limit burst.
+"""The service's HTTP edge: health, security headers, CORS and a bounded rate-limit burst. The
+metrics endpoint is read by ``opsready.probes.metrics``.
 
 Every call goes through ``HttpTarget`` (timeouts, transport errors as ``ProbeError``). A
 missing header or a wrong status is data for the check to judge, never an exception; only what
@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
-from opsready._errors import AccessRefused, MissingInput, ProbeError, UnexpectedResponse
+from opsready._errors import AccessRefused, MissingInput, ProbeError
 from opsready.config import RateLimitConfig, ServiceConfig
 from opsready.probes._http import HttpTarget
 from opsready.probes.http_headers import (
@@ -39,11 +37,11 @@ from opsready.probes.http_headers import (
     parse_referrer_policy,
     parse_retry_after,
 )
+from opsready.probes.metrics import MetricsEndpoint, MetricsSnapshot
 
 __all__ = [
     "BurstResult",
     "HealthResult",
-    "MetricsSnapshot",
     "SecurityHeaders",
     "ServiceProbe",
     "ServiceResponse",
@@ -136,33 +134,6 @@ class SecurityHeaders:
 
 _SECURITY_HEADER_NAMES = ("strict-transport-security", "content-security-policy",
                           "x-content-type-options", "referrer-policy")
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """A parsed Prometheus exposition."""
-
-    families: dict[str, Metric]
-    text: str
-
-    def family(self, name: str) -> Metric | None:
-        """The family that exposes ``name``. The parser strips ``_total`` from counter names,
-        so ``rate_limit_breaches_total`` is found as the ``rate_limit_breaches`` family."""
-        found = self.families.get(name)
-        if found is None and name.endswith("_total"):
-            found = self.families.get(name.removesuffix("_total"))
-        return found
-
-    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
-        fam = self.family(name)
-        if fam is None:
-            return []
-        return [(dict(s.labels), float(s.value)) for s in fam.samples if s.name == name]
-
-    def total(self, name: str) -> float | None:
-        """The sum over every sample named ``name``, or None when there is none."""
-        values = [v for _, v in self.samples(name)]
-        return sum(values) if values else None
 
 
 @dataclass
@@ -330,21 +301,8 @@ class ServiceProbe:
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> MetricsSnapshot:
-        """``GET metrics_path``, parsed with prometheus_client's parser."""
-        path = self.cfg.metrics_path
-        resp = self.get(path, key="none")
-        if resp.status in (401, 403):
-            raise AccessRefused(f"service: GET {self.base_url}{path} answered {resp.status}; "
-                                "the metrics endpoint refused us")
-        if resp.status != 200:
-            raise UnexpectedResponse(f"service: GET {self.base_url}{path} answered {resp.status}, "
-                                     "expected 200 with the Prometheus exposition")
-        try:
-            families = {f.name: f for f in text_string_to_metric_families(resp.text)}
-        except (ValueError, TypeError, IndexError) as exc:
-            raise UnexpectedResponse(f"service: {self.base_url}{path} is not a Prometheus "
-                                     f"exposition ({exc})") from None
-        return MetricsSnapshot(families, resp.text)
+        """``GET metrics_path``, parsed by ``opsready.probes.metrics``."""
+        return MetricsEndpoint(self.cfg, http=self.http).read()
 
     # ------------------------------------------------------------------ rate limit
 

@@ -1,0 +1,436 @@
+"""The observability criteria, called directly with probes on mocked servers: each one fails
+under its fault, passes under a legitimate variant, and is not judged (a ``ProbeError``, or
+not covered) where it cannot look. The reference stack proves the same end to end
+(``test_obs_stack.py`` and the fault matrix); here the cases the stack cannot show (a rule
+just reloaded, a second instance, a wrong datasource type) are shown too."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from opsready._coverage import NotCovered
+from opsready._errors import AccessRefused, ProbeError, TargetUnreachable
+from opsready.config import (
+    Environment,
+    GrafanaConfig,
+    PoolGaugesConfig,
+    PrometheusConfig,
+    RunbooksConfig,
+    ServiceConfig,
+    SloConfig,
+    SloSpec,
+)
+from opsready.evidence import Evidence
+from opsready.probes.grafana import GrafanaProbe
+from opsready.probes.http import ServiceProbe
+from opsready.probes.prometheus import PrometheusProbe, _samples
+from opsready.probes.runbooks import RunbookLibrary
+
+CHECKS = Path(__file__).resolve().parents[1] / "checks"
+GAUGES = PoolGaugesConfig(size="pool_size", in_use="pool_in_use", available="pool_available",
+                          waiting="pool_waiting")
+
+
+def _check(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"obs_check_{name}", CHECKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+P0 = _check("test_p0_001_observability")
+P2_3 = _check("test_p2_003_rate_limit_metric")
+P2_4 = _check("test_p2_004_db_pool_metrics")
+P3_1 = _check("test_p3_001_error_budget")
+P3_2 = _check("test_p3_002_runbooks")
+
+
+# -- a mocked Prometheus -------------------------------------------------------------------------
+
+
+def _rule(name: str, query: str, *, kind: str = "alerting", health: str = "ok",
+          group: str = "relay-alerts", **annotations: str) -> dict[str, Any]:
+    return {"type": kind, "name": name, "query": query, "health": health, "labels": {},
+            "annotations": annotations}
+
+
+class FakePrometheus:
+    """Rules, instant queries answered from ``series`` (selector or query -> samples), and
+    targets metadata."""
+
+    def __init__(self, rules: list[dict[str, Any]], series: dict[str, Any] | None = None,
+                 metadata: list[dict[str, Any]] | None = None, down: bool = False) -> None:
+        self.rules = rules
+        self.series = series or {}
+        self.metadata = metadata or []
+        self.down = down
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        if path == "/api/v1/rules":
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for rule in self.rules:
+                groups.setdefault(rule.get("group", "relay-alerts"), []).append(rule)
+            data: Any = {"groups": [{"name": g, "file": f"/rules/{g}.yml", "rules": r}
+                                    for g, r in groups.items()]}
+        elif path == "/api/v1/targets/metadata":
+            data = self.metadata
+        elif path == "/api/v1/status/runtimeinfo":
+            data = {"storageRetention": "15d"}
+        else:
+            return httpx.Response(404)
+        return httpx.Response(200, json={"status": "success", "data": data})
+
+    def query(self, promql: str) -> Any:
+        if self.down:
+            raise TargetUnreachable("prometheus: could not be reached")
+        inner = promql.removeprefix("count(").removesuffix(")") if promql.startswith("count(") \
+            else promql
+        found = self.series.get(inner, [])
+        if isinstance(found, int | float):
+            found = [({}, found)]
+        result = [{"metric": labels, "value": [1, str(value)]} for labels, value in found]
+        return _samples(result, promql)
+
+
+def _prometheus(fake: FakePrometheus, **cfg: Any) -> PrometheusProbe:
+    cfg.setdefault("service_job", "relay")
+    probe = PrometheusProbe(PrometheusConfig(url="http://prom.test", **cfg), timeout=2,
+                            transport=httpx.MockTransport(fake))
+    probe.query = fake.query  # type: ignore[method-assign]
+    return probe
+
+
+def _run(criterion: Callable[..., None], **kwargs: Any) -> str:
+    """``pass``, ``fail``, ``error`` or ``not covered``, as the roll-up reads them."""
+    try:
+        criterion(**kwargs, evidence=Evidence())
+    except AssertionError:
+        return "fail"
+    except NotCovered:
+        return "not covered"
+    except ProbeError:
+        return "error"
+    return "pass"
+
+
+POOL_ALERT = 'pool_waiting{job="relay"} > 0 and pool_available{job="relay"} == 0'
+UP = {'up{job="relay"}': 1, 'pool_waiting{job="relay"}': 0, 'pool_available{job="relay"}': 3}
+
+
+# -- P0-001: alert rules ----------------------------------------------------------------------
+
+
+def test_alert_rules_can_fire() -> None:
+    rules = [_rule("Down", 'up{job="relay"} == 0 or absent(up{job="relay"})'),
+             _rule("PoolExhausted", POOL_ALERT)]
+    fired = P0.test_alert_rules_can_fire
+    ok = _prometheus(FakePrometheus(rules, UP), alert_rules=["Down", "PoolExhausted"])
+    assert _run(fired, prometheus=ok) == "pass"
+    typo = [_rule("Down", 'up{job="relay"} == 0'), _rule("PoolExhausted",
+                                                         POOL_ALERT.replace("waiting", "wait"))]
+    broken = _prometheus(FakePrometheus(typo, UP), alert_rules=["Down", "PoolExhausted"])
+    with pytest.raises(AssertionError, match=r'PoolExhausted: pool_wait\{job="relay"\}'):
+        fired(prometheus=broken, evidence=Evidence())
+    # A rule on Prometheus' own ALERTS series, empty while nothing fires, is legitimate.
+    meta = [*rules, _rule("Meta", 'count(ALERTS{severity="critical"}) > 0')]
+    assert _run(fired, prometheus=_prometheus(FakePrometheus(meta, UP),
+                                              rule_groups=["relay-*"])) == "pass"
+    # Other teams' rules outside the scope are not judged.
+    theirs = [*rules, {**_rule("Ledger", "ledger_lag > 1"), "group": "payments"}]
+    assert _run(fired, prometheus=_prometheus(FakePrometheus(theirs, UP),
+                                              rule_groups=["relay-alerts"])) == "pass"
+    assert _run(fired, prometheus=_prometheus(FakePrometheus(theirs, UP))) == "not covered"
+    assert _run(fired, prometheus=_prometheus(FakePrometheus(rules, down=True),
+                                              alert_rules=["Down"])) == "error"
+
+
+def test_alert_rules_loaded_health() -> None:
+    loaded = P0.test_alert_rules_loaded
+
+    def with_health(health: str) -> PrometheusProbe:
+        fake = FakePrometheus([_rule("Down", "up == 0", health=health)])
+        probe = _prometheus(fake, alert_rules=["Down"])
+        probe.buildinfo = lambda: {"version": "2.53.0"}  # type: ignore[method-assign]
+        return probe
+
+    assert _run(loaded, prometheus=with_health("ok")) == "pass"
+    assert _run(loaded, prometheus=with_health("err")) == "fail"
+    # Just reloaded, not evaluated yet: neither healthy nor broken.
+    assert _run(loaded, prometheus=with_health("unknown")) == "not covered"
+
+
+def test_recording_rules_produce_series() -> None:
+    produce = P3_1.test_slo_recording_rules_produce_series
+    rules = [_rule("slo:ratio", 'sum(rate(req{job="relay"}[5m]))', kind="recording",
+                   group="relay-slo")]
+    series = {'req{job="relay"}': 1, "slo:ratio": 0.5}
+    ok = _prometheus(FakePrometheus(rules, series), slo_recording_rules=["slo:ratio"])
+    assert _run(produce, prometheus=ok) == "pass"
+    nothing = _prometheus(FakePrometheus(rules, {'req{job="relay"}': 1}),
+                          slo_recording_rules=["slo:ratio"])
+    assert _run(produce, prometheus=nothing) == "fail"
+    fresh = [{**rules[0], "health": "unknown"}]
+    assert _run(produce, prometheus=_prometheus(FakePrometheus(fresh, {'req{job="relay"}': 1}),
+                                                slo_recording_rules=["slo:ratio"])) \
+        == "not covered"
+    # Its input missing fails even while it is not evaluated yet.
+    assert _run(produce, prometheus=_prometheus(FakePrometheus(fresh, {}),
+                                                slo_recording_rules=["slo:ratio"])) == "fail"
+
+
+# -- P2-004: pool alert and gauges ------------------------------------------------------------
+
+
+def _service(text: str, content_type: str = "text/plain; version=0.0.4", status: int = 200,
+             **cfg: Any) -> ServiceProbe:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=text.encode(), headers={"Content-Type": content_type})
+
+    cfg.setdefault("pool_gauges", GAUGES)
+    return ServiceProbe(ServiceConfig(base_url="http://svc.test", **cfg), timeout=2,
+                        transport=httpx.MockTransport(handler))
+
+
+def _pool(size: float, in_use: float, available: float, waiting: float, *,
+          openmetrics: bool = False) -> str:
+    text = "".join(f"# TYPE pool_{k} gauge\npool_{k} {v}\n" for k, v in
+                   (("size", size), ("in_use", in_use), ("available", available),
+                    ("waiting", waiting)))
+    return text + ("# EOF\n" if openmetrics else "")
+
+
+class _Request:
+    """What the checks ask of pytest's ``request``: the Prometheus fixture."""
+
+    def __init__(self, prometheus: PrometheusProbe | None = None) -> None:
+        self.prometheus = prometheus
+
+    def getfixturevalue(self, name: str) -> Any:
+        assert name == "prometheus" and self.prometheus is not None
+        return self.prometheus
+
+
+ENV = Environment(name="t", prometheus=PrometheusConfig(url="http://prom.test",
+                                                        service_job="relay"))
+
+
+def test_pool_gauges_sane() -> None:
+    sane = P2_4.test_pool_gauges_sane
+    ok = {"opsready_env": ENV, "request": _Request()}
+    assert _run(sane, service=_service(_pool(8, 3, 5, 0)), **ok) == "pass"
+    om = _service(_pool(8, 3, 5, 0, openmetrics=True),
+                  "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert _run(sane, service=om, **ok) == "pass"
+    assert _run(sane, service=_service(_pool(0, 0, 0, 0)), **ok) == "fail"
+    assert _run(sane, service=_service(_pool(4, 6, 0, 1)), **ok) == "fail"
+    assert _run(sane, service=_service("", status=401), **ok) == "error"
+    assert _run(sane, service=_service(_pool(8, 3, 5, 0), pool_gauges=PoolGaugesConfig(
+        available="pool_available")), **ok) == "not covered"
+
+
+def test_pool_gauges_judged_per_instance_behind_one_url() -> None:
+    """Two instances behind one load balancer: one GET sees one of them, Prometheus sees
+    both, and the stub on the second one fails by name."""
+    by_instance = {f'pool_{k}{{job="relay"}}': [({"instance": "a:8000"}, v),
+                                                ({"instance": "b:8000"}, 0)]
+                   for k, v in (("size", 8), ("in_use", 2), ("available", 6), ("waiting", 0))}
+    prometheus = _prometheus(FakePrometheus([], by_instance))
+    service = _service(_pool(8, 2, 6, 0), metrics_per_instance=True)
+    with pytest.raises(AssertionError, match="instance b:8000: all 4 gauges read 0"):
+        P2_4.test_pool_gauges_sane(service=service, opsready_env=ENV,
+                                   request=_Request(prometheus), evidence=Evidence())
+    healthy = {k: v[:1] for k, v in by_instance.items()}
+    assert _run(P2_4.test_pool_gauges_sane, service=service, opsready_env=ENV,
+                request=_Request(_prometheus(FakePrometheus([], healthy)))) == "pass"
+    no_prometheus = Environment(name="t")
+    assert _run(P2_4.test_pool_gauges_sane, service=service, opsready_env=no_prometheus,
+                request=_Request()) == "not covered"
+
+
+def test_pool_alert_uses_the_configured_gauges_and_is_healthy() -> None:
+    uses = P2_4.test_pool_alert_uses_gauges
+    service = _service("")
+
+    def probe(query: str, health: str = "ok", **cfg: Any) -> PrometheusProbe:
+        return _prometheus(FakePrometheus([_rule("PoolExhausted", query, health=health)]), **cfg)
+
+    assert _run(uses, service=service, prometheus=probe(POOL_ALERT,
+                                                        pool_alert_rule="PoolExhausted")) == "pass"
+    # Without a named rule, any judged rule that selects both gauges will do.
+    assert _run(uses, service=service, prometheus=probe(POOL_ALERT)) == "pass"
+    wrong = 'pool_in_use{job="relay"} >= pool_size{job="relay"}'
+    assert _run(uses, service=service, prometheus=probe(wrong,
+                                                        pool_alert_rule="PoolExhausted")) == "fail"
+    assert _run(uses, service=service, prometheus=probe(wrong)) == "fail"
+    # A comment or a label value naming the gauge is not a use of it.
+    quoted = 'up{job="pool_waiting"} == 0 and pool_available == 0'
+    assert _run(uses, service=service, prometheus=probe(quoted)) == "fail"
+    # Healthy on every path: a broken rule fails whether it is named or found.
+    assert _run(uses, service=service, prometheus=probe(POOL_ALERT, health="err")) == "fail"
+    assert _run(uses, service=service, prometheus=probe(POOL_ALERT, health="unknown",
+                                                        pool_alert_rule="PoolExhausted")) \
+        == "not covered"
+    assert _run(uses, service=service, prometheus=probe(POOL_ALERT, pool_alert_gauges=[
+        "available", "waiting", "size"])) == "fail"
+
+
+# -- P2-003: the breach counter -----------------------------------------------------------------
+
+
+def test_breach_counter_exposed() -> None:
+    exposed = P2_3.test_breach_counter_exposed
+    ctx = {"opsready_env": ENV, "request": _Request()}
+    counter = "# TYPE breaches_total counter\nbreaches_total{workspace=\"a\"} 0\n"
+    om = "# TYPE breaches counter\nbreaches_total{workspace=\"a\"} 0\n# EOF\n"
+    gauge = "# TYPE breaches_total gauge\nbreaches_total{workspace=\"a\"} 0\n"
+    cfg = {"rate_limit_metric": "breaches_total"}
+    assert _run(exposed, service=_service(counter, **cfg), **ctx) == "pass"
+    assert _run(exposed, service=_service(om, "application/openmetrics-text; version=1.0.0",
+                                          **cfg), **ctx) == "pass"
+    assert _run(exposed, service=_service(gauge, **cfg), **ctx) == "fail"
+    assert _run(exposed, service=_service("", status=401, **cfg), **ctx) == "error"
+    assert _run(exposed, service=_service(counter), **ctx) == "not covered"
+    metadata = [{"target": {"instance": i, "job": "relay"}, "metric": "breaches_total",
+                 "type": t, "help": ""} for i, t in (("a:1", "counter"), ("b:1", "gauge"))]
+    per_instance = _Request(_prometheus(FakePrometheus([], metadata=metadata)))
+    with pytest.raises(AssertionError, match="b:1 declares a gauge"):
+        exposed(service=_service(counter, metrics_per_instance=True, **cfg), opsready_env=ENV,
+                request=per_instance, evidence=Evidence())
+
+
+# -- P3-001: SLIs and the error budget -----------------------------------------------------------
+
+
+def _slos(answers: dict[str, float | None], *specs: SloSpec) -> list[Any]:
+    probe = _prometheus(FakePrometheus([]))
+    probe.value = lambda promql: answers[promql]  # type: ignore[method-assign]
+    config = SloConfig(slos=list(specs))
+    return [probe.slo_status(s, config, 15 * 86400) for s in specs]
+
+
+RATIO = SloSpec(name="error rate", target=0.01, objective="le", query="err[$window]")
+LATENCY = SloSpec(name="p95", target=1.2, objective="le", unit="s", query="p95[$window]")
+
+
+def test_a_quiet_window_is_not_covered_and_no_series_fails() -> None:
+    slis, budget = P3_1.test_slis_compute_now, P3_1.test_error_budget_computed
+    probe = _prometheus(FakePrometheus([]))
+    config = SloConfig(slos=[RATIO])
+    fine = _slos({"err[1h]": 0.001, "err[15d]": 0.002}, RATIO)
+    assert _run(slis, prometheus=probe, slo_config=config, slo_statuses=fine) == "pass"
+    assert _run(budget, prometheus=probe, slo_statuses=fine) == "pass"
+    quiet = _slos({"err[1h]": math.nan, "err[15d]": 0.002}, RATIO)
+    assert _run(slis, prometheus=probe, slo_config=config, slo_statuses=quiet) == "not covered"
+    absent = _slos({"err[1h]": None, "err[15d]": None}, RATIO)
+    assert _run(slis, prometheus=probe, slo_config=config, slo_statuses=absent) == "fail"
+    assert _run(budget, prometheus=probe, slo_statuses=absent) == "fail"
+    # A latency SLO without budget_fraction or bad_query: the columns cannot be computed,
+    # and the criterion says why instead of passing with blanks.
+    latency = _slos({"p95[1h]": 0.4}, LATENCY)
+    assert _run(budget, prometheus=probe, slo_statuses=latency) == "not covered"
+
+
+def test_the_slo_table_is_a_typed_table_with_its_windows() -> None:
+    evidence = Evidence()
+    statuses = _slos({"err[1h]": 0.001, "err[15d]": 0.002}, RATIO)
+    P3_1.test_slis_compute_now(prometheus=_prometheus(FakePrometheus([])),
+                               slo_config=SloConfig(slos=[RATIO]), slo_statuses=statuses,
+                               evidence=evidence)
+    table = next(i for i in evidence.items if i.name == "slo_table")
+    assert table.kind == "table"
+    assert table.rows[0]["budget_window"] == "15d" and table.rows[0]["window"] == "30d"
+    json.dumps(table.rows)
+
+
+# -- P3-002: runbooks ---------------------------------------------------------------------------
+
+
+class _Repo:
+    repo = "acme/relay"
+
+    def __init__(self, files: dict[str, str]) -> None:
+        self.files = files
+
+    def get_file(self, path: str, ref: str | None = None) -> str | None:
+        return self.files.get(path) if ref in (None, "main", "release/1.2") else None
+
+
+def test_runbook_sections_need_a_body() -> None:
+    words = " ".join(["word"] * 12)
+    full = "\n".join(f"## {s}\n{words}\n" for s in RunbooksConfig().sections)
+    thin = "\n".join(f"## {s}\nTBD\n" for s in RunbooksConfig().sections)
+    lib = RunbookLibrary(RunbooksConfig(paths={"outage": "o.md"}), timeout=2, github=_Repo({}))
+    sections = P3_2.test_runbook_sections
+    assert _run(sections, runbooks=lib, runbook_texts={"outage": full}) == "pass"
+    assert _run(sections, runbooks=lib, runbook_texts={"outage": thin}) == "fail"
+
+
+def test_runbook_links_templated_scoped_and_unjudged() -> None:
+    links = P3_2.test_alert_runbook_links_resolve
+    lib = RunbookLibrary(RunbooksConfig(), timeout=2,
+                         github=_Repo({"docs/runbooks/db.md": "# DB"}))
+    templated = {**_rule("Pool", POOL_ALERT, runbook_url=(
+        "https://github.com/acme/relay/blob/release/1.2/docs/runbooks/{{ $labels.runbook }}.md")),
+        "labels": {"runbook": "db"}}
+    theirs = {**_rule("Ledger", "ledger_lag > 1"), "group": "payments"}
+    probe = _prometheus(FakePrometheus([templated, theirs]), rule_groups=["relay-alerts"])
+    assert _run(links, prometheus=probe, runbooks=lib) == "pass"
+    # Without the scope, the other team's rule without a link is judged too.
+    assert _run(links, prometheus=_prometheus(FakePrometheus([templated, theirs])),
+                runbooks=lib) == "fail"
+    series_only = {**templated, "labels": {}}
+    assert _run(links, prometheus=_prometheus(FakePrometheus([series_only])),
+                runbooks=lib) == "not covered"
+    assert _run(links, prometheus=_prometheus(FakePrometheus([], down=True)),
+                runbooks=lib) == "error"
+
+
+# -- P0-001: dashboards render --------------------------------------------------------------------
+
+
+DATASOURCES = [{"id": 1, "uid": "prom-1", "name": "Prometheus", "type": "prometheus",
+                "isDefault": True},
+               {"id": 2, "uid": "loki-1", "name": "Loki", "type": "loki"}]
+
+
+def _grafana(datasource: Any, *, status: int = 200) -> GrafanaProbe:
+    board = {"uid": "golden", "title": "Golden", "panels": [
+        {"id": 1, "title": "Latency", "type": "timeseries", "datasource": datasource,
+         "targets": [{"expr": "up"}]}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/datasources":
+            return httpx.Response(status, json=DATASOURCES if status == 200 else {})
+        if request.url.path == "/api/dashboards/uid/golden":
+            return httpx.Response(200, json={"dashboard": board, "meta": {}})
+        return httpx.Response(404, json={})
+
+    cfg = GrafanaConfig(url="http://grafana.test", token="t", dashboards=["golden"])  # type: ignore[arg-type]
+    return GrafanaProbe(cfg, timeout=2, transport=httpx.MockTransport(handler))
+
+
+def test_dashboards_render() -> None:
+    render = P0.test_grafana_dashboards_render
+    assert _run(render, grafana=_grafana({"type": "prometheus", "uid": "prom-1"})) == "pass"
+    assert _run(render, grafana=_grafana("Prometheus")) == "pass"
+    assert _run(render, grafana=_grafana(None)) == "pass"
+    with pytest.raises(AssertionError, match=r"golden: panel 'Latency' -> uid \$\{DS_PROMETHEUS\}"):
+        render(grafana=_grafana({"uid": "${DS_PROMETHEUS}"}), evidence=Evidence())
+    assert _run(render, grafana=_grafana({"uid": "deleted"})) == "fail"
+    assert _run(render, grafana=_grafana({"type": "loki", "uid": "loki-1"})) == "fail"
+    assert _run(render, grafana=_grafana("Prometheus", status=403)) == "error"
+    with pytest.raises(AccessRefused):
+        _grafana("Prometheus", status=403).datasources()
