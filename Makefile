@@ -34,9 +34,13 @@ demo: setup system-deps
 test: setup system-deps
 	@$(BIN)/python -m pytest -q tests
 
+# The workflows too: actionlint (syntax, expressions, shell) and zizmor (security; offline,
+# so it needs no token).
 lint: setup
 	@$(BIN)/ruff check src stack checks tests
 	@$(BIN)/mypy src/opsready
+	@$(BIN)/actionlint .github/workflows/*.yml
+	@$(BIN)/zizmor --offline --quiet .github/workflows
 
 bench: setup system-deps
 	@$(BIN)/python -m bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the reference stack needs, only when they are missing:
-# the real Prometheus (with promtool) and PostgreSQL's server binaries, and headless Chromium
-# and pdftotext for the report's own tests. Debian/Ubuntu, as root.
+# the real Prometheus (with promtool) and PostgreSQL's server binaries, and Chromium with
+# pdftotext (poppler-utils), which the report's browser tests use. Debian/Ubuntu, as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -35,7 +35,7 @@ missing=()
 command -v make >/dev/null || missing+=("make")
 have_prometheus || missing+=("prometheus and promtool on PATH (Debian package prometheus)")
 have_postgres || missing+=("PostgreSQL server binaries (initdb) and pg_dump/pg_restore (Debian package postgresql)")
-command -v chromium >/dev/null || missing+=("chromium (Debian package chromium), for the hostile-report test")
+command -v chromium >/dev/null || missing+=("chromium (Debian package chromium)")
 command -v pdftotext >/dev/null || missing+=("pdftotext (Debian package poppler-utils)")
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'still missing after install: %s\n' "${missing[@]}" >&2

@@ -33,7 +33,10 @@ from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.evidence import redactor
 from opsready.report import files, html, junit
+from opsready.report import history as history_file
 from opsready.report.carry_forward import EarlierPasses
+from opsready.report.charts import baseline_series
+from opsready.report.evidence_files import bound_evidence
 from opsready.report.model import (
     CriterionResult,
     Hashes,
@@ -43,6 +46,7 @@ from opsready.report.model import (
     SkippedCriterion,
     build_readiness,
 )
+from opsready.report.signing import sign_manifest
 
 __all__ = ["MODULE_ERROR_PREFIX", "NOT_RUN", "Recorder", "RunState"]
 
@@ -176,7 +180,8 @@ class RunState:
             python=sys.version.split()[0],
             interrupted=exitstatus == ExitCode.INTERRUPTED and not self.module_errors,
             hashes=Hashes(config=_sha256(Path(opts.env.source)), catalogue=_sha256(opts.catalogue_path),
-                          waivers=_sha256(opts.waivers_path)),
+                          waivers=_sha256(opts.waivers_path), attestations=_sha256(opts.attestations_path)),
+            signing_key=opts.signing_key.fingerprint if opts.signing_key is not None else None,
         )
         scope = Scope(
             configured=[n for n in type(opts.env).model_fields if isinstance(getattr(opts.env, n), BaseModel)
@@ -195,14 +200,21 @@ class RunState:
             selected=list(opts.selected) if opts.selected is not None else None, scope=scope,
             modules=self.modules(),
             carry=EarlierPasses(history, opts.env.name, opts.today, freshness, self.out_dir),
+            attestations=opts.attestations,
         )
         # Everything a target sent back passed redaction already; this is the last net.
         self.readiness = Readiness.model_validate(redactor.value(readiness.model_dump(mode="json", by_alias=True)))
+        # Each evidence item is bounded; the whole of a larger one becomes a file of the bundle.
+        self._write("evidence/", self._bound_evidence)
         self._write("readiness.json", lambda: files.write_json(self.out_dir, self.readiness_model))
         self._write("junit.xml", lambda: junit.write_junit(self.out_dir, self.readiness_model))
         self._write("readiness.prom", self._write_metrics)
         self.exit_code = self._exit_code(exitstatus)
         return self.exit_code
+
+    def _bound_evidence(self) -> None:
+        self.readiness = bound_evidence(self.readiness_model, self.out_dir,
+                                        self.options.env.evidence_item_max_bytes)
 
     @property
     def readiness_model(self) -> Readiness:
@@ -267,13 +279,18 @@ class RunState:
         before = len(self.write_failures)
         index = self.out_dir / "index.html"
         if index.is_file():
-            self._write("index.html", lambda: html.inject(index, html.render_section(readiness)))
+            history = self.history
+            self._write("index.html", lambda: html.inject(index, html.render_section(
+                readiness, baseline_series(history_file.entries(history), readiness, self.options.env))))
         from opsready.report import manifest, metrics
 
         if self.write_failures:
             self._write("incomplete.txt", self._write_incomplete)
         files.release_report_dir(self.out_dir)
         self._write(manifest.MANIFEST_NAME, lambda: manifest.write_manifest(self.out_dir))
+        key = self.options.signing_key
+        if key is not None:
+            self._write(f"{manifest.MANIFEST_NAME}.sig", lambda: sign_manifest(self.out_dir, key))
         if self.options.writes_history:
             root = self.options.reports_root
             self._write("history.jsonl", lambda: files.append_history(self.history, readiness, self.out_dir))

@@ -623,6 +623,9 @@ class Environment(_Section):
     body_limit_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1 << 30)
     # The whole run ends as interrupted, with its report, after this many seconds.
     deadline_s: float = Field(default=900.0, gt=0, le=86400)
+    # Each evidence item is cut to this many bytes in readiness.json and index.html; the whole
+    # item is saved as a file of the bundle and linked.
+    evidence_item_max_bytes: int = Field(default=65536, ge=1024, le=64 * 1024 * 1024)
     service: ServiceConfig | None = None
     cors: CorsConfig | None = None
     webhooks: WebhooksConfig | None = None

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from opsready._errors import ConfigError
+from opsready.report import history as history_file
 from opsready.report.model import Readiness
 
 __all__ = [
@@ -85,31 +86,25 @@ def previous_run(history: Path, environment: str) -> tuple[dict[str, str] | None
     A run limited with ``--ticket`` records only the tickets it judged, so a ticket keeps the
     status of the last run that looked at it.
     """
-    if not history.is_file():
-        return None, None
     statuses_so_far: dict[str, str] = {}
     last_id: str | None = None
-    with history.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a torn line from an interrupted run must not stop the next one
-            if isinstance(entry, dict) and entry.get("environment") == environment:
-                statuses = entry.get("statuses")
-                if isinstance(statuses, dict):
-                    statuses_so_far.update({str(k): str(v) for k, v in statuses.items()})
-                    last_id = str(entry.get("run_id"))
+    # Across rotated segments too; a torn line from an interrupted run is skipped.
+    for entry in history_file.entries(history, environment):
+        statuses = entry.get("statuses")
+        if isinstance(statuses, dict):
+            statuses_so_far.update({str(k): str(v) for k, v in statuses.items()})
+            last_id = str(entry.get("run_id"))
     return (statuses_so_far if last_id is not None else None), last_id
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[int]:
-    """An exclusive ``flock`` on ``path`` (opened for appending) for the block."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def _locked(history: Path) -> Iterator[None]:
+    """An exclusive ``flock`` for the block, on a lock file beside ``history``: the history
+    itself may be moved aside (rotated) while runs wait for the lock."""
+    fd = os.open(history.with_name(f".{history.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
+        yield
     finally:
         os.close(fd)
 
@@ -130,16 +125,22 @@ def append_history(history: Path, readiness: Readiness, report_dir: Path) -> Non
         "counts": readiness.counts.model_dump(),
         # Only the tickets this run judged: a --ticket run says nothing of the others.
         "statuses": readiness.judged,
+        # The numbers the baseline charts draw (the drill's RTO, the newest backup's age).
+        "measures": history_file.measures_of(readiness),
     }
     line = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
-    with _locked(history) as fd:
-        # A torn line left by a run killed mid-write must not swallow this one.
-        size = os.fstat(fd).st_size
-        if size and _last_byte(history) != b"\n":
-            line = b"\n" + line
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view):]
+    with _locked(history):
+        history_file.rotate_if_full(history)
+        fd = os.open(history, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            # A torn line left by a run killed mid-write must not swallow this one.
+            if os.fstat(fd).st_size and _last_byte(history) != b"\n":
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
 
 def _last_byte(path: Path) -> bytes:
