@@ -769,8 +769,9 @@ class RailwayPart:
     name = "railway"
     ports = ("railway",)
     faults = FAULTS
-    # Deployments take this long to go from DEPLOYING to SUCCESS after a rollback/redeploy.
-    deploy_seconds = 1.0
+    # Deployments take this long to go from DEPLOYING to SUCCESS after a rollback/redeploy:
+    # long enough that a drill sees them deploying, short enough to run the drill often.
+    deploy_seconds = 0.3
 
     def start(self, ctx: StackContext) -> None:
         port = ctx.ports["railway"]
@@ -807,6 +808,7 @@ class RailwayPart:
                 "environment_id": IDS["environment"],
                 "service_id": IDS["service"],
                 "drill_timeout_s": 30,
+                "drill_poll_s": 0.1,
             }
         }
 

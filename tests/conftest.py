@@ -31,6 +31,10 @@ UP_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 300.0
 VERIFY_TIMEOUT_S = 900.0
 
+# Plugins installed for the suite's own tests that no check run uses: a plain `pytest checks`
+# run here autoloads every other installed plugin (opsready's among them), as a user's does.
+UNUSED_PLUGINS_OFF = ("-p", "no:hypothesispytest", "-p", "no:anyio")
+
 # Variables of an outer pytest run that must not leak into the pytest that `opsready verify`
 # runs (an xdist worker id would make the inner run believe it is a worker).
 _INNER_ENV_DROP = ("PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER",
@@ -259,7 +263,7 @@ class Project:
         self.runs += 1
         out_dir = self.root / "reports" / (out or f"run{self.runs}")
         result = self.pytester.runpytest_subprocess(
-            str(self.checks), "-p", "no:cacheprovider",
+            str(self.checks), "-p", "no:cacheprovider", *UNUSED_PLUGINS_OFF,
             "--opsready-env", str(self.env), "--opsready-root", str(self.root),
             "--opsready-out", str(out_dir), *args,
         )
