@@ -153,6 +153,16 @@ def stack() -> Iterator[StartedStack]:
         yield started
 
 
+@pytest.fixture(scope="session")
+def healthy_run(stack: StartedStack, tmp_path_factory: pytest.TempPathFactory) -> VerifyResult:
+    """One ``opsready verify`` of every ticket on the healthy stack, every intrusive probe
+    allowed, the P0/P1 gate on: the run whose evidence each domain's tests read."""
+    from opsready.config import INTRUSIVE_PROBES
+
+    return run_verify(stack, tmp_path_factory.mktemp("healthy"), "--gate", "P0,P1", "-n", "0",
+                      allow_intrusive=list(INTRUSIVE_PROBES))
+
+
 @dataclass
 class VerifyResult:
     exit_code: int
