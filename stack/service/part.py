@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from opsready_stack.part import Fault, StackContext, wait_until
+from opsready_stack.part import BasePart, Fault, StackContext, wait_until
 from opsready_stack.service.app import ALLOWED_ORIGINS, METRICS_FAULTS
 from opsready_stack.service.signing import configured_secret
 
@@ -21,7 +21,7 @@ _SIGNATURE_HEADERS: dict[str, str] = {
 _ACTIONS = "/api/v1/actions"
 
 
-class ServicePart:
+class ServicePart(BasePart):
     name = "service"
     ports = ("service",)
     faults = (
