@@ -39,7 +39,7 @@ lint: setup
 	@$(BIN)/mypy src/opsready
 
 bench: setup system-deps
-	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench $(if $(BENCH_ROWS),--rows $(BENCH_ROWS),)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

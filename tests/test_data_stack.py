@@ -409,3 +409,23 @@ def test_drill_streams_in_bounded_chunks(stack: StartedStack, jobs: int) -> None
     assert result.size_bytes == newest.size
     assert source.sizes and all(0 < n <= CHUNK for n in source.sizes), source.sizes[:5]
     assert result.dropped and _drill_databases(stack) == []
+
+
+def test_a_long_drill_says_where_it_is(stack: StartedStack) -> None:
+    """Progress lines name the bytes downloaded of the total, the restore's time, and the
+    tables verified; here a line is due every few milliseconds, as if the drill were long."""
+    env = load_environment(str(stack.env_path), ROOT)
+    assert env.backups is not None and env.restore_drill is not None
+    store = BackupStore(env.backups, timeout=10)
+    newest = store.latest().newest
+    assert newest is not None
+    server = ScratchServer(env.restore_drill, timeout=10)
+    server.progress_interval_s = 0.005
+    lines: list[str] = []
+    result = server.restore_drill(store.source(newest), progress=lines.append)
+    assert result.verified, result.problems
+    assert lines and all(line.startswith("[opsready] restore drill, ") for line in lines), lines
+    said = " ".join(lines)
+    assert "MiB" in said and "verified" in said, lines
+    total = len(env.restore_drill.expected_tables)
+    assert not [ln for ln in lines if "verified" in ln and f"of {total} tables" not in ln], lines
