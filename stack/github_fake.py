@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opsready_stack.github_issues_fake import issue_routes, tracker_env_config
 from opsready_stack.part import Fault, FaultWatcher, HttpFakePart, StackContext
 
 __all__ = ["REPO", "GithubPart", "build_app"]
@@ -688,6 +689,7 @@ def build_app(dir: Path, repo: str = REPO) -> Any:
         Route(base + "/commits/{ref:path}", guarded(commit)),
         Route(base + "/contents", guarded(contents)),
         Route(base + "/contents/{path:path}", guarded(contents)),
+        *issue_routes(repo, gh.token, gh.rate_headers),
     ]
 
     async def fallback(request: Request, exc: Exception) -> Response:
@@ -712,6 +714,7 @@ class GithubPart(HttpFakePart):
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         return {
+            **tracker_env_config(ctx.urls["github"], ctx.secrets["github_token"], self.repo),
             "github": {
                 "api_url": ctx.urls["github"],
                 "token": ctx.secrets["github_token"],

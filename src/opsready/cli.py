@@ -1,4 +1,4 @@
-"""``opsready verify | tickets | stack | verify-bundle``."""
+"""``opsready verify | tickets | stack | verify-bundle | sync``."""
 
 from __future__ import annotations
 
@@ -84,7 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check a report directory against its MANIFEST.sha256. Exit 0 when every "
                        "file is intact, 1 naming each changed, missing or extra file, 4 on a usage error.")
     b.add_argument("dir", metavar="DIR", type=Path, help="the report directory to check, e.g. reports/latest")
+    _add_sync_parser(sub)
     return parser
+
+
+def _add_sync_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    s = sub.add_parser("sync", help="make the tracker's issues show a verified run's ticket statuses",
+                       description="Mirror the ticket statuses of a finished run into the tracker: one "
+                       "issue per ticket, a status label, a comment per change, closed when done or "
+                       "waived. Reads an intact bundle and never probes. Exit 0 when the tracker shows "
+                       "the run, 1 when something was not applied or the bundle was refused, 4 on a "
+                       "usage or config error.")
+    s.add_argument("--env", default="local",
+                   help="environment NAME (config/environments/NAME.yaml) or a YAML path (default: local)")
+    # Each choice is a section under `tracker:` in the environment (opsready.tracker.sync).
+    s.add_argument("--tracker", required=True, choices=("github",),
+                   help="the tracker section of the environment to write to")
+    s.add_argument("--report", default=None, metavar="DIR", type=Path,
+                   help="the run to mirror (default: the newest run of the environment in reports/history.jsonl)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="read the tracker and print every change, write nothing")
+    s.add_argument("--root", default=None, metavar="DIR",
+                   help="project root holding config/ and reports/ (default: found from the current directory)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             from opsready.report.manifest import verify_bundle_command
 
             return int(verify_bundle_command(args.dir))
+        if args.command == "sync":
+            from opsready.tracker.sync import run_sync
+
+            return int(run_sync(env_name=args.env, root=_root(args.root), tracker_kind=args.tracker,
+                                report=args.report, dry_run=args.dry_run))
     except ConfigError as exc:
         sys.stderr.write(f"opsready: config error: {exc}\n")
         return int(ExitCode.USAGE)

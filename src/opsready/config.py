@@ -30,6 +30,7 @@ from opsready._errors import ConfigError
 __all__ = [
     "HOSTILE_ORIGIN_VARIANTS",
     "INTRUSIVE_PROBES",
+    "WRITE_ACTIONS",
     "BackupsConfig",
     "CorsConfig",
     "Environment",
@@ -49,6 +50,8 @@ __all__ = [
     "ServiceConfig",
     "SloConfig",
     "SloSpec",
+    "TrackerConfig",
+    "TrackerGithubConfig",
     "WebhooksConfig",
     "interpolate",
     "load_environment",
@@ -64,6 +67,14 @@ INTRUSIVE_PROBES: dict[str, str] = {
     "otel_probe_span": "sends one probe span to the OTel collector",
     "restore_drill": "restores the latest backup into a scratch database, then drops it",
     "rollback_drill": "rolls the service back on Railway and forward again (staging only)",
+}
+
+# The names an environment may list under ``allow_writes``. Each names one command that writes
+# somewhere other than the platform under audit and the run's own report. They are kept apart
+# from ``allow_intrusive``: they do not touch the platform, have no freshness window, and
+# ``verify --allow-intrusive`` must neither grant nor take them away.
+WRITE_ACTIONS: dict[str, str] = {
+    "tracker_sync": "opsready sync creates, labels, comments on, closes and reopens tracker issues",
 }
 
 
@@ -535,6 +546,51 @@ class RunbooksConfig(_Section):
     min_section_words: int = Field(default=10, ge=0)
 
 
+class TrackerGithubConfig(_Section):
+    """The GitHub repository whose issues ``opsready sync --tracker github`` keeps in step."""
+
+    api_url: str = "https://api.github.com"
+    repo: str
+    # Its own token, apart from github.token: a fine-grained token with Issues read and write.
+    token: SecretStr | None = None
+    rate_limit_wait_max_s: float = Field(default=60.0, ge=0, le=3600)
+    # GitHub asks for a pause of at least a second between POST/PATCH/DELETE requests.
+    write_interval_s: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v)
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError("expected owner/name, e.g. acme/relay")
+        return v
+
+
+class TrackerConfig(_Section):
+    """Where ``opsready sync`` mirrors ticket statuses. One section per tracker kind."""
+
+    github: TrackerGithubConfig | None = None
+    # Where a run's report can be read, e.g. the CI run that keeps it as an artifact;
+    # ``{run_id}`` and ``{environment}`` are filled in. Empty: comments carry no link.
+    report_url: str | None = None
+
+    @field_validator("report_url")
+    @classmethod
+    def _report_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        try:
+            filled = v.format(run_id="r", environment="e")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("use only the placeholders {run_id} and {environment}") from None
+        _check_url(filled)
+        return v
+
+
 class FreshnessConfig(_Section):
     """Carry-forward: for how many days a pass of a criterion that needs an intrusive probe may
     stand in for a later run that does not allow that probe. 0 turns it off for the probe.
@@ -554,6 +610,7 @@ class Environment(_Section):
     name: str = ""
     gate: list[Literal["P0", "P1", "P2", "P3"]] = ["P0", "P1"]
     allow_intrusive: list[str] = []
+    allow_writes: list[str] = []
     freshness_days: FreshnessConfig = FreshnessConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     service: ServiceConfig | None = None
@@ -568,6 +625,7 @@ class Environment(_Section):
     restore_drill: RestoreDrillConfig | None = None
     slo: SloConfig | None = None
     runbooks: RunbooksConfig | None = None
+    tracker: TrackerConfig | None = None
     source: str = Field(default="", exclude=True)
 
     @field_validator("allow_intrusive")
@@ -579,6 +637,17 @@ class Environment(_Section):
                 known = ", ".join(sorted(INTRUSIVE_PROBES))
                 extra = f"did you mean '{hint[0]}'? " if hint else ""
                 raise ValueError(f"unknown intrusive probe '{name}'; {extra}known: {known}")
+        return v
+
+    @field_validator("allow_writes")
+    @classmethod
+    def _known_writes(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in WRITE_ACTIONS:
+                hint = difflib.get_close_matches(name, WRITE_ACTIONS, n=1)
+                known = ", ".join(sorted(WRITE_ACTIONS))
+                extra = f"did you mean '{hint[0]}'? " if hint else ""
+                raise ValueError(f"unknown write '{name}'; {extra}known: {known}")
         return v
 
 

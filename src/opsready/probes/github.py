@@ -213,8 +213,14 @@ class GithubProbe:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        config_key: str = "github",
+        token_needs: str | None = None,
     ) -> None:
         self.cfg = cfg
+        # Messages name the config section the token and the bound come from, and what the
+        # token needs: the tracker sync reuses this client with its own section and token.
+        self._config_key = config_key
+        self._token_needs = token_needs or f"read access to {cfg.repo}"
         headers = {
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": API_VERSION,
@@ -513,9 +519,18 @@ class GithubProbe:
 
     def _get(self, url: str, *, params: dict[str, Any] | None = None) -> httpx.Response:
         """GET with the rate-limit rules; 401 raises ``AccessRefused``."""
+        return self.send("GET", url, params=params)
+
+    def send(self, method: str, url: str, *, params: dict[str, Any] | None = None,
+             json: Any = None) -> httpx.Response:
+        """One request with GitHub's headers and rate-limit rules; 401 raises ``AccessRefused``.
+
+        The probe itself only reads. ``opsready sync`` writes issues through this method, so a
+        write waits out a primary or secondary rate limit exactly as a read does. A request
+        that was rate-limited was not carried out, so repeating it is safe."""
         for _ in range(_MAX_RATE_LIMIT_RETRIES + 1):
             self._wait_for_reset()
-            resp = self.http.request("GET", url, params=params)
+            resp = self.http.request(method, url, params=params, json=json)
             self._note_rate_limit(resp)
             if resp.status_code in (403, 429):
                 wait = self._limited_wait(resp)
@@ -525,13 +540,13 @@ class GithubProbe:
                     continue
             if resp.status_code == 401:
                 raise AccessRefused(
-                    f"github: GET {url} answered 401; the token was refused, check "
-                    f"github.token in the environment config (it needs read access to "
-                    f"{self.repo})"
+                    f"github: {method} {url} answered 401; the token was refused, check "
+                    f"{self._config_key}.token in the environment config (it needs "
+                    f"{self._token_needs})"
                 )
             return resp
         raise RateLimited(
-            f"github: GET {url} was still rate-limited after {_MAX_RATE_LIMIT_RETRIES} waits; "
+            f"github: {method} {url} was still rate-limited after {_MAX_RATE_LIMIT_RETRIES} waits; "
             f"run again later or use a token with a higher limit"
         )
 
@@ -571,7 +586,7 @@ class GithubProbe:
         if seconds > bound:
             raise RateLimited(
                 f"github: rate limit exhausted before {what}; it resets in {seconds:.0f}s, "
-                f"more than github.rate_limit_wait_max_s ({bound:g}s); run again after the "
+                f"more than {self._config_key}.rate_limit_wait_max_s ({bound:g}s); run again after the "
                 f"reset or raise the bound"
             )
         self._sleep(seconds)
