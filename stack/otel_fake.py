@@ -417,7 +417,7 @@ class OtelPart(HttpFakePart):
             "trace_api_url": ctx.urls["otel_traces"],
             "service_name": SERVICE_NAME,
             "traced_path": "/api/v1/actions",
-            "read_back_timeout_s": 10,
+            "read_back_timeout_s": 5,
         }}
 
 

@@ -71,7 +71,7 @@ class ServicePart(BasePart):
             "register_path": "/api/v1/webhooks/endpoints",
             "trigger_path": f"{_ACTIONS}/execute",
             "trigger_body": {"action": "opsready.probe"},
-            "delivery_timeout_s": 10,
+            "delivery_timeout_s": 5,
         }
         return {
             "service": {
