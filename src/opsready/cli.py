@@ -13,9 +13,11 @@ from opsready._options import ExitCode
 
 __all__ = ["DEFAULT_WORKERS", "build_parser", "main"]
 
-# Probes mostly wait on the network, so more workers than cores still overlap usefully;
-# each worker costs an interpreter and its imports, so keep it modest.
-DEFAULT_WORKERS = 4
+# One process, chosen by `make bench`: on two cores, xdist workers made a whole verify slower
+# at loopback latency (each worker costs an interpreter and its imports), and a default must
+# never be slower than -n 0. The probes overlap a criterion's independent requests instead;
+# over a slow network, -n 2 or more still shortens the run for those who ask for it.
+DEFAULT_WORKERS = 0
 
 # What a run needs, loaded by module name (xdist replays these arguments on its workers).
 # Autoloading every installed pytest11 plugin costs each process, and each worker, the
