@@ -91,6 +91,8 @@ __all__ = [
 DRILL_PREFIX = "opsready_drill_"
 CHUNK = 1 << 20
 SWEEP_AFTER_S = 86400.0
+# A plain DROP DATABASE waits up to 5 s for other sessions itself; a few more tries.
+_DROP_ATTEMPTS = 4
 # Built-in roles whose members can run programs or touch files on the database host.
 PRIVILEGED_ROLES = ("pg_execute_server_program", "pg_write_server_files", "pg_read_server_files")
 _DRILL_NAME = re.compile(rf"^{DRILL_PREFIX}(\d{{9,11}})(?:_[0-9a-f]+)?$")
@@ -655,16 +657,30 @@ class ScratchServer:
             conn.close()
 
     def _drop(self, dsn: str, db: str) -> None:
-        """Drop a drill database, ending its sessions first (PostgreSQL 13+ ``FORCE``)."""
+        """Drop a drill database, ending its sessions first (PostgreSQL 13+ ``FORCE``).
+
+        ``FORCE`` refuses when a session it may not end is there, and an autovacuum worker
+        on the freshly restored tables is such a session for the drill role; a plain DROP
+        stops autovacuum workers by itself, so it follows, a few times while they exit."""
         import psycopg
 
         with self._connect(dsn) as conn:
             try:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                return
             except psycopg.errors.SyntaxError:
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                              "WHERE datname = %s", (db,))
-                conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+            for attempt in range(_DROP_ATTEMPTS):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if attempt + 1 == _DROP_ATTEMPTS:
+                        raise
+                    time.sleep(0.5)
 
     def tool(self, name: str) -> str:
         found = shutil.which(name)
