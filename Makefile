@@ -31,8 +31,12 @@ verify: setup
 demo: setup system-deps
 	@$(BIN)/python -m opsready_stack.demo
 
+# Two xdist workers, each with a reference stack of its own (the `stack` fixture is per
+# session, and a worker is a session): a verify waits on its stack about half the time, so
+# two overlap on two cores. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup system-deps
-	@$(BIN)/python -m pytest -q tests
+	@$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS)) tests
 
 lint: setup
 	@$(BIN)/ruff check src stack checks tests
