@@ -4,6 +4,10 @@ Over a real network each request pays a round trip; the preflights of every orig
 and method, or the dashboards of a list, do not depend on each other, so they overlap. The
 HTTP clients (``httpx.Client``) are safe to share between threads, and the number in flight
 is bounded, so a target sees a handful of concurrent requests, never a flood.
+
+Not for GitHub: its REST API asks integrations to send requests one at a time, to stay clear
+of its secondary rate limits, so the GitHub probe (and what reads through it, such as runbook
+links in the repository) stays serial.
 """
 
 from __future__ import annotations
