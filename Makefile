@@ -38,9 +38,13 @@ TEST_WORKERS ?= 2
 test: setup system-deps
 	@$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS)) tests
 
+# The workflows too: actionlint (syntax, expressions, shell) and zizmor (security; offline,
+# so it needs no token).
 lint: setup
 	@$(BIN)/ruff check src stack checks tests
 	@$(BIN)/mypy src/opsready
+	@$(BIN)/actionlint .github/workflows/*.yml
+	@$(BIN)/zizmor --offline --quiet .github/workflows
 
 bench: setup system-deps
 	@$(BIN)/python -m bench $(if $(BENCH_ROWS),--rows $(BENCH_ROWS),)

@@ -117,6 +117,7 @@ def test_latest_backup_within_rpo(latest: LatestBackups | None, backups: BackupS
                                 else latest.listed_since.isoformat(),
                                 "requests": latest.requests})
     evidence.record("rpo_hours", round(age, 3))
+    evidence.measure("backup_age_hours", round(age, 3), "h")
     assert age <= backups.cfg.rpo_hours, (
         f"s3://{backups.bucket}/{newest.key}: the newest backup is {age:.1f} h old, expected "
         f"under the RPO of {backups.cfg.rpo_hours:g} h; check the nightly backup job's last runs"

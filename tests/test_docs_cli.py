@@ -19,7 +19,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def test_every_command_and_option_is_in_the_readme() -> None:
     commands = _subparsers(build_parser())
-    assert set(commands) == {"verify", "tickets", "stack", "verify-bundle", "sync"}
+    assert set(commands) == {"verify", "tickets", "stack", "verify-bundle", "keygen", "summary", "sync"}
     missing = []
     for name, sub in commands.items():
         if f"opsready {name}" not in README:

@@ -1,4 +1,6 @@
-"""The GitHub Actions workflows: their triggers, and every command they run exists."""
+"""The GitHub Actions workflows: their triggers, every command they run exists, they pass
+actionlint and zizmor, actions are pinned by commit SHA, and each job has the least
+permissions it needs."""
 
 from __future__ import annotations
 
@@ -116,9 +118,14 @@ def _verify_step(workflow: dict[str, Any]) -> dict[str, Any]:
     return found[0]
 
 
-def test_nightly_verifies_production_and_fails_on_regression() -> None:
-    step = _verify_step(load(NIGHTLY))
-    assert "--env production" in step["run"]
+def test_nightly_verifies_each_environment_of_its_matrix_and_fails_on_regression() -> None:
+    workflow = load(NIGHTLY)
+    job = workflow["jobs"]["verify"]
+    assert "production" in job["strategy"]["matrix"]["environment"]
+    assert job["strategy"]["fail-fast"] is False  # one environment's failure does not cancel the others
+    assert job["env"]["ENVIRONMENT"] == "${{ matrix.environment }}"
+    step = _verify_step(workflow)
+    assert '--env "$ENVIRONMENT"' in step["run"]
     assert "--fail-on-regression" in step["run"]
     # The job must fail when verify exits non-zero: no swallowing of the exit code.
     assert not step.get("continue-on-error")
@@ -138,17 +145,20 @@ def test_every_secret_of_the_production_example_comes_from_repository_secrets() 
 
 def test_nightly_uploads_the_report_for_90_days_even_when_verify_fails() -> None:
     workflow = load(NIGHTLY)
-    uploads = [s for s in steps(workflow) if str(s.get("uses", "")).startswith(
+    uploads = [s for s in workflow["jobs"]["verify"]["steps"] if str(s.get("uses", "")).startswith(
         "actions/upload-artifact@")]
     assert len(uploads) == 1
     upload = uploads[0]
+    assert "${{ matrix.environment }}" in upload["with"]["name"]
     assert upload["with"]["retention-days"] == 90
     assert "always()" in str(upload.get("if", ""))
     assert upload["with"]["path"], "the upload has no path"
 
 
-def test_nightly_keeps_the_history_for_the_regression_diff() -> None:
-    all_steps = steps(load(NIGHTLY))
+def test_nightly_keeps_the_history_and_the_earlier_reports_carry_forward_needs() -> None:
+    """The diff reads reports/history.jsonl; carry-forward also reads the earlier runs'
+    readiness.json and checks their bundles, so the whole reports/ directory is kept."""
+    all_steps = load(NIGHTLY)["jobs"]["verify"]["steps"]
     uses = [str(s.get("uses", "")) for s in all_steps]
     verify = all_steps.index(_verify_step(load(NIGHTLY)))
     restore = next(i for i, u in enumerate(uses) if u.startswith("actions/cache/restore@"))
@@ -156,7 +166,15 @@ def test_nightly_keeps_the_history_for_the_regression_diff() -> None:
     assert restore < verify < save
     assert "always()" in str(all_steps[save].get("if", ""))
     for i in (restore, save):
-        assert "reports/history.jsonl" in all_steps[i]["with"]["path"]
+        assert all_steps[i]["with"]["path"].strip() == "reports"
+        assert "${{ matrix.environment }}" in all_steps[i]["with"]["key"]
+    # Reports are pruned only past the longest default freshness window.
+    from opsready.config import FreshnessConfig
+
+    keep = int(load(NIGHTLY)["jobs"]["verify"]["env"]["KEEP_REPORT_DAYS"])
+    assert keep > max(FreshnessConfig().model_dump().values())
+    prune = next(i for i, s in enumerate(all_steps) if "KEEP_REPORT_DAYS" in s.get("run", ""))
+    assert verify < prune < save
 
 
 @pytest.mark.parametrize("path", [NIGHTLY, CI], ids=lambda p: p.name)
@@ -186,3 +204,102 @@ def test_the_nightly_command_is_found_by_the_parser() -> None:
     """Guards the two tests above against a parser that silently finds nothing."""
     commands = opsready_commands(run_scripts(load(NIGHTLY)))
     assert ("verify", ["--env", "--fail-on-regression", "--pushgateway"]) in commands
+    assert ("summary", ["--out"]) in commands
+
+
+# -- signing, attestation and the fleet view ---------------------------------------------------
+
+
+def _step_using(job: dict[str, Any], action: str) -> dict[str, Any]:
+    found = [s for s in job["steps"] if str(s.get("uses", "")).startswith(f"{action}@")]
+    assert len(found) == 1, f"expected one step using {action}"
+    return found[0]
+
+
+def test_nightly_signs_with_a_repository_secret() -> None:
+    env = _verify_step(load(NIGHTLY))["env"]
+    assert env["OPSREADY_SIGNING_KEY"] == "${{ secrets.OPSREADY_SIGNING_KEY }}"
+
+
+def test_nightly_attests_the_uploaded_bundle() -> None:
+    job = load(NIGHTLY)["jobs"]["verify"]
+    upload = _step_using(job, "actions/upload-artifact")
+    attest = _step_using(job, "actions/attest-build-provenance")
+    assert job["steps"].index(upload) < job["steps"].index(attest)
+    assert attest["with"]["subject-digest"] == f"sha256:${{{{ steps.{upload['id']}.outputs.artifact-digest }}}}"
+    assert attest["with"]["subject-name"] == upload["with"]["name"] + ".zip"
+
+
+def test_a_final_job_summarises_the_fleet() -> None:
+    jobs = load(NIGHTLY)["jobs"]
+    fleet = jobs["fleet"]
+    assert fleet["needs"] == "verify"
+    assert fleet["if"] == "always()"
+    download = _step_using(fleet, "actions/download-artifact")
+    assert download["with"]["pattern"].startswith("opsready-*-")
+    summary = next(s for s in fleet["steps"] if "opsready summary" in s.get("run", ""))
+    upload = _step_using(fleet, "actions/upload-artifact")
+    order = [fleet["steps"].index(x) for x in (download, summary, upload)]
+    assert order == sorted(order)
+    # The bundles travel with the summary, whose badges link into them.
+    assert download["with"]["path"].startswith(upload["with"]["path"] + "/")
+
+
+ACTION_REF = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<ref>\S+)$")
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yml")), ids=lambda p: p.name)
+def test_every_action_is_pinned_by_commit_sha_with_its_version_noted(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    uses = re.findall(r"^\s*-?\s*uses:\s*(\S+)(.*)$", text, re.M)
+    assert uses, f"{path.name} uses no action"
+    for ref, rest in uses:
+        m = ACTION_REF.match(ref)
+        assert m, f"{path.name}: {ref!r} is not owner/name@ref"
+        assert re.fullmatch(r"[0-9a-f]{40}", m.group("ref")), f"{path.name}: {ref} is not pinned by commit SHA"
+        assert re.search(r"#\s*v\d+(\.\d+)*", rest), f"{path.name}: {ref} does not note its version tag"
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yml")), ids=lambda p: p.name)
+def test_least_permissions_per_job(path: Path) -> None:
+    workflow = load(path)
+    assert workflow.get("permissions") == {}, f"{path.name}: the workflow grants permissions to every job"
+    for name, job in workflow["jobs"].items():
+        perms = job.get("permissions")
+        assert isinstance(perms, dict), f"{path.name}: job {name} does not state its permissions"
+        assert all(v in ("read", "write", "none") for v in perms.values())
+        attests = any(str(s.get("uses", "")).startswith("actions/attest-build-provenance@") for s in job["steps"])
+        for scope in ("id-token", "attestations"):
+            assert (perms.get(scope) == "write") == attests, (
+                f"{path.name}: job {name} has {scope}: {perms.get(scope)}; write only where it attests")
+        writes = {k for k, v in perms.items() if v == "write"} - {"id-token", "attestations"}
+        assert not writes, f"{path.name}: job {name} writes {sorted(writes)}"
+        for step in job["steps"]:
+            if str(step.get("uses", "")).startswith("actions/checkout@"):
+                assert step.get("with", {}).get("persist-credentials") is False
+
+
+def _tool(name: str) -> str:
+    tool = ROOT / ".venv" / "bin" / name
+    if not tool.exists():
+        pytest.fail(f"{tool} is missing; run `make setup` (it is a dev dependency)")
+    return str(tool)
+
+
+def test_every_workflow_passes_actionlint() -> None:
+    result = subprocess.run([_tool("actionlint"), *map(str, sorted(WORKFLOWS.glob("*.yml")))], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_workflow_passes_zizmor() -> None:
+    result = subprocess.run([_tool("zizmor"), "--offline", "--format", "plain", str(WORKFLOWS)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
+
+
+def test_make_lint_runs_both() -> None:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    lint = text[text.index("\nlint:"):].split("\n\n", 1)[0]
+    assert "actionlint .github/workflows/" in lint and "zizmor --offline" in lint

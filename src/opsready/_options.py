@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opsready import _clock
 from opsready._errors import ConfigError
@@ -24,6 +24,10 @@ from opsready.catalogue import PRIORITIES, Catalogue, load_catalogue
 from opsready.config import INTRUSIVE_PROBES, Environment, load_environment, secret_values
 from opsready.evidence import redactor
 from opsready.waivers import WaiverSet, load_waivers
+
+if TYPE_CHECKING:
+    from opsready.attestations import AttestationSet
+    from opsready.report.signing import SigningKey
 
 __all__ = ["ExitCode", "RunOptions", "RunRequest", "find_root", "parse_gate"]
 
@@ -119,7 +123,19 @@ class RunRequest:
         else:
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", env.name) or "env"
             out = root / "reports" / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{safe}"
+        from opsready.actions import check_action_criteria
+        from opsready.attestations import load_attestations
+        from opsready.report.signing import signing_key_from_environment
+
+        # An action naming a criterion that no check module of the project defines fails the
+        # run before it starts. The catalogue names the criteria of the project's own checks/.
+        if (root / "checks").is_dir():
+            check_action_criteria(catalogue, cat_path, [root / "checks"])
+        a_path = root / "config" / "attestations.yaml"
         return RunOptions(
+            signing_key=signing_key_from_environment(),
+            attestations=load_attestations(a_path, catalogue, started.date()),
+            attestations_path=a_path if a_path.is_file() else None,
             request=self, env=env, root=root, catalogue=catalogue, catalogue_path=cat_path,
             waivers=waivers, waivers_path=w_path if w_path.is_file() else None,
             out_dir=out.resolve(), gate=tuple(gate), selected=selected, allow_intrusive=allowed,
@@ -146,6 +162,11 @@ class RunOptions:
     # The run's moment from the one clock (``_clock``); ``today`` is its UTC day.
     started_at: dt.datetime
     clock_moved_to: dt.date | None = None
+    # Signs MANIFEST.sha256 when OPSREADY_SIGNING_KEY(_FILE) names a key; never from the YAML.
+    signing_key: SigningKey | None = None
+    # Manual actions of the catalogue attested in config/attestations.yaml.
+    attestations: AttestationSet | None = None
+    attestations_path: Path | None = None
 
     @property
     def today(self) -> dt.date:

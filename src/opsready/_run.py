@@ -23,7 +23,10 @@ from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.evidence import redactor
 from opsready.report import files, html, junit
+from opsready.report import history as history_file
 from opsready.report.carry_forward import EarlierPasses
+from opsready.report.charts import baseline_series
+from opsready.report.evidence_files import bound_evidence
 from opsready.report.model import (
     CriterionResult,
     Hashes,
@@ -33,6 +36,7 @@ from opsready.report.model import (
     SkippedCriterion,
     build_readiness,
 )
+from opsready.report.signing import sign_manifest
 
 __all__ = ["MODULE_ERROR_PREFIX", "Recorder", "RunState"]
 
@@ -128,7 +132,8 @@ class RunState:
             python=sys.version.split()[0],
             interrupted=exitstatus == ExitCode.INTERRUPTED and not self.module_errors,
             hashes=Hashes(config=_sha256(Path(opts.env.source)), catalogue=_sha256(opts.catalogue_path),
-                          waivers=_sha256(opts.waivers_path)),
+                          waivers=_sha256(opts.waivers_path), attestations=_sha256(opts.attestations_path)),
+            signing_key=opts.signing_key.fingerprint if opts.signing_key is not None else None,
         )
         scope = Scope(
             configured=[n for n in type(opts.env).model_fields if isinstance(getattr(opts.env, n), BaseModel)
@@ -147,9 +152,12 @@ class RunState:
             selected=list(opts.selected) if opts.selected is not None else None, scope=scope,
             modules=self.modules(),
             carry=EarlierPasses(history, opts.env.name, opts.today, freshness, self.out_dir),
+            attestations=opts.attestations,
         )
         # Everything a target sent back passed redaction already; this is the last net.
         self.readiness = Readiness.model_validate(redactor.value(readiness.model_dump(mode="json", by_alias=True)))
+        # Each evidence item is bounded; the whole of a larger one becomes a file of the bundle.
+        self.readiness = bound_evidence(self.readiness, self.out_dir, opts.env.evidence_item_max_bytes)
         files.write_json(self.out_dir, self.readiness)
         junit.write_junit(self.out_dir, self.readiness)
         self._write_metrics()
@@ -186,12 +194,16 @@ class RunState:
             return
         self.published = True
         index = self.out_dir / "index.html"
+        reports_root = self.out_dir.parent
         if index.is_file():
-            html.inject(index, html.render_section(self.readiness))
+            charts = baseline_series(history_file.entries(reports_root / "history.jsonl"), self.readiness,
+                                     self.options.env)
+            html.inject(index, html.render_section(self.readiness, charts))
         from opsready.report import manifest, metrics
 
         manifest.write_manifest(self.out_dir)
-        reports_root = self.out_dir.parent
+        if self.options.signing_key is not None:
+            sign_manifest(self.out_dir, self.options.signing_key)
         files.append_history(reports_root / "history.jsonl", self.readiness, self.out_dir)
         files.update_latest(reports_root, self.out_dir)
         if self.options.pushgateway:

@@ -4,17 +4,57 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opsready._errors import ConfigError
 
-__all__ = ["PRIORITIES", "Catalogue", "Ticket", "load_catalogue", "module_ticket_id"]
+__all__ = ["PRIORITIES", "Action", "Catalogue", "Ticket", "load_catalogue", "module_ticket_id"]
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 _ID = re.compile(r"^P[0-3]-\d{3}$")
+_CRITERION = re.compile(r"^(?:Test\w*::)?test\w*(?:\[[^\]]+\])?$")
+
+
+class Action(BaseModel):
+    """One action of a ticket, and what proves it was done: the criteria (test function names
+    of the ticket's check modules) that verify it, or, for an action no probe can verify,
+    ``manual: true`` and an attestation in ``config/attestations.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = Field(min_length=1)
+    criteria: list[str] = Field(default_factory=list)
+    manual: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_text(cls, value: Any) -> Any:
+        # A bare string is an action that names nothing yet (`opsready tickets --coverage`).
+        return {"action": value} if isinstance(value, str) else value
+
+    @field_validator("criteria")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _CRITERION.match(name):
+                raise ValueError(f"{name!r} is not a criterion name; use the test function's name, "
+                                 f"e.g. test_restore_drill_scheduled")
+        return v
+
+    @model_validator(mode="after")
+    def _manual_or_criteria(self) -> Action:
+        if self.manual and self.criteria:
+            raise ValueError("a manual action is proven by an attestation, not by criteria; "
+                             "drop `manual: true` or the criteria")
+        return self
+
+    @property
+    def proven_by(self) -> str:
+        """``criteria``, ``attestation`` or ``nothing``."""
+        return "criteria" if self.criteria else ("attestation" if self.manual else "nothing")
 
 
 class Ticket(BaseModel):
@@ -30,7 +70,7 @@ class Ticket(BaseModel):
     week: int | None = None
     summary: str
     impact: str
-    actions: list[str]
+    actions: list[Action]
 
     @field_validator("id")
     @classmethod

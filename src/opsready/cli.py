@@ -1,4 +1,4 @@
-"""``opsready verify | tickets | stack | verify-bundle | sync``."""
+"""``opsready verify | tickets | stack | verify-bundle | keygen | summary | sync``."""
 
 from __future__ import annotations
 
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tickets", help="print the ticket catalogue")
     t.add_argument("--root", default=None, metavar="DIR", help="project root holding config/tickets.yaml")
+    t.add_argument("--coverage", action="store_true",
+                   help="list each action with the criteria or attestation that prove it, and exit 1 when an "
+                   "action has neither")
 
     sub.add_parser("stack", help="the reference stack: up, down, status, fault, faults", add_help=False)
 
@@ -86,8 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check a report directory against its MANIFEST.sha256. Exit 0 when every "
                        "file is intact, 1 naming each changed, missing or extra file, 4 on a usage error.")
     b.add_argument("dir", metavar="DIR", type=Path, help="the report directory to check, e.g. reports/latest")
+    _add_report_commands(sub, b)
     _add_sync_parser(sub)
     return parser
+
+
+def _add_report_commands(sub: argparse._SubParsersAction[_Parser], bundle: argparse.ArgumentParser) -> None:
+    """Signed bundles, the catalogue's coverage and the fleet view."""
+    bundle.add_argument("--public-key", type=Path, default=None, metavar="FILE",
+                        help="also check MANIFEST.sha256.sig against this OpenSSH public key (.pub); "
+                        "exit 1 when the signature does not verify")
+    k = sub.add_parser("keygen", help="write an Ed25519 key pair for signing report bundles",
+                       description="Write an Ed25519 private key to PATH (mode 0600) and its public key to "
+                       "PATH.pub. A run signs MANIFEST.sha256 with the private key when OPSREADY_SIGNING_KEY "
+                       "or OPSREADY_SIGNING_KEY_FILE names it; auditors check with the public key.")
+    k.add_argument("path", metavar="PATH", type=Path, help="where to write the private key, e.g. opsready-signing")
+    s = sub.add_parser("summary", help="one fleet report over several environments' report directories",
+                       description="Verify each report directory, then write summary.html and summary.json: "
+                       "environments x tickets, each cell linking into that environment's bundle. Exit 1 "
+                       "when a bundle fails verification (it is marked in the summary), 4 on a usage error.")
+    s.add_argument("dirs", metavar="REPORT_DIR", type=Path, nargs="+", help="report directories, one per run")
+    s.add_argument("--out", type=Path, default=Path("reports/fleet"), metavar="DIR",
+                   help="where to write summary.html and summary.json (default: reports/fleet)")
+    s.add_argument("--public-key", dest="summary_public_key", type=Path, default=None, metavar="FILE",
+                   help="also check each bundle's signature against this OpenSSH public key")
 
 
 def _add_sync_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -124,9 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tickets":
             return _tickets(args)
         if args.command == "verify-bundle":
-            from opsready.report.manifest import verify_bundle_command
+            from opsready.report.signing import verify_bundle_command
 
-            return int(verify_bundle_command(args.dir))
+            return int(verify_bundle_command(args.dir, args.public_key))
+        if args.command == "keygen":
+            from opsready.report.signing import keygen_command
+
+            return int(keygen_command(args.path))
+        if args.command == "summary":
+            from opsready.report.summary import summary_command
+
+            return int(summary_command(args.dirs, args.out, args.summary_public_key))
         if args.command == "sync":
             from opsready.tracker.sync import run_sync
 
@@ -148,6 +181,10 @@ def _root(value: str | None) -> Path:
 def _tickets(args: argparse.Namespace) -> int:
     from opsready.catalogue import load_catalogue
 
+    if args.coverage:
+        from opsready.actions import coverage_command
+
+        return int(coverage_command(_root(args.root)))
     cat = load_catalogue(_root(args.root) / "config" / "tickets.yaml")
     rows = [("id", "priority", "category", "size", "sprint", "title")]
     rows += [(t.id, t.priority, t.category, t.size, str(t.sprint), t.title) for t in cat.tickets]

@@ -613,6 +613,9 @@ class Environment(_Section):
     allow_writes: list[str] = []
     freshness_days: FreshnessConfig = FreshnessConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Each evidence item is cut to this many bytes in readiness.json and index.html; the whole
+    # item is saved as a file of the bundle and linked.
+    evidence_item_max_bytes: int = Field(default=65536, ge=1024, le=64 * 1024 * 1024)
     service: ServiceConfig | None = None
     cors: CorsConfig | None = None
     webhooks: WebhooksConfig | None = None

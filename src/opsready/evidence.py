@@ -26,6 +26,7 @@ __all__ = [
     "REDACTED",
     "AttachmentItem",
     "Evidence",
+    "EvidenceCut",
     "EvidenceItem",
     "MeasureItem",
     "Redactor",
@@ -138,10 +139,23 @@ def _forms(secret: str) -> list[str]:
 redactor = Redactor()
 
 
+class EvidenceCut(BaseModel):
+    """Set on an evidence item that was cut to the per-item bound
+    (``evidence_item_max_bytes``); the whole item is a file of the bundle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    original_bytes: int = Field(description="the item's size as JSON before it was cut")
+    kept_bytes: int = Field(description="how much of it the report keeps")
+    file: str = Field(description="the whole item, relative to the report directory")
+
+
 class _Item(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
+    # Most items are never cut: their JSON stays as it was, without a null ``cut``.
+    cut: EvidenceCut | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ValueItem(_Item):

@@ -14,7 +14,6 @@ of a real observation.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from opsready.report import history as history_file
 from opsready.report.manifest import verify_bundle
 from opsready.report.model import CarriedForward, CriterionResult, Readiness
 
@@ -100,23 +100,18 @@ class EarlierPasses:
 def _runs(history: Path, environment: str, today: dt.date) -> list[_EarlierRun]:
     """The earlier runs of ``environment``, newest first; runs dated after ``today`` are left
     out (they cannot be younger than the day that judges them)."""
-    if not history.is_file():
-        return []
     runs: list[_EarlierRun] = []
-    with history.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict) or entry.get("environment") != environment:
-                    continue
-                started = dt.datetime.fromisoformat(str(entry["started_at"]))
-                run_id, report_dir = str(entry["run_id"]), Path(str(entry["report_dir"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn or foreign line must not stop the run
-            if not report_dir.is_dir():
-                report_dir = history.parent / run_id
-            if started.date() <= today:
-                runs.append(_EarlierRun(run_id, report_dir, started))
+    # Across rotated segments of the history too.
+    for entry in history_file.entries(history, environment):
+        try:
+            started = dt.datetime.fromisoformat(str(entry["started_at"]))
+            run_id, report_dir = str(entry["run_id"]), Path(str(entry["report_dir"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn or foreign line must not stop the run
+        if not report_dir.is_dir():
+            report_dir = history.parent / run_id
+        if started.date() <= today:
+            runs.append(_EarlierRun(run_id, report_dir, started))
     # Newest first: the file's later lines first among runs of the same day.
     runs.reverse()
     runs.sort(key=lambda r: r.started_at.date(), reverse=True)

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from opsready.report import history as history_file
 from opsready.report.model import Readiness
 
 __all__ = [
@@ -33,21 +34,14 @@ def previous_run(history: Path, environment: str) -> tuple[dict[str, str] | None
     A run limited with ``--ticket`` records only the tickets it judged, so a ticket keeps the
     status of the last run that looked at it.
     """
-    if not history.is_file():
-        return None, None
     statuses_so_far: dict[str, str] = {}
     last_id: str | None = None
-    with history.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a torn line from an interrupted run must not stop the next one
-            if isinstance(entry, dict) and entry.get("environment") == environment:
-                statuses = entry.get("statuses")
-                if isinstance(statuses, dict):
-                    statuses_so_far.update({str(k): str(v) for k, v in statuses.items()})
-                    last_id = str(entry.get("run_id"))
+    # Across rotated segments too; a torn line from an interrupted run is skipped.
+    for entry in history_file.entries(history, environment):
+        statuses = entry.get("statuses")
+        if isinstance(statuses, dict):
+            statuses_so_far.update({str(k): str(v) for k, v in statuses.items()})
+            last_id = str(entry.get("run_id"))
     return (statuses_so_far if last_id is not None else None), last_id
 
 
@@ -66,7 +60,10 @@ def append_history(history: Path, readiness: Readiness, report_dir: Path) -> Non
         "counts": readiness.counts.model_dump(),
         # Only the tickets this run judged: a --ticket run says nothing of the others.
         "statuses": readiness.judged,
+        # The numbers the baseline charts draw (the drill's RTO, the newest backup's age).
+        "measures": history_file.measures_of(readiness),
     }
+    history_file.rotate_if_full(history)
     with history.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
 

@@ -23,6 +23,7 @@ from opsready._options import ExitCode
 
 __all__ = [
     "MANIFEST_NAME",
+    "SIGNATURE_NAME",
     "BundleCheck",
     "verify_bundle",
     "verify_bundle_command",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "MANIFEST.sha256"
+# The detached signature of the manifest (``report/signing.py``). It is written after the
+# manifest, so the manifest cannot list it; it is not an extra file either.
+SIGNATURE_NAME = "MANIFEST.sha256.sig"
 
 _LINE = re.compile(r"^(?P<escaped>\\)?(?P<digest>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
 _CHUNK = 1 << 20
@@ -74,13 +78,14 @@ def _digest(path: Path) -> str:
 
 
 def _bundle_files(report_dir: Path) -> dict[str, Path]:
-    """Every file under the directory except the manifest, keyed by relative POSIX path."""
+    """Every file under the directory except the manifest and its signature, keyed by
+    relative POSIX path."""
     found: dict[str, Path] = {}
     for path in report_dir.rglob("*"):
         if not path.is_file():
             continue
         rel = path.relative_to(report_dir).as_posix()
-        if rel == MANIFEST_NAME:
+        if rel in (MANIFEST_NAME, SIGNATURE_NAME):
             continue
         found[rel] = path
     return dict(sorted(found.items()))

@@ -20,15 +20,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from opsready._coverage import NOT_APPLICABLE, NOT_COVERED, SkipKind
+from opsready.attestations import Attestation, AttestationSet
 from opsready.catalogue import Catalogue
+from opsready.catalogue import Ticket as CatalogueTicket
 from opsready.evidence import EvidenceItem, MeasureItem, TableItem
 from opsready.waivers import Waiver, WaiverSet
 
 __all__ = [
+    "ACTION_STATUSES",
     "NOT_SELECTED",
     "OUTCOMES",
     "SCHEMA",
     "STATUSES",
+    "ActionResult",
+    "ActionStatus",
+    "AttestationEntry",
+    "Attestations",
     "CarriedForward",
     "Counts",
     "Criterion",
@@ -58,6 +65,8 @@ Status = Literal["done", "open", "unverified", "waived"]
 Priority = Literal["P0", "P1", "P2", "P3"]
 OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "error", "skip", "waived")
 STATUSES: tuple[Status, ...] = ("done", "open", "unverified", "waived")
+ActionStatus = Literal["done", "open", "unverified", "waived", "attested", "not_covered"]
+ACTION_STATUSES: tuple[ActionStatus, ...] = ("done", "open", "unverified", "waived", "attested", "not_covered")
 NO_CHECK = "no automated check: add a module checks/test_{slug}_*.py for this ticket"
 NOT_SELECTED = "not selected in this run (--ticket)"
 NO_CRITERION_RAN = "no criterion ran"
@@ -84,6 +93,43 @@ class WaiverEntry(_Model):
         return cls(target=waiver.target, criteria=list(waiver.criteria), reason=waiver.reason,
                    requested_by=waiver.requested_by, approved_by=waiver.approved_by,
                    expires=waiver.expires)
+
+
+class AttestationEntry(_Model):
+    """A valid attestation of a manual action, as it applied in this run."""
+
+    ticket: str
+    action: str
+    attested_by: str
+    approved_by: str
+    date: dt.date = Field(description="when the action was done")
+    evidence: str = Field(description="the URL of the record of what was done")
+    expires: dt.date
+
+    @classmethod
+    def of(cls, a: Attestation) -> AttestationEntry:
+        return cls(ticket=a.ticket, action=a.action, attested_by=a.attested_by, approved_by=a.approved_by,
+                   date=a.date, evidence=a.evidence, expires=a.expires)
+
+
+class ActionResult(_Model):
+    """One action of the ticket (from the catalogue) and what proves it in this run."""
+
+    action: str
+    criteria: list[str] = Field(description="the criteria (test names) the catalogue says prove it")
+    manual: bool = Field(description="true when no probe can verify it; an attestation covers it")
+    status: ActionStatus = Field(
+        description="for criteria: their roll-up (done, open, unverified, waived); attested for a manual "
+        "action with a valid attestation; not_covered when nothing in this run proves it")
+    outcomes: dict[str, Outcome] = Field(
+        default_factory=dict, description="criterion id -> its outcome, for the criteria that ran")
+    attestation: AttestationEntry | None = None
+    reason: str = Field(default="", description="for not_covered: why nothing proves the action")
+
+
+class Attestations(_Model):
+    applied: list[AttestationEntry]
+    warnings: list[str]
 
 
 class CarriedForward(_Model):
@@ -145,6 +191,8 @@ class Ticket(_Model):
     total: int = Field(description="criteria of the ticket in this run")
     modules: list[str]
     criteria: list[Criterion]
+    actions: list[ActionResult] = Field(
+        default_factory=list, description="the ticket's actions, each with the criteria or attestation that prove it")
 
     @property
     def selected(self) -> bool:
@@ -161,6 +209,7 @@ class Hashes(_Model):
     config: str | None
     catalogue: str | None
     waivers: str | None
+    attestations: str | None = None
 
 
 class Run(_Model):
@@ -178,6 +227,9 @@ class Run(_Model):
     python: str
     interrupted: bool
     hashes: Hashes
+    signing_key: str | None = Field(
+        default=None, description="the fingerprint (SHA256:..., as ssh-keygen -l prints it) of the key that "
+        "signs MANIFEST.sha256; null when the bundle is not signed")
 
 
 class Counts(_Model):
@@ -234,6 +286,7 @@ class Readiness(_Model):
     waivers: Waivers
     diff: Diff
     scope: Scope
+    attestations: Attestations = Field(default_factory=lambda: Attestations(applied=[], warnings=[]))
 
     def dump_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
@@ -379,6 +432,7 @@ def build_readiness(
     scope: Scope,
     modules: dict[str, list[str]],
     carry: CarryLookup | None = None,
+    attestations: AttestationSet | None = None,
 ) -> Readiness:
     """The whole readiness document. ``carry`` finds earlier passes for criteria that were not
     covered because their intrusive probe was not allowed (see ``report.carry_forward``)."""
@@ -401,13 +455,16 @@ def build_readiness(
         not_checked = [_not_checked_line(c) for c in crits if c.not_covered or c.outcome == "error"]
         if crits and not not_checked and not any(o in ("pass", "waived", "fail") for o in outcomes):
             not_checked = ["not checked: every criterion was not applicable, so nothing was judged"]
+        actions = _actions(t, crits, attestations) if crits else []
+        unproven = [a for a in actions if a.status == "not_covered"]
+        not_checked += [f"not checked: action '{a.action}' ({a.reason})" for a in unproven]
         tickets.append(Ticket(
             id=t.id, title=t.title, priority=t.priority, category=t.category,
-            status=rollup(outcomes, sum(c.not_covered for c in crits)),
+            status=rollup(outcomes, sum(c.not_covered for c in crits) + len(unproven)),
             note=note, not_checked=not_checked,
             carried_forward=[f"{c.carried_forward.line()}: {c.title}" for c in crits if c.carried_forward],
             passed=sum(o in ("pass", "waived") for o in outcomes), total=len(outcomes),
-            modules=modules.get(t.id, []), criteria=crits,
+            modules=modules.get(t.id, []), criteria=crits, actions=actions,
         ))
     judged = {t.id: t.status for t in tickets if t.selected}
     warnings = list(waivers.warnings) + _unknown_waived_criteria(waivers, tickets)
@@ -419,7 +476,44 @@ def build_readiness(
         waivers=Waivers(applied=[WaiverEntry.of(w) for w in waivers.valid], warnings=warnings),
         diff=diff_runs(previous, judged, waivers, run.today, previous_run),
         scope=scope,
+        attestations=Attestations(
+            applied=[AttestationEntry.of(a) for a in (attestations.valid if attestations else [])],
+            warnings=list(attestations.warnings) if attestations else []),
     )
+
+
+def _names(entry: str, test_name: str) -> bool:
+    """``test_a`` names ``test_a`` and every ``test_a[...]``; ``test_a[x]`` only itself."""
+    return test_name == entry or (test_name.startswith(entry + "[") and "[" not in entry)
+
+
+def _actions(ticket: CatalogueTicket, crits: list[Criterion],
+             attestations: AttestationSet | None) -> list[ActionResult]:
+    """Each action of a judged ticket with what proves it. An action is not covered when it is
+    manual without a valid attestation, names no criterion, or none of its criteria ran."""
+    results = []
+    for a in ticket.actions:
+        status: ActionStatus
+        outcomes: dict[str, Outcome] = {}
+        attestation, reason = None, ""
+        if a.criteria:
+            ran = [c for c in crits if any(_names(entry, c.test_name) for entry in a.criteria)]
+            outcomes = {c.id: c.outcome for c in ran}
+            if ran:
+                status = rollup([c.outcome for c in ran], sum(c.not_covered for c in ran))
+            else:
+                status, reason = "not_covered", f"its criteria did not run in this run: {', '.join(a.criteria)}"
+        elif a.manual:
+            found = attestations.find(ticket.id, a.action) if attestations else None
+            if found is not None:
+                status, attestation = "attested", AttestationEntry.of(found)
+            else:
+                status, reason = "not_covered", "manual, and no valid attestation in config/attestations.yaml"
+        else:
+            status, reason = "not_covered", "the catalogue names no criterion for it and it is not manual"
+        results.append(ActionResult(action=a.action, criteria=list(a.criteria), manual=a.manual, status=status,
+                                    outcomes=outcomes, attestation=attestation, reason=reason))
+    return results
 
 
 def _unknown_waived_criteria(waivers: WaiverSet, tickets: list[Ticket]) -> list[str]:
