@@ -2,9 +2,10 @@
 
 ``stack``: one reference stack for the whole session (under xdist, one per worker), started
 with ``opsready stack up`` into a temporary directory and stopped at the end. ``healthy_run``:
-one verify of every ticket on it, shared by the tests that read the healthy evidence. ``run_verify``: run ``opsready verify`` against
-it and read the readiness model it wrote. ``Project``: a throw-away project of check modules
-for the plugin's own tests (through ``pytester``).
+one verify of every ticket on it, shared by the tests that read the healthy evidence.
+``run_verify``: run ``opsready verify`` against it and read the readiness model it wrote.
+``Project``: a throw-away project of check modules for the plugin's own tests (through
+``pytester``).
 """
 
 from __future__ import annotations
