@@ -6,7 +6,9 @@ It maps transport failures onto the ``ProbeError`` hierarchy, so that a probe ne
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -17,6 +19,13 @@ from opsready.evidence import redactor
 __all__ = ["HttpTarget"]
 
 USER_AGENT = "opsready/0.1 (ops-readiness verification)"
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's own default context, made once for every client of the run: loading the trust
+    store costs tens of milliseconds per client, and the settings are the same for all."""
+    return httpx.create_ssl_context()
 
 
 class HttpTarget:
@@ -44,6 +53,7 @@ class HttpTarget:
             headers={"User-Agent": USER_AGENT, **(headers or {})},
             transport=transport,
             follow_redirects=follow_redirects,
+            verify=_tls_context(),
         )
 
     def close(self) -> None:
