@@ -31,8 +31,12 @@ verify: setup
 demo: setup system-deps
 	@$(BIN)/python -m opsready_stack.demo
 
+# Two xdist workers, each with a reference stack of its own (the `stack` fixture is per
+# session, and a worker is a session): a verify waits on its stack about half the time, so
+# two overlap on two cores. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup system-deps
-	@$(BIN)/python -m pytest -q tests
+	@$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS)) tests
 
 # The workflows too: actionlint (syntax, expressions, shell) and zizmor (security; offline,
 # so it needs no token).
@@ -43,7 +47,7 @@ lint: setup
 	@$(BIN)/zizmor --offline --quiet .github/workflows
 
 bench: setup system-deps
-	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench $(if $(BENCH_ROWS),--rows $(BENCH_ROWS),)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -103,7 +103,7 @@ def test_grafana_dashboards_present(grafana: GrafanaProbe, evidence: Evidence) -
     uids = grafana.cfg.dashboards
     if not uids:
         opsready.not_covered("not configured: grafana.dashboards")
-    boards = {uid: grafana.dashboard(uid) for uid in uids}
+    boards = grafana.dashboards(uids)
     evidence.record("dashboards", [
         {"uid": uid, "found": False} if b is None else
         {"uid": uid, "title": b.title, "panels": b.panels, "version": b.version,
@@ -131,7 +131,7 @@ def test_grafana_dashboards_render(grafana: GrafanaProbe, evidence: Evidence) ->
     datasources = grafana.datasources()
     evidence.record("datasources", [{"uid": d.uid, "name": d.name, "type": d.type,
                                      "default": d.is_default} for d in datasources])
-    boards = {uid: grafana.dashboard(uid) for uid in uids}
+    boards = grafana.dashboards(uids)
     absent = [uid for uid, b in boards.items() if b is None]
     assert not absent, (
         f"Grafana at {grafana.cfg.url}: dashboards {', '.join(absent)} answered 404, so their "

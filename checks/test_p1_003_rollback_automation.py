@@ -171,7 +171,7 @@ def test_rollback_script_calls_api(github: GithubProbe, evidence: Evidence) -> N
 def test_rollback_drill(railway: RailwayProbe, evidence: Evidence) -> None:
     """A rollback drill rolls back to the previous image or commit, and forward again"""
     bound = railway.cfg.drill_timeout_s
-    drill = railway.rollback_drill(timeout=bound)
+    drill = railway.rollback_drill(timeout=bound, poll=railway.cfg.drill_poll_s)
     evidence.record("rollback_drill", drill.as_evidence())
     assert drill.rolled_back, (
         f"Railway rollback to {drill.target.id} ({drill.target.source}): "

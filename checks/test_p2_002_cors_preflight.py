@@ -38,15 +38,17 @@ def preflights(service: ServiceProbe, cors_config: CorsConfig) -> list[CorsRespo
     for key in ("paths", "allowed_origins"):
         if not getattr(cfg, key):
             opsready.not_covered(f"not configured: cors.{key}")
-    return [service.preflight(path, origin, method, cfg.request_headers)
-            for path in cfg.paths for origin in cfg.allowed_origins for method in cfg.methods]
+    return service.preflights([(path, origin, method) for path in cfg.paths
+                               for origin in cfg.allowed_origins for method in cfg.methods],
+                              cfg.request_headers)
 
 
 @pytest.fixture(scope="module")
 def actual(service: ServiceProbe, cors_config: CorsConfig,
            preflights: list[CorsResponse]) -> list[CorsResponse]:
-    return [service.cors_request(path, origin, cors_config.actual_method)
-            for path in cors_config.paths for origin in cors_config.allowed_origins]
+    return service.cors_requests([(path, origin) for path in cors_config.paths
+                                  for origin in cors_config.allowed_origins],
+                                 cors_config.actual_method)
 
 
 def _shown(p: CorsResponse) -> str:
@@ -207,10 +209,10 @@ def test_hostile_origins_refused(service: ServiceProbe, cors_config: CorsConfig,
     """Hostile and disallowed origins get no Access-Control-Allow-Origin"""
     cfg = cors_config
     kinds = {h.origin: h for h in hostile}
-    results = [service.preflight(path, h.origin, method, cfg.request_headers)
-               for path in cfg.paths for h in hostile for method in cfg.methods]
-    results += [service.cors_request(path, h.origin, cfg.actual_method)
-                for path in cfg.paths for h in hostile]
+    results = service.preflights([(path, h.origin, method) for path in cfg.paths
+                                  for h in hostile for method in cfg.methods], cfg.request_headers)
+    results += service.cors_requests([(path, h.origin) for path in cfg.paths for h in hostile],
+                                     cfg.actual_method)
     _record(evidence, results)
     evidence.record("hostile_origins", [vars(h) for h in hostile])
 

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="seed N rows per table (default: %(default)s)")
     up.add_argument("--webhook-scheme", choices=orchestrator.WEBHOOK_SCHEMES, default="hex",
                     help="how the service signs webhooks (default: %(default)s)")
+    up.add_argument("--latency-ms", type=float, default=0.0, metavar="N",
+                    help="add N ms to every round trip between opsready and the stack, through a "
+                    "loopback delay proxy (default: 0, no proxy)")
+    up.add_argument("--jitter-ms", type=float, default=0.0, metavar="J",
+                    help="with --latency-ms: up to J ms more per round trip (default: 0)")
 
     down = sub.add_parser("down", help="stop everything and remove the stack directory")
     down.add_argument("--dir", type=Path, default=None, help=DIR_HELP)
@@ -106,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         summary = orchestrator.up(args.dir, faults=args.fault, rows=args.rows,
-                                  webhook_scheme=args.webhook_scheme)
+                                  webhook_scheme=args.webhook_scheme, latency_ms=args.latency_ms,
+                                  jitter_ms=args.jitter_ms)
         orchestrator.print_summary(summary)
         return 0
     if args.command == "down":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from opsready_stack.github_issues_fake import issue_routes, tracker_env_config
-from opsready_stack.part import Fault, FaultWatcher, StackContext, kill_pidfile, wait_until
+from opsready_stack.part import Fault, FaultWatcher, HttpFakePart, StackContext
 
 __all__ = ["REPO", "GithubPart", "build_app"]
 
@@ -698,37 +698,19 @@ def build_app(dir: Path, repo: str = REPO) -> Any:
     return Starlette(routes=routes, exception_handlers={404: fallback, 405: fallback})
 
 
-class GithubPart:
+class GithubPart(HttpFakePart):
     """The GitHub contract fake as a part of the reference stack."""
 
     name = "github"
     ports = ("github",)
     faults = FAULTS
+    module = "opsready_stack.github_fake"
+    health = (("github", "/rate_limit"),)
+    urls = (("github", "github", ""),)
     repo = REPO
 
-    def start(self, ctx: StackContext) -> None:
-        port = ctx.ports["github"]
-        ctx.spawn("github", [ctx.python(), "-m", "opsready_stack.github_fake",
-                             "--dir", str(ctx.dir), "--port", str(port), "--repo", self.repo])
-        ctx.urls["github"] = f"http://127.0.0.1:{port}"
-
-    def wait_ready(self, ctx: StackContext, deadline: float) -> None:
-        import httpx
-
-        url = ctx.urls["github"] + "/rate_limit"
-
-        def up() -> bool:
-            return httpx.get(url, timeout=1.0).status_code == 200
-
-        try:
-            wait_until(up, deadline, "github fake")
-        except RuntimeError:
-            raise RuntimeError(
-                f"github fake did not answer at {url}; see {ctx.logs / 'github.log'}"
-            ) from None
-
-    def after_ready(self, ctx: StackContext) -> None:
-        pass
+    def extra_args(self, ctx: StackContext) -> list[str]:
+        return ["--repo", self.repo]
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         return {
@@ -751,13 +733,6 @@ class GithubPart:
                 "rate_limit_wait_max_s": 30,
             }
         }
-
-    def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
-        # Every fault of this part is read from faults.json per request.
-        pass
-
-    def stop(self, ctx: StackContext) -> None:
-        kill_pidfile(ctx.pids / "github.pid")
 
 
 def main() -> None:

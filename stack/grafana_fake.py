@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from opsready_stack.part import Fault, FaultWatcher, StackContext, kill_pidfile, wait_until
+from opsready_stack.part import Fault, FaultWatcher, HttpFakePart, StackContext
 
 __all__ = [
     "DASHBOARDS_DIR",
@@ -247,46 +247,21 @@ def serve(app: FakeGrafana, port: int) -> ThreadingHTTPServer:
     return server
 
 
-class GrafanaPart:
+class GrafanaPart(HttpFakePart):
     """The Grafana contract fake as a part of the reference stack."""
 
     name = "grafana"
     ports = ("grafana",)
     faults = FAULTS
-
-    def start(self, ctx: StackContext) -> None:
-        port = ctx.ports["grafana"]
-        ctx.spawn("grafana", [ctx.python(), "-m", "opsready_stack.grafana_fake",
-                              "--dir", str(ctx.dir), "--port", str(port)])
-        ctx.urls["grafana"] = f"http://127.0.0.1:{port}"
-
-    def wait_ready(self, ctx: StackContext, deadline: float) -> None:
-        import httpx
-
-        url = ctx.urls["grafana"] + "/api/health"
-        try:
-            wait_until(lambda: httpx.get(url, timeout=1.0).status_code == 200, deadline,
-                       "grafana fake")
-        except RuntimeError:
-            raise RuntimeError(
-                f"grafana fake did not answer at {url}; see {ctx.logs / 'grafana.log'}"
-            ) from None
-
-    def after_ready(self, ctx: StackContext) -> None:
-        return None
+    module = "opsready_stack.grafana_fake"
+    health = (("grafana", "/api/health"),)
+    urls = (("grafana", "grafana", ""),)
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         uids = sorted(json.loads(f.read_text(encoding="utf-8"))["uid"]
                       for f in DASHBOARDS_DIR.glob("*.json"))
         return {"grafana": {"url": ctx.urls["grafana"], "token": ctx.secrets["grafana_token"],
                             "dashboards": uids, "datasource_types": ["prometheus"]}}
-
-    def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
-        # Read from faults.json per request.
-        return None
-
-    def stop(self, ctx: StackContext) -> None:
-        kill_pidfile(ctx.pids / "grafana.pid")
 
 
 def _token(dir: Path) -> str:

@@ -25,8 +25,6 @@ import re
 import secrets as _secrets
 import shlex
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -38,21 +36,26 @@ from typing import Any, TextIO
 
 import yaml
 
-from opsready_stack.part import (
-    Fault,
-    Part,
-    StackContext,
+from opsready_stack.part import Fault, Part, StackContext
+from opsready_stack.processes import (
+    STACK_ENV,
     free_port,
-    group_alive,
-    kill_pidfile,
-    read_pidfile,
-    signal_pidfile,
+    kill_all,
+    marked,
+    open_ports,
+    pidfile_alive,
+    pidfiles,
+    processes_using,
+    sigterm_interrupts,
+    sweep,
+    uninterrupted,
 )
 
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_ROWS",
     "PART_SPECS",
+    "STACK_ENV",
     "WEBHOOK_SCHEMES",
     "PartStatus",
     "StackError",
@@ -62,6 +65,7 @@ __all__ = [
     "down",
     "load_parts",
     "local_env_vars",
+    "processes_using",
     "resolve_dir",
     "set_fault",
     "sigterm_interrupts",
@@ -75,8 +79,6 @@ WEBHOOK_SCHEMES = ("hex", "stripe", "standard-webhooks")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 MARKER = ".opsready-stack"
-# Set in the environment of every process the stack starts, so `down` finds them all.
-STACK_ENV = "OPSREADY_STACK_DIR"
 
 # (part name, module, class) in start order.
 PART_SPECS: tuple[tuple[str, str, str], ...] = (
@@ -252,10 +254,6 @@ def resolve_dir(dir: Path | str | None) -> Path:
     return Path(DEFAULT_DIR if dir is None else dir).absolute()
 
 
-def _pidfiles(dir: Path) -> list[Path]:
-    return sorted((dir / "pids").glob("*.pid"))
-
-
 def _log_tail(dir: Path, part: str, lines: int = 30) -> str:
     """The end of the log files a part wrote (named after the part), newest first."""
     logs = sorted(
@@ -344,7 +342,7 @@ def _prepare_dir(dir: Path, parts: Sequence[Part], out: TextIO) -> bool:
         dir.mkdir(parents=True)
         return True
     if marker.exists():
-        alive = [p.stem for p in _pidfiles(dir) if _alive(p)]
+        alive = [p.stem for p in pidfiles(dir) if pidfile_alive(p)]
         if alive:
             raise StackError(
                 f"a stack is already running in {dir} ({', '.join(alive)}); "
@@ -368,22 +366,32 @@ def up(
     parts: Sequence[Part] | None = None,
     timeout: float = READY_TIMEOUT_S,
     out: TextIO | None = None,
+    latency_ms: float = 0.0,
+    jitter_ms: float = 0.0,
 ) -> StackSummary:
     """Start the stack in ``dir`` and return once every part answers and ``env.yaml`` is
-    written. On failure everything started is stopped and ``StackError`` names the part."""
+    written. On failure everything started is stopped and ``StackError`` names the part.
+    ``latency_ms`` > 0 puts the delay proxy in front of every part (``env.yaml`` points at it)."""
     dir = resolve_dir(dir)
-    with _marked(dir):
+    if latency_ms < 0 or jitter_ms < 0:
+        raise UsageError("--latency-ms and --jitter-ms must not be negative")
+    if jitter_ms and not latency_ms:
+        raise UsageError("--jitter-ms needs --latency-ms")
+    parts = load_parts() if parts is None else list(parts)
+    if latency_ms:
+        from opsready_stack.latency_proxy import LatencyPart
+
+        parts.append(LatencyPart(latency_ms, jitter_ms))
+    with marked(dir):
         return _up(dir, faults, rows, webhook_scheme, parts=parts, timeout=timeout,
                    out=sys.stderr if out is None else out)
 
 
 def _up(dir: Path, faults: Iterable[str], rows: int, webhook_scheme: str, *,
-        parts: Sequence[Part] | None, timeout: float, out: TextIO) -> StackSummary:
+        parts: list[Part], timeout: float, out: TextIO) -> StackSummary:
     t0 = time.monotonic()
-    parts = load_parts() if parts is None else list(parts)
-    known = all_faults(parts)
     initial = list(dict.fromkeys(faults))
-    _check_faults(initial, known)
+    _check_faults(initial, all_faults(parts))
     if webhook_scheme not in WEBHOOK_SCHEMES:
         raise UsageError(
             f"unknown webhook scheme '{webhook_scheme}'; use one of {', '.join(WEBHOOK_SCHEMES)}"
@@ -403,42 +411,20 @@ def _up(dir: Path, faults: Iterable[str], rows: int, webhook_scheme: str, *,
     _write_state(ctx, ready=False)
     _write_faults(ctx, initial)
 
-    console = _Console(out)
-    deadline = t0 + timeout
-    waiters: dict[str, _Waiter] = {}
-    current = "?"
+    step = _Step(_Console(out), t0 + timeout)
     try:
-        for part in parts:
-            current = part.name
-            needs = (*NEEDS_READY.get(part.name, ()), *getattr(part, "needs_ready", ()))
-            for dep in needs:
-                if dep in waiters:
-                    _join(waiters[dep], deadline)
-            started = time.monotonic()
-            part.start(ctx)
-            _write_state(ctx, ready=False)
-            took = time.monotonic() - started
-            console.say(f"{part.name} … started" + (f" in {took:.1f}s" if took >= 0.2 else ""))
-            waiters[part.name] = _Waiter(part, ctx, deadline, started, console)
-            waiters[part.name].start()
-        for part in parts:
-            current = part.name
-            _join(waiters[part.name], deadline)
-
-        _after_ready(parts, ctx, deadline, console)
-        for name in initial:
-            for part in _declaring(parts, name):
-                current = part.name
-                part.set_fault(ctx, name, True)
-            console.say(f"fault {name} … on")
-
-        current = "env.yaml"
+        waiters = _start_parts(parts, ctx, step)
+        _wait_for_parts(parts, waiters, ctx, step)
+        _apply_faults(parts, initial, ctx, step)
+        step.current = "env.yaml"
         env_path = _write_env_yaml(ctx, parts)
         _write_private(dir / "secrets.env", _secrets_env(ctx, env_path))
-        _write_state(ctx, ready=True, pids=[p.name for p in _pidfiles(dir)])
+        _write_state(ctx, ready=True, pids=[p.name for p in pidfiles(dir)])
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        console.say("interrupted; stopping" if interrupted else f"{current} … FAILED", last=True)
+        step.console.say("interrupted; stopping" if interrupted else f"{step.current} … FAILED",
+                         last=True)
+        current = step.current
         if isinstance(exc, _PartFailed):
             current, exc = exc.part, exc.error
         error = _as_stack_error(exc, current, dir)
@@ -447,16 +433,63 @@ def _up(dir: Path, faults: Iterable[str], rows: int, webhook_scheme: str, *,
             raise
         raise error from exc
 
-    total = time.monotonic() - t0
-    summary = StackSummary(
+    return StackSummary(
         dir=dir,
         env_path=env_path,
         urls=dict(ctx.urls),
-        seconds=total,
+        seconds=time.monotonic() - t0,
         ready_s={n: w.seconds or 0.0 for n, w in waiters.items()},
         faults=initial,
     )
-    return summary
+
+
+@dataclass
+class _Step:
+    """Where ``up`` is: the console, the one deadline, and the part a failure belongs to."""
+
+    console: _Console
+    deadline: float
+    current: str = "?"
+
+
+def _start_parts(parts: Sequence[Part], ctx: StackContext, step: _Step) -> dict[str, _Waiter]:
+    """Start every part in order, each once the parts it needs answer; a waiter thread per
+    part then waits for it in the background."""
+    waiters: dict[str, _Waiter] = {}
+    for part in parts:
+        step.current = part.name
+        needs = (*NEEDS_READY.get(part.name, ()), *getattr(part, "needs_ready", ()))
+        for dep in needs:
+            if dep in waiters:
+                _join(waiters[dep], step.deadline)
+        started = time.monotonic()
+        part.start(ctx)
+        _write_state(ctx, ready=False)
+        took = time.monotonic() - started
+        step.console.say(f"{part.name} … started" + (f" in {took:.1f}s" if took >= 0.2 else ""))
+        waiters[part.name] = _Waiter(part, ctx, step.deadline, started, step.console)
+        waiters[part.name].start()
+    return waiters
+
+
+def _wait_for_parts(parts: Sequence[Part], waiters: dict[str, _Waiter], ctx: StackContext,
+                    step: _Step) -> None:
+    """Every part answers, then every part's seeding is done."""
+    for part in parts:
+        step.current = part.name
+        _join(waiters[part.name], step.deadline)
+    _after_ready(parts, ctx, step.deadline, step.console)
+
+
+def _apply_faults(parts: Sequence[Part], names: Sequence[str], ctx: StackContext,
+                  step: _Step) -> None:
+    """The faults ``up`` was asked to start with (already in faults.json), acted on by the
+    parts that declare them."""
+    for name in names:
+        for part in _declaring(parts, name):
+            step.current = part.name
+            part.set_fault(ctx, name, True)
+        step.console.say(f"fault {name} … on")
 
 
 def _after_ready(parts: Sequence[Part], ctx: StackContext, deadline: float,
@@ -526,6 +559,10 @@ def _write_env_yaml(ctx: StackContext, parts: Sequence[Part]) -> Path:
     owners: dict[str, str] = {}
     for part in parts:
         _deep_merge(config, part.env_config(ctx), owners, part.name)
+    for part in parts:
+        rewrite = getattr(part, "rewrite_env", None)
+        if rewrite is not None:
+            config = rewrite(ctx, config)
     path = ctx.dir / "env.yaml"
     header = (
         "# The environment of the reference stack in this directory, written by\n"
@@ -623,11 +660,6 @@ def _hide_password(url: str) -> str:
 # down
 
 
-def _alive(pidfile: Path) -> bool:
-    pid = read_pidfile(pidfile)
-    return pid is not None and group_alive(pid)
-
-
 def _stop_part(part: Part, ctx: StackContext, out: TextIO) -> None:
     """``part.stop`` with a time limit, so a stuck clean-up cannot block ``down``."""
     errors: list[BaseException] = []
@@ -648,120 +680,8 @@ def _stop_part(part: Part, ctx: StackContext, out: TextIO) -> None:
         print(f"[stack] {part.name}: stop failed ({errors[0]}); killing its processes", file=out)
 
 
-def _kill_all(dir: Path, grace: float = 5.0) -> None:
-    """SIGTERM every process group at once, give them ``grace`` seconds together, then
-    SIGKILL what is left (``kill_pidfile``)."""
-    pidfiles = _pidfiles(dir)
-    for pidfile in pidfiles:
-        signal_pidfile(pidfile, signal.SIGTERM)
-    end = time.monotonic() + grace
-    while time.monotonic() < end and any(_alive(p) for p in pidfiles):
-        time.sleep(0.05)
-    for pidfile in pidfiles:
-        kill_pidfile(pidfile, grace=2.0)
-
-
-def _ancestors() -> set[int]:
-    found, pid = set(), os.getpid()
-    while pid > 1:
-        found.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-    return found
-
-
-def processes_using(dir: Path) -> list[tuple[int, str]]:
-    """Processes descended from this stack's ``up`` (or ``fault``): they carry
-    ``OPSREADY_STACK_DIR=<dir>`` in their environment. A part that left something running
-    outside its pid files shows up here; a user's ``opsready verify --env DIR/env.yaml``
-    does not. This process and its ancestors never count."""
-    mark = f"{STACK_ENV}={dir.resolve()}".encode()
-    skip = _ancestors()
-    found: list[tuple[int, str]] = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) in skip:
-            continue
-        try:
-            if mark not in (proc / "environ").read_bytes().split(b"\0"):
-                continue
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv if a]
-        if words:  # a zombie has no command line left
-            found.append((int(proc.name), " ".join(words)[:200]))
-    return found
-
-
-@contextlib.contextmanager
-def _marked(dir: Path) -> Iterator[None]:
-    """Mark every process started meanwhile as this stack's (see ``processes_using``)."""
-    previous = os.environ.get(STACK_ENV)
-    os.environ[STACK_ENV] = str(dir.resolve())
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(STACK_ENV, None)
-        else:
-            os.environ[STACK_ENV] = previous
-
-
-def _sweep(dir: Path, out: TextIO) -> None:
-    for pid, cmd in processes_using(dir):
-        print(f"[stack] killing {pid}, left running outside the pid files: {cmd}", file=out)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _open_ports(ports: Iterable[int]) -> list[int]:
-    still = []
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                still.append(port)
-    return still
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a job's time limit, ``timeout``) raises KeyboardInterrupt meanwhile, so a
-    terminated ``up`` or demo stops what it started, as it does on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Ignore Ctrl-C and SIGTERM while stopping: a second one must not leave processes
-    behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _teardown(dir: Path, parts: Sequence[Part] | None, out: TextIO, *, remove: bool) -> None:
-    with _uninterrupted():
+    with uninterrupted():
         _teardown_now(dir, parts, out, remove=remove)
 
 
@@ -770,8 +690,8 @@ def _teardown_now(dir: Path, parts: Sequence[Part] | None, out: TextIO, *,
     ctx = _load_ctx(dir)
     for part in reversed(parts or []):
         _stop_part(part, ctx, out)
-    _kill_all(dir)
-    _sweep(dir, out)
+    kill_all(dir)
+    sweep(dir, out)
     if not remove:
         return
     marker = _read_json(dir / MARKER)
@@ -814,7 +734,7 @@ def down(dir: Path | str | None = None, *, parts: Sequence[Part] | None = None,
             parts = []
     ports = list(_load_ctx(dir).ports.values())
     _teardown(dir, parts, out, remove=True)
-    busy = _open_ports(ports)
+    busy = open_ports(ports)
     if busy:
         print(f"[stack] warning: ports still answering after down: {busy}", file=out)
     return True
@@ -835,8 +755,8 @@ def status(dir: Path | str | None = None, *, parts: Sequence[Part] | None = None
     parts = load_parts() if parts is None else list(parts)
     ctx = _load_ctx(dir)
     rows: list[PartStatus] = []
-    expected = state.get("pids") or [p.name for p in _pidfiles(dir)]
-    dead = [name for name in expected if not _alive(ctx.pids / name)]
+    expected = state.get("pids") or [p.name for p in pidfiles(dir)]
+    dead = [name for name in expected if not pidfile_alive(ctx.pids / name)]
     if not state.get("ready"):
         rows.append(PartStatus("stack", False, "up did not finish"))
     if dead:
@@ -882,7 +802,7 @@ def set_fault(dir: Path | str | None, name: str, on: bool, *,
     _write_faults(ctx, current)
     for part in _declaring(parts, name):
         try:
-            with _marked(dir):
+            with marked(dir):
                 part.set_fault(ctx, name, on)
         except Exception as exc:
             raise StackError(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from opsready_stack.part import Fault, FaultWatcher, StackContext, kill_pidfile, wait_until
+from opsready_stack.part import Fault, FaultWatcher, HttpFakePart, StackContext
 
 __all__ = ["OtelPart", "SpanStore", "StoredSpan", "parse_otlp_json", "parse_otlp_protobuf"]
 
@@ -396,41 +396,18 @@ def serve(app: FakeCollector, ports: dict[str, int]) -> list[ThreadingHTTPServer
     return servers
 
 
-class OtelPart:
+class OtelPart(HttpFakePart):
     """The collector-and-trace-backend contract fake as a part of the reference stack."""
 
     name = "otel"
     ports = ("otel_health", "otel_otlp", "otel_query")
     faults = FAULTS
-
-    def start(self, ctx: StackContext) -> None:
-        p = ctx.ports
-        ctx.spawn("otel", [ctx.python(), "-m", "opsready_stack.otel_fake", "--dir", str(ctx.dir),
-                           "--health-port", str(p["otel_health"]),
-                           "--otlp-port", str(p["otel_otlp"]),
-                           "--query-port", str(p["otel_query"])])
-        ctx.urls["otel_health"] = f"http://127.0.0.1:{p['otel_health']}/"
-        ctx.urls["otel_otlp"] = f"http://127.0.0.1:{p['otel_otlp']}"
-        ctx.urls["otel_traces"] = f"http://127.0.0.1:{p['otel_query']}"
-
-    def wait_ready(self, ctx: StackContext, deadline: float) -> None:
-        import httpx
-
-        def up() -> bool:
-            # Health may be 503 when the stack starts with collector-down; any answer counts.
-            httpx.get(ctx.urls["otel_health"], timeout=1.0)
-            httpx.get(ctx.urls["otel_traces"] + "/api/services", timeout=1.0)
-            return httpx.get(ctx.urls["otel_otlp"] + "/v1/traces", timeout=1.0).status_code == 405
-
-        try:
-            wait_until(up, deadline, "otel fake")
-        except RuntimeError:
-            raise RuntimeError(
-                f"otel fake did not answer on its ports; see {ctx.logs / 'otel.log'}"
-            ) from None
-
-    def after_ready(self, ctx: StackContext) -> None:
-        return None
+    module = "opsready_stack.otel_fake"
+    # Health answers 503 when the stack starts with collector-down: any answer counts.
+    health = (("otel_health", "/"), ("otel_query", "/api/services"), ("otel_otlp", "/v1/traces"))
+    ready_statuses = None
+    urls = (("otel_health", "otel_health", "/"), ("otel_otlp", "otel_otlp", ""),
+            ("otel_traces", "otel_query", ""))
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         return {"otel": {
@@ -440,15 +417,8 @@ class OtelPart:
             "trace_api_url": ctx.urls["otel_traces"],
             "service_name": SERVICE_NAME,
             "traced_path": "/api/v1/actions",
-            "read_back_timeout_s": 10,
+            "read_back_timeout_s": 5,
         }}
-
-    def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
-        # Read from faults.json per request.
-        return None
-
-    def stop(self, ctx: StackContext) -> None:
-        kill_pidfile(ctx.pids / "otel.pid")
 
 
 def main() -> None:

@@ -8,31 +8,42 @@ Runtime faults: the set of active faults lives in ``DIR/faults.json`` (a JSON li
 Python apps of the stack (the service and the fakes) re-read it on every request (cheap: they
 compare the file's mtime), so most faults flip without a restart. Parts whose faults need an
 action (rewrite a rule file and reload Prometheus, mutate the S3 bucket) do it in ``set_fault``.
+
+``BasePart`` gives every step a no-op default; ``HttpFakePart`` is the whole part of a contract
+fake that runs as ``python -m MODULE --dir DIR --port PORT`` and answers a health path. How
+processes are started and stopped lives in ``opsready_stack.processes``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import pwd
 import secrets as _secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from opsready_stack.processes import (
+    free_port,
+    group_alive,
+    kill_pidfile,
+    read_pidfile,
+    spawn,
+    wait_until,
+)
 
 __all__ = [
+    "BasePart",
     "Fault",
+    "FaultWatcher",
+    "HttpFakePart",
     "Part",
     "StackContext",
     "active_faults",
     "free_port",
+    "group_alive",
+    "kill_pidfile",
+    "read_pidfile",
     "wait_until",
 ]
 
@@ -115,29 +126,8 @@ class StackContext:
         cwd: Path | None = None,
         user: str | None = None,
     ) -> int:
-        """Start a background process in its own session; log to ``logs/NAME.log`` and
-        write ``pids/NAME.pid``. ``user`` runs it as that user, with that user's own group
-        (used for PostgreSQL as root)."""
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.pids.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        full_env = {**os.environ, **(env or {})}
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=full_env,
-            cwd=str(cwd) if cwd else None,
-            start_new_session=True,
-            user=user,
-            # Our group (root) would otherwise stay, and its permission bits apply first.
-            group=pwd.getpwnam(user).pw_gid if user else None,
-            extra_groups=[] if user else None,
-        )
-        log.close()
-        (self.pids / f"{name}.pid").write_text(str(proc.pid))
-        return proc.pid
+        """``opsready_stack.processes.spawn`` into this stack's ``logs/`` and ``pids/``."""
+        return spawn(name, argv, logs=self.logs, pids=self.pids, env=env, cwd=cwd, user=user)
 
     def python(self) -> str:
         return sys.executable
@@ -161,13 +151,99 @@ class Part(Protocol):
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         """Sections this part contributes to ``env.yaml``."""
-        return {}
+
+    def rewrite_env(self, ctx: StackContext, config: dict[str, Any]) -> dict[str, Any]:
+        """The whole ``env.yaml`` as this part needs it seen (e.g. through a proxy)."""
 
     def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
         """Act on a fault flip beyond ``faults.json`` (already updated by the orchestrator)."""
 
     def stop(self, ctx: StackContext) -> None:
         """Extra clean-up beyond killing the pids (e.g. ``pg_ctl stop``)."""
+
+
+class BasePart:
+    """A part whose every step does nothing until a subclass says otherwise."""
+
+    name: ClassVar[str] = ""
+    ports: tuple[str, ...] = ()
+    faults: tuple[Fault, ...] = ()
+
+    def start(self, ctx: StackContext) -> None:
+        return None
+
+    def wait_ready(self, ctx: StackContext, deadline: float) -> None:
+        return None
+
+    def after_ready(self, ctx: StackContext) -> None:
+        return None
+
+    def env_config(self, ctx: StackContext) -> dict[str, Any]:
+        return {}
+
+    def rewrite_env(self, ctx: StackContext, config: dict[str, Any]) -> dict[str, Any]:
+        return config
+
+    def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
+        # Most faults are read from faults.json by the part's app on every request.
+        return None
+
+    def stop(self, ctx: StackContext) -> None:
+        return None
+
+
+class HttpFakePart(BasePart):
+    """A contract fake of a SaaS API: one Python process, ``python -m MODULE --dir DIR`` with
+    one ``--NAME-port`` per port (just ``--port`` for a single one), ready once every path of
+    ``health`` answers one of ``ready_statuses``.
+
+    ``health`` holds (port name, path asked on it); ``urls`` holds (key of
+    ``StackContext.urls``, port name, path), filled at start. Faults are read from
+    faults.json by the fake on every request, so ``set_fault`` has nothing to do."""
+
+    module: ClassVar[str] = ""
+    health: tuple[tuple[str, str], ...] = ()
+    ready_statuses: ClassVar[tuple[int, ...] | None] = (200,)  # None: any answer
+    urls: tuple[tuple[str, str, str], ...] = ()
+
+    def extra_args(self, ctx: StackContext) -> list[str]:
+        return []
+
+    def base_url(self, ctx: StackContext, port_name: str) -> str:
+        return f"http://127.0.0.1:{ctx.ports[port_name]}"
+
+    def start(self, ctx: StackContext) -> None:
+        argv = [ctx.python(), "-m", self.module, "--dir", str(ctx.dir)]
+        if len(self.ports) == 1:
+            argv += ["--port", str(ctx.ports[self.ports[0]])]
+        else:
+            for port_name in self.ports:
+                flag = port_name.removeprefix(f"{self.name}_").replace("_", "-")
+                argv += [f"--{flag}-port", str(ctx.ports[port_name])]
+        ctx.spawn(self.name, argv + self.extra_args(ctx))
+        for key, port_name, path in self.urls:
+            ctx.urls[key] = self.base_url(ctx, port_name) + path
+
+    def wait_ready(self, ctx: StackContext, deadline: float) -> None:
+        import httpx
+
+        asked = {port_name: self.base_url(ctx, port_name) + path
+                 for port_name, path in self.health}
+
+        def up() -> bool:
+            statuses = [httpx.get(url, timeout=1.0).status_code for url in asked.values()]
+            return self.ready_statuses is None or all(s in self.ready_statuses for s in statuses)
+
+        try:
+            wait_until(up, deadline, f"{self.name} fake")
+        except RuntimeError:
+            raise RuntimeError(
+                f"{self.name} fake did not answer at {', '.join(asked.values())}; "
+                f"see {ctx.logs / (self.name + '.log')}"
+            ) from None
+
+    def stop(self, ctx: StackContext) -> None:
+        kill_pidfile(ctx.pids / f"{self.name}.pid")
 
 
 def active_faults(path: Path) -> set[str]:
@@ -200,112 +276,3 @@ class FaultWatcher:
         return name in self()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(
-    check: Callable[[], bool], deadline: float, what: str, interval: float = 0.1
-) -> None:
-    """Poll ``check`` until it returns true or ``deadline`` (time.monotonic) passes."""
-    while True:
-        try:
-            if check():
-                return
-        except Exception:  # not ready yet, whatever the reason
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not become ready in time")
-        time.sleep(interval)
-
-
-def _reap(pid: int) -> None:
-    """Collect ``pid``'s exit status when it is our own child (the orchestrator ran
-    in-process), so a dead child does not linger as a zombie that still looks alive."""
-    # Not our child: its parent (or init) reaps it.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def read_pidfile(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 1 else None
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any process of the process group ``pgid`` is alive (zombies do not count).
-
-    Every stack process is spawned with ``start_new_session=True``, so its pid is also its
-    process-group id, and the group outlives a crashed leader."""
-    _reap(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # The group exists, but its members may all be zombies waiting for a parent (or init)
-    # that reaps lazily; those are gone for every purpose that matters here.
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _is_ours(pid: int) -> bool:
-    """Guard against a recycled pid after a crash: a process we spawned leads its own
-    session. A dead leader whose group still has members is ours too (the group keeps
-    its id only while members remain)."""
-    try:
-        return os.getsid(pid) == pid
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-
-
-def signal_pidfile(pidfile: Path, sig: int) -> bool:
-    """Send ``sig`` to the process group of a pid file; True when the group was alive."""
-    pid = read_pidfile(pidfile)
-    if pid is None or not group_alive(pid) or not _is_ours(pid):
-        return False
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def kill_pidfile(pidfile: Path, grace: float = 5.0) -> None:
-    """Terminate the process group of a pid file, then kill it after ``grace`` seconds,
-    and remove the pid file. Safe on a missing file, a dead group or a recycled pid."""
-    pid = read_pidfile(pidfile)
-    if pid is not None and group_alive(pid) and _is_ours(pid):
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            end = time.monotonic() + grace
-            while time.monotonic() < end and group_alive(pid):
-                time.sleep(0.05)
-            if not group_alive(pid):
-                break
-    pidfile.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opsready_stack.part import Fault, StackContext, wait_until
+from opsready_stack.part import BasePart, Fault, StackContext, wait_until
 
 __all__ = ["DRILL_ROLE", "PG_USER", "READER_ROLE", "PostgresPart", "find_bindir",
            "seed_counts"]
@@ -188,7 +188,7 @@ CREATE INDEX sessions_workspace ON sessions (workspace_id);
 """
 
 
-class PostgresPart:
+class PostgresPart(BasePart):
     name = "postgres"
     ports: tuple[str, ...] = ("postgres",)
     faults: tuple[Fault, ...] = (

@@ -26,7 +26,7 @@ import httpx
 import yaml
 
 from opsready.probes.prometheus import rule_selectors
-from opsready_stack.part import Fault, StackContext, kill_pidfile, wait_until
+from opsready_stack.part import BasePart, Fault, StackContext, kill_pidfile, wait_until
 
 __all__ = [
     "PrometheusPart",
@@ -169,7 +169,7 @@ def slo_specs() -> list[dict[str, Any]]:
     ]
 
 
-class PrometheusPart:
+class PrometheusPart(BasePart):
     """The real Prometheus binary with generated scrape config and the repo's rule files."""
 
     name = "prometheus"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsready_stack.part import Fault, FaultWatcher, StackContext, kill_pidfile, wait_until
+from opsready_stack.part import Fault, FaultWatcher, HttpFakePart, StackContext
 
 __all__ = ["IDS", "GraphQLError", "RailwayPart", "build_app", "parse"]
 
@@ -763,39 +763,21 @@ def build_app(dir: Path, deploy_seconds: float = 1.0) -> Any:
     )
 
 
-class RailwayPart:
+class RailwayPart(HttpFakePart):
     """The Railway contract fake as a part of the reference stack."""
 
     name = "railway"
     ports = ("railway",)
     faults = FAULTS
-    # Deployments take this long to go from DEPLOYING to SUCCESS after a rollback/redeploy.
-    deploy_seconds = 1.0
+    module = "opsready_stack.railway_fake"
+    health = (("railway", "/health"),)
+    urls = (("railway", "railway", "/graphql/v2"),)
+    # Deployments take this long to go from DEPLOYING to SUCCESS after a rollback/redeploy:
+    # long enough that a drill sees them deploying, short enough to run the drill often.
+    deploy_seconds = 0.3
 
-    def start(self, ctx: StackContext) -> None:
-        port = ctx.ports["railway"]
-        ctx.spawn("railway", [ctx.python(), "-m", "opsready_stack.railway_fake",
-                              "--dir", str(ctx.dir), "--port", str(port),
-                              "--deploy-seconds", str(self.deploy_seconds)])
-        ctx.urls["railway"] = f"http://127.0.0.1:{port}/graphql/v2"
-
-    def wait_ready(self, ctx: StackContext, deadline: float) -> None:
-        import httpx
-
-        url = ctx.urls["railway"].removesuffix("/graphql/v2") + "/health"
-
-        def up() -> bool:
-            return httpx.get(url, timeout=1.0).status_code == 200
-
-        try:
-            wait_until(up, deadline, "railway fake")
-        except RuntimeError:
-            raise RuntimeError(
-                f"railway fake did not answer at {url}; see {ctx.logs / 'railway.log'}"
-            ) from None
-
-    def after_ready(self, ctx: StackContext) -> None:
-        pass
+    def extra_args(self, ctx: StackContext) -> list[str]:
+        return ["--deploy-seconds", str(self.deploy_seconds)]
 
     def env_config(self, ctx: StackContext) -> dict[str, Any]:
         return {
@@ -807,15 +789,9 @@ class RailwayPart:
                 "environment_id": IDS["environment"],
                 "service_id": IDS["service"],
                 "drill_timeout_s": 30,
+                "drill_poll_s": 0.1,
             }
         }
-
-    def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
-        # The fault is read from faults.json on every request.
-        pass
-
-    def stop(self, ctx: StackContext) -> None:
-        kill_pidfile(ctx.pids / "railway.pid")
 
 
 def main() -> None:

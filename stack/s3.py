@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from opsready_stack.backup_job import TAGS, dump_bytes, dump_directory, sha256sum_line
-from opsready_stack.part import Fault, StackContext, wait_until
+from opsready_stack.part import BasePart, Fault, StackContext, wait_until
 
 __all__ = ["BUCKET", "PREFIX", "S3Part", "main"]
 
@@ -114,7 +114,7 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
 
-class S3Part:
+class S3Part(BasePart):
     name = "s3"
     ports: tuple[str, ...] = ("s3",)
     faults: tuple[Fault, ...] = (

@@ -1,9 +1,11 @@
 """Shared fixtures of the suite's own tests.
 
-``stack``: one reference stack for the whole session, started with ``opsready stack up`` into
-a temporary directory and stopped at the end. ``run_verify``: run ``opsready verify`` against
-it and read the readiness model it wrote. ``Project``: a throw-away project of check modules
-for the plugin's own tests (through ``pytester``).
+``stack``: one reference stack for the whole session (under xdist, one per worker), started
+with ``opsready stack up`` into a temporary directory and stopped at the end. ``healthy_run``:
+one verify of every ticket on it, shared by the tests that read the healthy evidence.
+``run_verify``: run ``opsready verify`` against it and read the readiness model it wrote.
+``Project``: a throw-away project of check modules for the plugin's own tests (through
+``pytester``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ UP_TIMEOUT_S = 180.0
 # `down` gives each part's clean-up up to 20 s before it kills the processes.
 STOP_TIMEOUT_S = 300.0
 VERIFY_TIMEOUT_S = 900.0
+
+# Plugins installed for the suite's own tests that no check run uses: a plain `pytest checks`
+# run here autoloads every other installed plugin (opsready's among them), as a user's does.
+UNUSED_PLUGINS_OFF = ("-p", "no:hypothesispytest", "-p", "no:anyio")
 
 # Variables of an outer pytest run that must not leak into the pytest that `opsready verify`
 # runs (an xdist worker id would make the inner run believe it is a worker).
@@ -147,6 +153,16 @@ def stack() -> Iterator[StartedStack]:
     """The reference stack, shared by every test of the session."""
     with running_stack() as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def healthy_run(stack: StartedStack, tmp_path_factory: pytest.TempPathFactory) -> VerifyResult:
+    """One ``opsready verify`` of every ticket on the healthy stack, every intrusive probe
+    allowed, the P0/P1 gate on: the run whose evidence each domain's tests read."""
+    from opsready.config import INTRUSIVE_PROBES
+
+    return run_verify(stack, tmp_path_factory.mktemp("healthy"), "--gate", "P0,P1", "-n", "0",
+                      allow_intrusive=list(INTRUSIVE_PROBES))
 
 
 @dataclass
@@ -272,7 +288,7 @@ class Project:
         self.runs += 1
         out_dir = self.root / "reports" / (out or f"run{self.runs}")
         result = self.pytester.runpytest_subprocess(
-            str(self.checks), "-p", "no:cacheprovider",
+            str(self.checks), "-p", "no:cacheprovider", *UNUSED_PLUGINS_OFF,
             "--opsready-env", str(self.env), "--opsready-root", str(self.root),
             "--opsready-out", str(out_dir), *args,
         )

@@ -116,7 +116,7 @@ def github(stack_dir: Path, overrides: Overrides) -> Iterator[GithubFactory]:
 def railway(stack_dir: Path) -> Iterator[RailwayProbe]:
     cfg = RailwayConfig(api_url="http://railway.test/graphql/v2", token=RW_TOKEN,  # type: ignore[arg-type]
                         project_id=IDS["project"], environment_id=IDS["environment"],
-                        service_id=IDS["service"], drill_timeout_s=5)
+                        service_id=IDS["service"], drill_timeout_s=5, drill_poll_s=0.1)
     probe = RailwayProbe(cfg, timeout=5, transport=forward(railway_app(stack_dir, 0.2)))
     yield probe
     probe.close()

@@ -1,15 +1,12 @@
 """P0-001 (delivery), P1-002 (drill schedule), P1-003 and P3-001 (report job) end to end against
-the reference stack's GitHub, Railway and S3: healthy, under the legitimate variants together,
-with keys left empty, and with the APIs refusing or unreachable.
+the reference stack's GitHub, Railway and S3: the healthy run's evidence, keys left empty, and
+the APIs refusing or unreachable.
 
 Each fault is proven criterion by criterion in test_delivery_checks.py (against the same fakes,
-in process) and ticket by ticket in the fault matrix; here only the fault of the S3 part, which
-runs only in the stack, gets a run of its own."""
+in process) and, with each variant, once in the fault matrix against every ticket."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,6 @@ import pytest
 import yaml
 
 from conftest import StartedStack, VerifyResult, run_verify
-from opsready.config import INTRUSIVE_PROBES
 from opsready.probes._http import HttpTarget
 from opsready_stack.part import free_port
 
@@ -63,17 +59,9 @@ def with_env(stack: StartedStack, tmp_path: Path, section: str, **changes: Any) 
     return StartedStack(dir=copy, up_seconds=0.0, output="")
 
 
-@contextlib.contextmanager
-def faults_on(stack: StartedStack, *names: str) -> Iterator[None]:
-    with contextlib.ExitStack() as active:
-        for name in names:
-            active.enter_context(stack.fault(name))
-        yield
-
-
-def test_healthy_stack_delivery_and_rollback_are_done(stack: StartedStack, tmp_path: Path) -> None:
-    result = run_verify(stack, tmp_path, *SERIAL, tickets=["P0-001", "P1-003", "P3-001"],
-                        allow_intrusive=["rollback_drill", "rate_limit_burst"])
+def test_healthy_stack_delivery_and_rollback_are_done(stack: StartedStack,
+                                                      healthy_run: VerifyResult) -> None:
+    result = healthy_run
     delivery = outcomes(result, "P0-001")
     assert {name: delivery.get(name) for name in DELIVERY} == dict.fromkeys(DELIVERY, "pass"), \
         result.explain(["P0-001"])
@@ -105,44 +93,6 @@ def test_healthy_stack_delivery_and_rollback_are_done(stack: StartedStack, tmp_p
     assert drill["active_after_rollback"]["source"] == drill["rollback_target"]["source"]
     assert drill["active_after_roll_forward"]["source"] == drill["original_deployment"]["source"]
     assert drill["active_after_roll_forward"]["id"] != drill["original_deployment"]["id"]
-
-
-def test_a_failed_drill_record_opens_p1_002(stack: StartedStack, tmp_path: Path) -> None:
-    """The S3 side of the drill schedule. Every other fault of the delivery criteria is proven
-    criterion by criterion in test_delivery_checks.py against the same fakes, and ticket by
-    ticket in the fault matrix."""
-    with stack.fault("drill-record-failed"):
-        result = run_verify(stack, tmp_path, *SERIAL, tickets=["P1-002"], allow_intrusive=[])
-    assert result.status["P1-002"] == "open", result.explain(["P1-002"])
-    failed = {name for name, outcome in outcomes(result, "P1-002").items() if outcome == "fail"}
-    assert failed == {"test_restore_drill_scheduled"}, result.explain(["P1-002"])
-    found = evidence(criterion(result, "P1-002", "test_restore_drill_scheduled"), "drill_schedule")
-    assert found["drill_record"]["outcome"] == "failed"
-
-
-GITHUB_VARIANTS = ("secrets-across-scopes", "runs-cancelled", "docs-commit-after-deploy",
-                   "rollback-shell-script", "drill-run-by-hand")
-RAILWAY_VARIANTS = ("railway-image-source", "railway-app-sleeping")
-
-
-def test_the_legitimate_variants_together_keep_every_ticket_done(stack: StartedStack,
-                                                                 tmp_path: Path) -> None:
-    tickets = ["P0-001", "P1-002", "P1-003", "P3-001"]
-    with faults_on(stack, *GITHUB_VARIANTS, *RAILWAY_VARIANTS):
-        result = run_verify(stack, tmp_path, *SERIAL, tickets=tickets,
-                            allow_intrusive=list(INTRUSIVE_PROBES))
-    assert {t: result.status[t] for t in tickets} == dict.fromkeys(tickets, "done"), \
-        result.explain(tickets)
-    versions = evidence(criterion(result, "P0-001", "test_deployed_version_is_main_head"),
-                        "versions")
-    assert versions["main_head"] != versions["deployed"]
-    assert versions["files_that_deploy"] == []
-    script = evidence(criterion(result, "P1-003", "test_rollback_script_calls_api"),
-                      "rollback_script")
-    assert script["language"] == "shell" and len(script["calls"]) == 1
-    drill = evidence(criterion(result, "P1-003", "test_rollback_drill"), "rollback_drill")
-    assert drill["original_deployment"]["status"] == "SLEEPING"
-    assert drill["rollback_target"]["source"].startswith("image ")
 
 
 def test_an_org_secret_outside_the_allowed_scopes_is_named(stack: StartedStack,

@@ -1,10 +1,10 @@
-"""The observability tickets against the reference stack: done when healthy, open under their
-faults, unverified when Prometheus cannot be reached. (The fault matrix checks that the other
-tickets stay done.)"""
+"""The observability tickets against the reference stack: the healthy run's evidence, and
+unverified when Prometheus cannot be reached. The fault matrix runs each observability fault
+and variant once: which tickets open, which criterion fails, what it quotes, and what each
+variant's evidence shows."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -50,9 +50,8 @@ def _env_copy(stack: StartedStack, tmp_path: Path, name: str,
     return StartedStack(dir=copy, up_seconds=0.0, output="")
 
 
-def test_observability_tickets_done_on_healthy_stack(stack: StartedStack, tmp_path: Path) -> None:
-    result = run_verify(stack, tmp_path, *SERIAL, tickets=TICKETS,
-                        allow_intrusive=["otel_probe_span", "rate_limit_burst"])
+def test_observability_tickets_done_on_healthy_stack(healthy_run: VerifyResult) -> None:
+    result = healthy_run
     assert {t: result.status[t] for t in TICKETS} == dict.fromkeys(TICKETS, "done"), \
         result.explain(TICKETS)
     assert _outcomes(result, "P2-001")["test_probe_span_read_back"] == "pass"
@@ -76,87 +75,6 @@ def test_observability_tickets_done_on_healthy_stack(stack: StartedStack, tmp_pa
     assert {s["rule"] for s in selectors} >= {"ServiceDown", "DBPoolExhausted", "HighErrorRate"}
     exempt = {s["selector"]: s["exempt"] for s in selectors if s["matches"] is None}
     assert "series_may_be_empty" in exempt['http_requests_total{job="relay",status=~"5.."}']
-
-
-@pytest.mark.parametrize(("fault", "failing"), [
-    ("rules-not-loaded", {"P0-001": "test_alert_rules_loaded",
-                          "P2-004": "test_pool_alert_uses_gauges",
-                          "P3-002": "test_alert_runbook_links_resolve"}),
-    ("dashboard-missing", {"P0-001": "test_grafana_dashboards_present"}),
-    ("collector-down", {"P2-001": "test_collector_healthy"}),
-    ("no-slo-rules", {"P3-001": "test_slo_recording_rules_loaded"}),
-    ("alert-without-runbook", {"P3-002": "test_alert_runbook_links_resolve"}),
-])
-def test_fault_opens_its_tickets(stack: StartedStack, tmp_path: Path, fault: str,
-                                 failing: dict[str, str]) -> None:
-    with stack.fault(fault):
-        result = run_verify(stack, tmp_path, *SERIAL, tickets=list(failing),
-                            allow_intrusive=["otel_probe_span"])
-    assert {t: result.status[t] for t in failing} == dict.fromkeys(failing, "open"), \
-        result.explain(failing)
-    for ticket, criterion in failing.items():
-        assert _outcomes(result, ticket)[criterion] == "fail", result.explain([ticket])
-
-
-# Faults that break one criterion each, on different criteria, so one run can show them all
-# (the fault matrix runs each alone against every ticket): fault -> (ticket, criterion, what
-# the failure names).
-CRITERION_FAULTS = {
-    "alert-never-fires": ("P0-001", "test_alert_rules_can_fire",
-                          'HighErrorRate: http_request_total{job="relay"}'),
-    "dashboard-datasource-unresolved": ("P0-001", "test_grafana_dashboards_render",
-                                        "relay-slo: panel"),
-    "datasource-deleted": ("P0-001", "test_grafana_dashboards_render", "-> uid prometheus"),
-    "breach-metric-gauge": ("P2-003", "test_breach_counter_exposed", "is a gauge"),
-    "pool-alert-wrong-gauges": ("P2-004", "test_pool_alert_uses_gauges",
-                                "DBPoolExhausted does not select"),
-    "pool-gauges-stub": ("P2-004", "test_pool_gauges_sane", "all 4 gauges read 0"),
-    "slo-rule-no-series": ("P3-001", "test_slo_recording_rules_produce_series",
-                           "slo:webhook_latency_seconds:p95_5m: webhook_delivery_seconds_bucket"),
-    "runbook-sections-empty": ("P3-002", "test_runbook_sections", "outage.md: Symptoms (1 words)"),
-}
-
-
-def test_each_fault_fails_its_own_criterion(stack: StartedStack, tmp_path: Path) -> None:
-    tickets = sorted({t for t, _, _ in CRITERION_FAULTS.values()})
-    with contextlib.ExitStack() as faults:
-        for fault in CRITERION_FAULTS:
-            faults.enter_context(stack.fault(fault))
-        result = run_verify(stack, tmp_path, *SERIAL, tickets=tickets, allow_intrusive=[])
-    for fault, (ticket, criterion, named) in CRITERION_FAULTS.items():
-        found = next(c for c in result.criteria(ticket) if c["id"].endswith(f"::{criterion}"))
-        assert found["outcome"] == "fail", (fault, result.explain([ticket]))
-        assert named in (found.get("message") or ""), (fault, found.get("message"))
-
-
-VARIANTS = ("metrics-openmetrics", "metrics-bearer-auth", "other-team-rules",
-            "runbook-links-templated", "alert-on-alerts", "dashboard-datasource-by-name")
-
-
-def test_variants_keep_their_tickets_done(stack: StartedStack, tmp_path: Path) -> None:
-    """Every observability variant at once (the fault matrix runs each alone): the tickets
-    stay done, and the evidence shows the variant was really judged."""
-    tickets = ("P0-001", "P2-003", "P2-004", "P3-001", "P3-002")
-    with contextlib.ExitStack() as variants:
-        for variant in VARIANTS:
-            variants.enter_context(stack.fault(variant))
-        result = run_verify(stack, tmp_path, *SERIAL, tickets=tickets,
-                            allow_intrusive=["rate_limit_burst"])
-    assert {t: result.status[t] for t in tickets} == dict.fromkeys(tickets, "done"), \
-        result.explain(tickets)
-    seen = _evidence(result, "P2-003", "test_breach_counter_exposed", "breach_metric")
-    assert (seen["format"], seen["type"]) == ("openmetrics", "counter"), seen
-    links = _evidence(result, "P3-002", "test_alert_runbook_links_resolve", "runbook_links")
-    templated = {name: v for name, v in links.items() if name != "CriticalAlertFiringLong"}
-    assert len(templated) == 8 and all(
-        "/blob/release/2024.06/docs/runbooks/" in v["runbook_url"] and v["resolves"]
-        for v in templated.values()), links
-    assert "LedgerReplicationLagHigh" not in links
-    selectors = _evidence(result, "P0-001", "test_alert_rules_can_fire", "alert_rule_selectors")
-    meta = [s for s in selectors if s["rule"] == "CriticalAlertFiringLong"]
-    assert meta and all(s["matches"] is None for s in meta), meta
-    panels = _evidence(result, "P0-001", "test_grafana_dashboards_render", "panel_datasources")
-    assert {p["ref"] for p in panels} == {"name 'Prometheus'", "uid ${datasource}"}, panels
 
 
 def test_metrics_behind_auth_without_credentials_is_unverified(stack: StartedStack,

@@ -13,9 +13,28 @@ from opsready._options import MAX_WORKERS, ExitCode
 
 __all__ = ["DEFAULT_WORKERS", "build_parser", "main"]
 
-# Probes mostly wait on the network, so more workers than cores still overlap usefully;
-# each worker costs an interpreter and its imports, so keep it modest.
-DEFAULT_WORKERS = 4
+# One process, chosen by `make bench`: on two cores, xdist workers made a whole verify slower
+# at loopback latency (each worker costs an interpreter and its imports), and a default must
+# never be slower than -n 0. The probes overlap a criterion's independent requests instead;
+# over a slow network, -n 2 or more still shortens the run for those who ask for it.
+DEFAULT_WORKERS = 0
+
+# What a run needs, loaded by module name (xdist replays these arguments on its workers).
+# Autoloading every installed pytest11 plugin costs each process, and each worker, the
+# imports of plugins no check uses; pytest also rewrites the asserts of every module of an
+# autoloaded plugin's distribution. pytest-html's fixtures come before the plugin that
+# imports them, for the same reason.
+_REPORT_PLUGINS = ("opsready.plugin", "pytest_metadata.plugin", "pytest_html.fixtures", "pytest_html.plugin")
+_WORKER_PLUGINS = ("xdist.plugin",)
+
+
+def _needed_plugins(workers: int) -> list[str]:
+    """``pytest`` arguments that load only the plugins a verify run uses."""
+    names = _REPORT_PLUGINS + (_WORKER_PLUGINS if workers > 0 else ())
+    loaded = ["--disable-plugin-autoload"]
+    for name in names:
+        loaded += ["-p", name]
+    return loaded
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--pushgateway", default=None, metavar="URL", help="also push readiness metrics to this Pushgateway")
     v.add_argument("--root", default=None, metavar="DIR",
                    help="project root holding config/ (default: found from the current directory)")
+    v.add_argument("--plugin-autoload", action="store_true",
+                   help="also load every installed pytest plugin (default: only opsready, pytest-html, "
+                   "and pytest-xdist when -n > 0)")
 
     t = sub.add_parser("tickets", help="print the ticket catalogue")
     t.add_argument("--root", default=None, metavar="DIR", help="project root holding config/tickets.yaml")
@@ -202,6 +224,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     import pytest
 
+    from opsready import plugin as opsready_plugin
     from opsready._options import RunRequest
     from opsready.plugin import ValidatedRun
     from opsready.report.files import claim_report_dir
@@ -221,17 +244,28 @@ def _run_verify(args: argparse.Namespace) -> int:
     pytest_args = [
         str(checks), "-p", "no:cacheprovider", "--rootdir", str(checks if checks.is_dir() else checks.parent),
     ]
+    plugins: list[object] = [ValidatedRun(options)]
     if options.plan:
         # Collection only, in this process; the plan is the whole output.
-        pytest_args += ["--collect-only", "-p", "no:xdist", "-p", "no:terminal", "-p", "no:html"]
-    else:
-        pytest_args += ["-q", "--tb=short", "-rfE"]
-        claim_report_dir(options.out_dir, options.run_id)
-        if args.workers > 0:
-            pytest_args += ["-n", str(args.workers), "--dist", "loadfile"]
+        pytest_args += ["--collect-only", "-p", "no:terminal"]
+        if args.plugin_autoload:
+            pytest_args += ["-p", "no:xdist", "-p", "no:html"]
         else:
-            pytest_args += ["-p", "no:xdist"]
-    return int(pytest.main(pytest_args, plugins=[ValidatedRun(options)]))
+            pytest_args += ["--disable-plugin-autoload"]
+            plugins.insert(0, opsready_plugin)
+        return int(pytest.main(pytest_args, plugins=plugins))
+    pytest_args += ["-q", "--tb=short", "-rfE"]
+    claim_report_dir(options.out_dir, options.run_id)
+    if not args.plugin_autoload:
+        pytest_args += _needed_plugins(args.workers)
+        # Already imported here: registered as the object, so pytest does not import it again
+        # (and does not warn that it is too late to rewrite its asserts).
+        plugins.insert(0, opsready_plugin)
+    if args.workers > 0:
+        pytest_args += ["-n", str(args.workers), "--dist", "loadfile"]
+    else:
+        pytest_args += ["-p", "no:xdist"]
+    return int(pytest.main(pytest_args, plugins=plugins))
 
 
 if __name__ == "__main__":

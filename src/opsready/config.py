@@ -403,6 +403,7 @@ class RailwayConfig(_Section):
     environment_id: str
     service_id: str
     drill_timeout_s: float = Field(default=120.0, gt=0, le=1800)
+    drill_poll_s: float = Field(default=5.0, gt=0, le=60)
 
 
 class S3Config(_Section):

@@ -7,6 +7,8 @@ environment file is valid and every criterion says why it did not run.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -185,10 +187,25 @@ def backups(opsready_env: Environment) -> Iterator[BackupStore]:
 
 
 @pytest.fixture(scope="session")
-def scratch_server(opsready_env: Environment) -> Iterator[ScratchServer]:
+def scratch_server(opsready_env: Environment, pytestconfig: pytest.Config) -> Iterator[ScratchServer]:
     from opsready.probes.postgres import ScratchServer
 
-    yield from _closing(ScratchServer(section(opsready_env, "restore_drill"), timeout=opsready_env.timeout_s))
+    server = ScratchServer(section(opsready_env, "restore_drill"), timeout=opsready_env.timeout_s)
+    server.progress = _console_line(pytestconfig)
+    yield from _closing(server)
+
+
+def _console_line(config: pytest.Config) -> Callable[[str], None]:
+    """Write one line to the terminal from inside a criterion, past pytest's capture. An
+    xdist worker's standard error is the controller's, so this reaches the terminal too."""
+
+    def write(line: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    return write
 
 
 @pytest.fixture(scope="session")

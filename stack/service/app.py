@@ -55,7 +55,40 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from opsready_stack.part import Fault, FaultWatcher
+from opsready_stack.part import FaultWatcher
+from opsready_stack.service.faults import (
+    BAD_SIGNATURE,
+    BREACH_METRIC_GAUGE,
+    CORS_ACTUAL_NO_VARY,
+    CORS_CREDENTIALS_CASING,
+    CORS_MAX_AGE_ZERO,
+    CORS_METHODS_SAFELISTED_ONLY,
+    CORS_PREFLIGHT_204,
+    CORS_REFLECT_ANY,
+    CORS_STARTSWITH_MATCH,
+    CORS_WILDCARD,
+    CSP_UNSAFE_INLINE,
+    HEALTH_DRAFT_FORMAT,
+    HEALTH_REPORTS_FAIL,
+    HSTS_SHORT,
+    METRICS_BEARER_AUTH,
+    METRICS_FAULTS,
+    METRICS_OPENMETRICS,
+    NO_BREACH_METRIC,
+    NO_HSTS,
+    NO_POOL_METRICS,
+    NO_RATE_LIMIT,
+    NO_TRACING,
+    POOL_GAUGES_STUB,
+    REFERRER_UNSAFE_URL,
+    RETRY_AFTER_HTTP_DATE,
+    RETRY_AFTER_INVALID,
+    SECURITY_HEADERS_ALTERNATIVE,
+    UNSIGNED_WEBHOOK,
+    WEBHOOK_PING_FIRST,
+    WEBHOOK_STALE_TIMESTAMP,
+    WEBHOOK_WRONG_EVENT,
+)
 from opsready_stack.service.signing import SIGNATURE_HEADERS, configured_secret, sign
 
 __all__ = [
@@ -126,11 +159,11 @@ ALTERNATIVE_HSTS = "max-age=63072000; includeSubDomains; preload"
 ALTERNATIVE_REFERRER = "origin-when-cross-origin, strict-origin-when-cross-origin"
 # The faults of the security headers: each replaces one header's value.
 FAULTY_HEADERS = {
-    "hsts-short": ("strict-transport-security", "max-age=86400; includeSubDomains"),
-    "csp-unsafe-inline": ("content-security-policy",
+    HSTS_SHORT.name: ("strict-transport-security", "max-age=86400; includeSubDomains"),
+    CSP_UNSAFE_INLINE.name: ("content-security-policy",
                           "default-src 'self'; script-src 'self' 'unsafe-inline'; "
                           "frame-ancestors 'none'"),
-    "referrer-unsafe-url": ("referrer-policy", "unsafe-url"),
+    REFERRER_UNSAFE_URL.name: ("referrer-policy", "unsafe-url"),
 }
 
 ROLES = {"admin_key": "admin", "dev_key": "developer", "viewer_key": "viewer"}
@@ -204,22 +237,6 @@ def load_settings(stack_dir: Path, *, wait_s: float = 5.0) -> ServiceSettings:
 
 # --------------------------------------------------------------------------- metrics
 
-# Faults and variants of the metrics endpoint, declared by the service part.
-METRICS_FAULTS = (
-    Fault("breach-metric-gauge",
-          "rate_limit_breaches_total is exported as a gauge, not a counter",
-          frozenset({"P2-003"})),
-    Fault("pool-gauges-stub",
-          "the four db_connection_pool_* gauges are a stub that always reads 0",
-          frozenset({"P2-004"})),
-    Fault("metrics-openmetrics",
-          "/metrics serves the OpenMetrics exposition (application/openmetrics-text)",
-          frozenset(), variant=True),
-    Fault("metrics-bearer-auth",
-          "/metrics needs a bearer token; Prometheus and the environment have it",
-          frozenset(), variant=True),
-)
-
 
 class PoolCollector(Collector):
     """``db_connection_pool_*`` gauges, read from ``pool.get_stats()`` at scrape time."""
@@ -230,7 +247,7 @@ class PoolCollector(Collector):
     def collect(self) -> Any:
         pool = self.service.pool
         stats: dict[str, int] = pool.get_stats() if pool is not None else {}
-        if self.service.faults.on("pool-gauges-stub"):
+        if self.service.faults.on(POOL_GAUGES_STUB.name):
             stats = {}
         capacity = int(stats.get("pool_max", 0))
         current = int(stats.get("pool_size", 0))
@@ -303,12 +320,12 @@ class Metrics:
         """The body and its Content-Type: the Prometheus text format, or OpenMetrics under
         the `metrics-openmetrics` variant (Prometheus asks for it first and reads both)."""
         registries = [self.core]
-        if "no-breach-metric" not in faults:
-            registries.append(self.breaches_as_gauge if "breach-metric-gauge" in faults
+        if NO_BREACH_METRIC.name not in faults:
+            registries.append(self.breaches_as_gauge if BREACH_METRIC_GAUGE.name in faults
                               else self.breaches_registry)
-        if "no-pool-metrics" not in faults:
+        if NO_POOL_METRICS.name not in faults:
             registries.append(self.pool_registry)
-        if "metrics-openmetrics" in faults:
+        if METRICS_OPENMETRICS.name in faults:
             eof = b"# EOF\n"
             parts = [generate_openmetrics(r).removesuffix(eof) for r in registries]
             return b"".join(parts) + eof, OPENMETRICS_TYPE
@@ -448,7 +465,7 @@ class Telemetry:
         status = 500
         span = None
         token = None
-        if self.service.tracer is not None and not self.service.faults.on("no-tracing"):
+        if self.service.tracer is not None and not self.service.faults.on(NO_TRACING.name):
             carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             parent = self.propagator.extract(carrier)
             span = self.service.tracer.start_span(
@@ -497,7 +514,7 @@ class SecurityHeaders:
         faults = self.service.faults()
         values = dict([*SECURITY_HEADERS, HSTS])
         extra = []
-        if "security-headers-alternative" in faults:
+        if SECURITY_HEADERS_ALTERNATIVE.name in faults:
             nonce = base64.b64encode(secrets.token_bytes(16)).decode()
             values["content-security-policy"] = ALTERNATIVE_CSP.format(nonce=nonce)
             values["strict-transport-security"] = ALTERNATIVE_HSTS
@@ -506,7 +523,7 @@ class SecurityHeaders:
         for fault, (name, value) in FAULTY_HEADERS.items():
             if fault in faults:
                 values[name] = value
-        if "no-hsts" in faults:
+        if NO_HSTS.name in faults:
             del values["strict-transport-security"]
         return [*values.items(), *extra]
 
@@ -538,11 +555,11 @@ class Cors:
         self.headers = {h.lower() for h in ALLOW_HEADERS}
 
     def _allow_origin(self, origin: str, faults: set[str]) -> str | None:
-        if "cors-wildcard" in faults:
+        if CORS_WILDCARD.name in faults:
             return "*"
-        if "cors-reflect-any" in faults:
+        if CORS_REFLECT_ANY.name in faults:
             return origin
-        if "cors-startswith-match" in faults:
+        if CORS_STARTSWITH_MATCH.name in faults:
             # The classic unanchored match: any origin that starts like an allowed one.
             return origin if origin.startswith(ALLOWED_ORIGINS) else None
         return origin if origin in ALLOWED_ORIGINS else None
@@ -565,7 +582,7 @@ class Cors:
         async def add(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                if "cors-actual-no-vary" not in faults:
+                if CORS_ACTUAL_NO_VARY.name not in faults:
                     out.add_vary_header("Origin")
                 if allow is not None:
                     out["access-control-allow-origin"] = allow
@@ -592,9 +609,9 @@ class Cors:
                 f"Disallowed CORS {', '.join(problems)}", status_code=400, headers={"Vary": "Origin"}
             )
         assert allow is not None
-        echo = "cors-preflight-204" in faults
+        echo = CORS_PREFLIGHT_204.name in faults
         methods = ", ".join(ALLOW_METHODS)
-        if "cors-methods-safelisted-only" in faults:
+        if CORS_METHODS_SAFELISTED_ONLY.name in faults:
             methods = "GET, HEAD, POST"
         elif echo:
             # Another correct answer: echo what was asked for, as many frameworks do.
@@ -608,7 +625,7 @@ class Cors:
                 "Access-Control-Allow-Methods": methods,
                 "Access-Control-Allow-Headers": ", ".join(requested) if echo
                 else ", ".join(ALLOW_HEADERS),
-                "Access-Control-Max-Age": "0" if "cors-max-age-zero" in faults
+                "Access-Control-Max-Age": "0" if CORS_MAX_AGE_ZERO.name in faults
                 else str(7200 if echo else CORS_MAX_AGE),
                 "Vary": "Origin",
             },
@@ -618,7 +635,7 @@ class Cors:
 
 def _credentials(faults: set[str]) -> str:
     # Fetch compares the value byte for byte: "True" is not "true".
-    return "True" if "cors-credentials-casing" in faults else "true"
+    return "True" if CORS_CREDENTIALS_CASING.name in faults else "true"
 
 
 class ApiGuard:
@@ -639,7 +656,7 @@ class ApiGuard:
             await resp(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        if svc.faults.on("no-rate-limit"):
+        if svc.faults.on(NO_RATE_LIMIT.name):
             await self.app(scope, receive, send)
             return
         workspace = principal[1]
@@ -673,10 +690,10 @@ def _retry_after(wait: float, faults: set[str]) -> str:
     """Whole seconds until a token is back; or, for the variant ``retry-after-http-date``,
     that moment as an IMF-fixdate, one second later so that rounding never lands on the
     response's own Date. The fault ``retry-after-invalid`` sends the raw float."""
-    if "retry-after-invalid" in faults:
+    if RETRY_AFTER_INVALID.name in faults:
         return f"{wait:.3f}"
     seconds = max(1, math.ceil(wait))
-    if "retry-after-http-date" in faults:
+    if RETRY_AFTER_HTTP_DATE.name in faults:
         when = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=seconds + 1)
         return email.utils.format_datetime(when, usegmt=True)
     return str(seconds)
@@ -697,10 +714,10 @@ async def health(request: Request) -> Response:
     svc = _service(request)
     version = svc.settings.version
     faults = svc.faults()
-    if "health-reports-fail" in faults:
+    if HEALTH_REPORTS_FAIL.name in faults:
         return JSONResponse({"status": "fail", "version": version,
                              "checks": {"database:connection": [{"status": "fail"}]}})
-    if "health-draft-format" in faults:
+    if HEALTH_DRAFT_FORMAT.name in faults:
         return JSONResponse({"status": "pass", "version": version, "releaseId": version[:12],
                              "serviceId": "relay-api",
                              "checks": {"database:connection": [{"status": "pass"}]}},
@@ -711,7 +728,7 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     svc = _service(request)
     faults = svc.faults()
-    if "metrics-bearer-auth" in faults:
+    if METRICS_BEARER_AUTH.name in faults:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {svc.settings.metrics_token}"
         if not svc.settings.metrics_token or not hmac.compare_digest(given.encode(),
@@ -771,9 +788,9 @@ async def execute_action(request: Request) -> Response:
     event = {
         "id": "evt_" + secrets.token_hex(10),
         "type": "action.executed",
-        "created": int(now) - (STALE_S if "webhook-stale-timestamp" in faults else 0),
+        "created": int(now) - (STALE_S if WEBHOOK_STALE_TIMESTAMP.name in faults else 0),
         # Fault webhook-wrong-event: the delivery carries another execution's event.
-        "data": {"execution_id": "ex_" + secrets.token_hex(8) if "webhook-wrong-event" in faults
+        "data": {"execution_id": "ex_" + secrets.token_hex(8) if WEBHOOK_WRONG_EVENT.name in faults
                  else execution_id,
                  "workspace": workspace, "action": payload["action"],
                  "params": payload.get("params", {})},
@@ -817,19 +834,19 @@ async def _deliver(svc: RelayService, receiver: Receiver, body: bytes) -> None:
     scheme = svc.settings.webhook_scheme
     secret = svc.settings.webhook_secret
     faults = svc.faults()
-    if "bad-signature" in faults:
+    if BAD_SIGNATURE.name in faults:
         # A rotated secret that never reached the receivers.
         secret = configured_secret(scheme, "rotated-" + secrets.token_hex(8))
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Relay-Webhooks/1.0",
         **sign(scheme, secret, body, msg_id="msg_" + secrets.token_hex(12),
-               timestamp=int(time.time()) - (STALE_S if "webhook-stale-timestamp" in faults
+               timestamp=int(time.time()) - (STALE_S if WEBHOOK_STALE_TIMESTAMP.name in faults
                                              else 0)),
     }
-    if "unsigned-webhook" in faults:
+    if UNSIGNED_WEBHOOK.name in faults:
         headers.pop(SIGNATURE_HEADERS[scheme], None)
-    if svc.tracer is not None and "no-tracing" not in faults:
+    if svc.tracer is not None and NO_TRACING.name not in faults:
         with svc.tracer.start_as_current_span("webhook.deliver", kind=trace.SpanKind.CLIENT):
             TraceContextTextMapPropagator().inject(headers)
             await _post(svc, receiver, body, headers)
@@ -885,7 +902,7 @@ async def register_endpoint(request: Request) -> Response:
     svc.receivers[receiver.id] = receiver
     while len(svc.receivers) > MAX_RECEIVERS:
         svc.receivers.popitem(last=False)
-    if svc.faults.on("webhook-ping-first"):
+    if svc.faults.on(WEBHOOK_PING_FIRST.name):
         task = asyncio.create_task(_ping(svc, receiver))
         svc.tasks.add(task)
         task.add_done_callback(svc.tasks.discard)

@@ -22,8 +22,10 @@ before it is shortened.
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -121,6 +123,13 @@ def status_error(name: str, shown: str, status: int, body: str | bytes, ok: tupl
     )
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's own default context, made once for every client of the run: loading the trust
+    store costs tens of milliseconds per client, and the settings are the same for all."""
+    return httpx.create_ssl_context()
+
+
 class HttpTarget:
     """One HTTP endpoint family (a base URL), with a timeout on every call.
 
@@ -150,6 +159,7 @@ class HttpTarget:
             follow_redirects=follow_redirects,
             cookies=no_cookies(),
             event_hooks={"response": [self._bound_redirect_body]},
+            verify=_tls_context(),
         )
 
     def close(self) -> None:

@@ -17,8 +17,9 @@ target to name its own.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +29,7 @@ import httpx
 from opsready._errors import UnexpectedResponse
 from opsready.config import GrafanaConfig
 from opsready.probes._http import HttpTarget
+from opsready.probes._parallel import in_parallel
 
 __all__ = [
     "Dashboard",
@@ -137,6 +139,12 @@ class GrafanaProbe:
         if not isinstance(data, list):
             raise UnexpectedResponse(f"grafana: /api/search at {self.cfg.url} is not a list")
         return [d for d in data if isinstance(d, dict)]
+
+    def dashboards(self, uids: Iterable[str]) -> dict[str, Dashboard | None]:
+        """``dashboard`` for each uid, a few at a time."""
+        wanted = list(dict.fromkeys(uids))
+        return dict(zip(wanted, in_parallel([functools.partial(self.dashboard, uid) for uid in wanted]),
+                        strict=True))
 
     def dashboard(self, uid: str) -> Dashboard | None:
         """The dashboard with ``uid``, or ``None`` when Grafana answers 404."""

@@ -10,6 +10,7 @@ come back parsed by their standards (``opsready.probes.http_headers``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json as _json
 import threading
 import time
@@ -25,6 +26,7 @@ from opsready._errors import AccessRefused, MissingInput, ProbeError
 from opsready.config import RateLimitConfig, ServiceConfig
 from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
+from opsready.probes._parallel import in_parallel
 from opsready.probes.http_headers import (
     CorsResponse,
     Csp,
@@ -293,6 +295,18 @@ class ServiceProbe:
         resp = self.http.request("OPTIONS", path, headers=sent)
         return CorsResponse("preflight", f"{self.base_url}{path}", path, origin, method, sent,
                             resp.status_code, _headers(resp.headers))
+
+    def preflights(self, cases: Iterable[tuple[str, str, str]],
+                   request_headers: Iterable[str]) -> list[CorsResponse]:
+        """``preflight`` for each (path, origin, method), a few at a time, in order."""
+        names = list(request_headers)
+        return in_parallel([functools.partial(self.preflight, path, origin, method, names)
+                            for path, origin, method in cases])
+
+    def cors_requests(self, cases: Iterable[tuple[str, str]], method: str = "GET") -> list[CorsResponse]:
+        """``cors_request`` for each (path, origin), a few at a time, in order."""
+        return in_parallel([functools.partial(self.cors_request, path, origin, method)
+                            for path, origin in cases])
 
     def cors_request(self, path: str, origin: str, method: str = "GET") -> CorsResponse:
         """The actual CORS request: ``method`` with ``Origin`` and, when one is configured,

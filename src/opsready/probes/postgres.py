@@ -58,6 +58,7 @@ from opsready._errors import (
     TargetUnreachable,
     UnexpectedResponse,
 )
+from opsready._progress import DrillProgress
 from opsready.config import RestoreDrillConfig
 from opsready.evidence import redactor
 from opsready.probes.dumps import (
@@ -90,6 +91,8 @@ __all__ = [
 DRILL_PREFIX = "opsready_drill_"
 CHUNK = 1 << 20
 SWEEP_AFTER_S = 86400.0
+# A plain DROP DATABASE waits up to 5 s for other sessions itself; a few more tries.
+_DROP_ATTEMPTS = 4
 # Built-in roles whose members can run programs or touch files on the database host.
 PRIVILEGED_ROLES = ("pg_execute_server_program", "pg_write_server_files", "pg_read_server_files")
 _DRILL_NAME = re.compile(rf"^{DRILL_PREFIX}(\d{{9,11}})(?:_[0-9a-f]+)?$")
@@ -347,6 +350,9 @@ class ScratchServer:
         self._source_dsn = cfg.source_dsn.get_secret_value() if cfg.source_dsn else None
         self.scratch = _shown(self._scratch_dsn)
         self._tool_versions: dict[str, tuple[int, int] | None] = {}
+        # Where a long drill says where it is, and how often (see ``restore_drill``).
+        self.progress: Callable[[str], None] | None = None
+        self.progress_interval_s = 10.0
 
     def close(self) -> None:
         return None
@@ -488,13 +494,15 @@ class ScratchServer:
         *,
         backup_age_hours: float | None = None,
         on_phase: Callable[[str, float], None] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> DrillResult:
         """Restore a backup into a new scratch database, check it, drop it.
 
         The RTO runs from the start of the download to the end of verification. Findings
         (a refused or broken backup, restore errors, missing rows) land in
         ``DrillResult.problems``; ``ProbeError`` is raised only when the drill could not
-        judge (refused target, unreachable server, missing or too old tools)."""
+        judge (refused target, unreachable server, missing or too old tools). ``progress``
+        gets a line now and then while a long drill runs (see ``DrillProgress``)."""
         db = drill_database_name()
         check = self.check_target(db)
         dsn = check.pinned_dsn
@@ -510,6 +518,9 @@ class ScratchServer:
         result.swept = self.sweep(dsn)
         result.source_counts = self._source_counts()
         tools = _Children()
+        say = progress if progress is not None else self.progress
+        ticker = DrillProgress(result, source.size or 0, len(self.cfg.expected_tables), say,
+                               interval=self.progress_interval_s) if say is not None else None
         with _SignalGuard() as guard:
             created = False
             # Recovery starts with an empty database to restore into.
@@ -521,6 +532,8 @@ class ScratchServer:
             watchdog.daemon = True
             try:
                 watchdog.start()
+                if ticker is not None:
+                    ticker.start()
                 with self._connect(dsn) as conn:
                     # Set before the statement: a signal or a lost answer during CREATE may
                     # still leave the database behind, and the drop is IF EXISTS.
@@ -542,6 +555,8 @@ class ScratchServer:
             finally:
                 guard.defer = True
                 watchdog.cancel()
+                if ticker is not None:
+                    ticker.stop()
                 tools.kill()
                 if created:
                     t = time.monotonic()
@@ -557,7 +572,7 @@ class ScratchServer:
     def _verify(self, dsn: str, db: str, result: DrillResult) -> None:
         cfg = self.cfg
         with self._connect(dsn, dbname=db) as conn:
-            result.tables = _count_tables(conn, cfg.expected_tables)
+            _count_tables(conn, cfg.expected_tables, into=result.tables)
         age_days = max((result.backup_age_hours or 0.0) / 24.0, 1.0)
         for table, rows in result.tables.items():
             if rows is None:
@@ -642,16 +657,30 @@ class ScratchServer:
             conn.close()
 
     def _drop(self, dsn: str, db: str) -> None:
-        """Drop a drill database, ending its sessions first (PostgreSQL 13+ ``FORCE``)."""
+        """Drop a drill database, ending its sessions first (PostgreSQL 13+ ``FORCE``).
+
+        ``FORCE`` refuses when a session it may not end is there, and an autovacuum worker
+        on the freshly restored tables is such a session for the drill role; a plain DROP
+        stops autovacuum workers by itself, so it follows, a few times while they exit."""
         import psycopg
 
         with self._connect(dsn) as conn:
             try:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                return
             except psycopg.errors.SyntaxError:
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                              "WHERE datname = %s", (db,))
-                conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+            for attempt in range(_DROP_ATTEMPTS):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if attempt + 1 == _DROP_ATTEMPTS:
+                        raise
+                    time.sleep(0.5)
 
     def tool(self, name: str) -> str:
         found = shutil.which(name)
@@ -1030,10 +1059,12 @@ def _connect_error(exc: Exception, shown: str) -> ProbeError:
                              f"DSN's host and port")
 
 
-def _count_tables(conn: Any, tables: list[str]) -> dict[str, int | None]:
+def _count_tables(conn: Any, tables: list[str],
+                  into: dict[str, int | None] | None = None) -> dict[str, int | None]:
+    """Row counts (``None``: no such table), filled in ``into`` table by table as they come."""
     from psycopg import sql
 
-    counts: dict[str, int | None] = {}
+    counts: dict[str, int | None] = {} if into is None else into
     for table in tables:
         if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
             counts[table] = None
