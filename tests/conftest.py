@@ -218,7 +218,7 @@ def run_verify(
     allow_intrusive: Iterable[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> VerifyResult:
-    """`opsready verify --env STACK/env.yaml --out TMP --gate none [...]`.
+    """`opsready verify --env STACK/env.yaml --out TMP/verify-N --reports-root TMP --gate none [...]`.
 
     ``allow_intrusive`` replaces the environment's list (an empty list allows none);
     ``extra_args`` come last, so e.g. ``"--gate", "P0,P1"`` overrides the default here.
@@ -230,7 +230,7 @@ def run_verify(
         n += 1
     out = tmp_path / f"verify-{n}"
     command = [*opsready_command(), "verify", "--env", str(stack.env_path), "--out", str(out),
-               "--gate", "none"]
+               "--reports-root", str(tmp_path), "--gate", "none"]
     for ticket in tickets or ():
         command += ["--ticket", ticket]
     if allow_intrusive is not None:
@@ -270,8 +270,14 @@ class Project:
         self.checks.mkdir()
         self.runs = 0
 
-    def check(self, name: str, body: str) -> None:
-        (self.checks / name).write_text(textwrap.dedent(body))
+    def check(self, name: str, body: str, plan: dict[str, Any] | None = None) -> None:
+        """Write a check module and its plan (``opsready.plan``): by default one entry per test
+        function saying it contacts nothing, with the intrusive probe it is marked with or
+        asks for."""
+        source = textwrap.dedent(body)
+        (self.checks / name).write_text(source)
+        if name.startswith("test_") and name.endswith(".py"):
+            write_plan(self.checks / name, plan if plan is not None else default_plan(source))
 
     def waivers(self, entries: list[dict[str, Any]]) -> None:
         import yaml
@@ -289,6 +295,48 @@ class Project:
         path = out_dir / "readiness.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
         return result, data
+
+
+def default_plan(source: str) -> dict[str, Any]:
+    """A plan entry per test function of ``source`` that contacts nothing; ``intrusive`` from
+    its marker (or the module's) or from the probe it asks ``intrusive_allowed`` for."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+
+    def marked(nodes: Iterable[ast.AST]) -> str | None:
+        for node in nodes:
+            for call in ast.walk(node):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                        and call.func.attr in ("intrusive", "intrusive_allowed") and call.args
+                        and isinstance(call.args[0], ast.Constant)):
+                    return str(call.args[0].value)
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                        and call.func.id == "intrusive_allowed" and call.args
+                        and isinstance(call.args[0], ast.Constant)):
+                    return str(call.args[0].value)
+        return None
+
+    module_mark = marked(n for n in tree.body if isinstance(n, ast.Assign)
+                         and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in n.targets))
+    plan: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_"):
+            entry: dict[str, Any] = {"contacts": []}
+            probe = marked(node.decorator_list) or module_mark or marked([node])
+            if probe:
+                entry["intrusive"] = probe
+            plan[node.name] = entry
+    return plan
+
+
+def write_plan(module: Path, plan: dict[str, Any]) -> None:
+    import yaml
+
+    module.with_name(module.stem + ".plan.yaml").write_text(yaml.safe_dump(plan))
 
 
 def statuses(data: dict[str, Any]) -> dict[str, str]:

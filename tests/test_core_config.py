@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import opsready
+from conftest import write_plan
 from opsready import ConfigError
 from opsready.catalogue import load_catalogue, module_ticket_id
 from opsready.config import Environment, load_environment, secret_values
@@ -201,6 +202,7 @@ def test_cli_done_when_scenario(tmp_path: Path) -> None:
         "def test_bad():\n    '''A disallowed origin gets no ACAO.'''\n"
         "    assert False, 'ACAO was * for https://evil.example, expected none'\n"
     )
+    write_plan(checks / "test_p2_002_demo.py", {"test_ok": {"contacts": []}, "test_bad": {"contacts": []}})
     empty = write(tmp_path, "", "EMPTY.yaml")
     out_dir = tmp_path / "OUT"
     out = run_cli("verify", "--checks", str(checks), "--env", str(empty), "--out", str(out_dir), "--gate", "P2",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_plan
 from opsready.cli import main
 from opsready.report.manifest import MANIFEST_NAME, verify_bundle, write_manifest
 
@@ -200,6 +201,7 @@ def test_a_real_run_writes_an_intact_bundle_that_detects_one_changed_byte(tmp_pa
         "    '''A criterion that holds.'''\n",
         encoding="utf-8",
     )
+    write_plan(checks / "test_p2_002_demo.py", {"test_holds": {"contacts": []}})
     env = tmp_path / "empty.yaml"
     env.write_text("", encoding="utf-8")
     out = tmp_path / "reports" / "run"

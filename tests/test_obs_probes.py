@@ -435,11 +435,19 @@ def test_probe_span_is_otlp_json_with_hex_ids() -> None:
 
 @pytest.mark.parametrize(("status", "body"), [
     (200, {"partialSuccess": {"rejectedSpans": "1", "errorMessage": "bad span"}}),
-    (503, {"code": 14, "message": "unavailable"}),
+    (400, {"code": 3, "message": "bad span"}),
 ])
 def test_probe_span_not_accepted(status: int, body: dict[str, Any]) -> None:
     result = _otel(lambda r: httpx.Response(status, json=body)).send_probe_span()
     assert not result.accepted
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_probe_span_behind_a_gateway_answer_cannot_be_judged(status: int) -> None:
+    from opsready.probes._http import GatewayAnswer
+
+    with pytest.raises(GatewayAnswer, match=str(status)):
+        _otel(lambda r: httpx.Response(status, text="<html>Bad Gateway</html>")).send_probe_span()
 
 
 @pytest.mark.parametrize(("status", "error"), [(401, AccessRefused), (403, AccessRefused),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, child_env
+from conftest import ROOT, child_env, default_plan, write_plan
 from headless_chromium import browser, pdf_text, print_to_pdf
 from opsready.report.html import verdict_line
 from opsready.report.model import Readiness
@@ -74,6 +74,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checks.mkdir()
     for name, body in MODULES.items():
         (checks / name).write_text(body)
+        write_plan(checks / name, default_plan(body))
     out = base / "reports" / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(checks), "-p", "no:cacheprovider", "-q", "--opsready-env",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, child_env
+from conftest import ROOT, child_env, default_plan, write_plan
 from opsready.cli import main
 from opsready.report.signing import KEY_FILE_VARIABLE, generate_key_pair
 
@@ -41,6 +41,7 @@ def run(base: Path, environment: str, out: str, *, failing: bool = False, key: P
     checks = base / f"checks-{out}"
     checks.mkdir()
     (checks / "test_p2_002_x.py").write_text(CHECK.format(body="assert False, 'ACAO *'" if failing else "pass"))
+    write_plan(checks / "test_p2_002_x.py", default_plan((checks / "test_p2_002_x.py").read_text()))
     env_file = base / f"{environment}.yaml"
     env_file.write_text(f"name: {environment}\n")
     report = base / "reports" / out

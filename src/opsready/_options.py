@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import secrets
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from opsready import _clock
 from opsready._errors import ConfigError
 from opsready.catalogue import PRIORITIES, Catalogue, load_catalogue
-from opsready.config import INTRUSIVE_PROBES, Environment, load_environment, secret_values
+from opsready.config import INTRUSIVE_PROBES, Environment, load_environment, mask_url, secret_values, url_problem
 from opsready.evidence import redactor
 from opsready.waivers import WaiverSet, load_waivers
 
@@ -29,7 +30,11 @@ if TYPE_CHECKING:
     from opsready.attestations import AttestationSet
     from opsready.report.signing import SigningKey
 
-__all__ = ["ExitCode", "RunOptions", "RunRequest", "find_root", "parse_gate"]
+__all__ = ["MAX_WORKERS", "ExitCode", "RunOptions", "RunRequest", "find_root", "parse_gate"]
+
+# More workers than this only adds interpreters: the probes wait on the network, and the
+# targets should not see a stampede from one audit run.
+MAX_WORKERS = 32
 
 Priority = Literal["P0", "P1", "P2", "P3"]
 
@@ -56,14 +61,20 @@ def find_root(start: Path) -> Path:
 
 
 def parse_gate(value: str, source: str) -> list[Priority]:
-    if value.strip().lower() in ("none", ""):
+    """``P0,P1`` or ``none``. Anything else is an error: ``,,`` or an empty value must not turn
+    the gate off by accident."""
+    if value.strip().lower() == "none":
         return []
-    items = [p.strip().upper() for p in value.split(",") if p.strip()]
-    bad = [p for p in items if p not in PRIORITIES]
-    if bad:
+    items = [p.strip().upper() for p in value.split(",")]
+    if not items or any(p not in PRIORITIES for p in items):
         raise ConfigError(source, "gate", f"value {value!r} is invalid",
-                          "use priorities such as P0,P1, or 'none'")
-    return [cast(Priority, p) for p in items]
+                          "use priorities such as P0,P1, or 'none' to turn the gate off")
+    return [cast(Priority, p) for p in dict.fromkeys(items)]
+
+
+def new_run_id() -> str:
+    """A short random id that tells apart runs started in the same second."""
+    return secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,13 @@ class RunRequest:
     fail_on_regression: bool = False
     pushgateway: str | None = None
     heartbeat_s: float = 15.0
+    # Where history.jsonl and ``latest`` live (default: reports/ under the root).
+    reports_root: str | None = None
+    # Overrides the environment's deadline_s for this run.
+    deadline_s: float | None = None
+    # ``opsready verify --plan``: collect and print what would be contacted; send nothing.
+    plan: bool = False
+    run_id: str | None = None
 
     def resolve(self, *, started_at: dt.datetime | None = None) -> RunOptions:
         """Validate every option and load every input. Raises ``ConfigError``."""
@@ -112,17 +130,26 @@ class RunRequest:
         for path in checks:
             if not path.exists():
                 raise ConfigError(str(path), "", "the checks directory does not exist", "pass --checks DIR")
-        if self.pushgateway is not None and not re.match(r"^https?://[^\s/]+", self.pushgateway):
-            raise ConfigError("--pushgateway", redactor.text(self.pushgateway), "is not an http(s) URL",
-                              "pass --pushgateway http://HOST:9091")
+        if self.pushgateway is not None:
+            problem = (None if re.match(r"^https?://", self.pushgateway) else "is not an http(s) URL") \
+                or url_problem(self.pushgateway)
+            if problem is not None:
+                raise ConfigError("--pushgateway", redactor.text(mask_url(self.pushgateway)), problem,
+                                  "pass --pushgateway http://HOST:9091")
         if not self.heartbeat_s > 0:
             raise ConfigError("--heartbeat", str(self.heartbeat_s), "is not a positive number of seconds",
                               "pass a number such as 15")
+        deadline = env.deadline_s if self.deadline_s is None else self.deadline_s
+        if not (0 < deadline <= 86400):
+            raise ConfigError("--deadline", str(self.deadline_s), "is not a number of seconds from 1 to 86400",
+                              "pass --deadline 900 (15 minutes)")
+        run_id = self.run_id or new_run_id()
+        reports_root = (Path(self.reports_root) if self.reports_root else root / "reports").resolve()
         if self.out:
-            out = Path(self.out)
+            out = Path(self.out).resolve()
         else:
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", env.name) or "env"
-            out = root / "reports" / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{safe}"
+            out = reports_root / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{safe}-{run_id}"
         from opsready.actions import check_action_criteria
         from opsready.attestations import load_attestations
         from opsready.report.signing import signing_key_from_environment
@@ -136,10 +163,11 @@ class RunRequest:
             signing_key=signing_key_from_environment(),
             attestations=load_attestations(a_path, catalogue, started.date()),
             attestations_path=a_path if a_path.is_file() else None,
-            request=self, env=env, root=root, catalogue=catalogue, catalogue_path=cat_path,
-            waivers=waivers, waivers_path=w_path if w_path.is_file() else None,
-            out_dir=out.resolve(), gate=tuple(gate), selected=selected, allow_intrusive=allowed,
+            request=dataclasses.replace(self, run_id=run_id), env=env, root=root, catalogue=catalogue,
+            catalogue_path=cat_path, waivers=waivers, waivers_path=w_path if w_path.is_file() else None,
+            out_dir=out, gate=tuple(gate), selected=selected, allow_intrusive=allowed,
             check_paths=checks, started_at=started, clock_moved_to=_clock.moved_to(),
+            reports_root=reports_root, deadline_s=float(deadline),
         )
 
 
@@ -162,6 +190,23 @@ class RunOptions:
     # The run's moment from the one clock (``_clock``); ``today`` is its UTC day.
     started_at: dt.datetime
     clock_moved_to: dt.date | None = None
+    # history.jsonl and ``latest`` live here; a report directory elsewhere (``--out`` outside
+    # it) writes neither, so a run never writes into a directory it was not given.
+    reports_root: Path = Path("reports")
+    deadline_s: float = 900.0
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id or ""
+
+    @property
+    def writes_history(self) -> bool:
+        """True when the report directory sits directly in the reports root."""
+        return self.out_dir.parent == self.reports_root
+
+    @property
+    def plan(self) -> bool:
+        return self.request.plan
     # Signs MANIFEST.sha256 when OPSREADY_SIGNING_KEY(_FILE) names a key; never from the YAML.
     signing_key: SigningKey | None = None
     # Manual actions of the catalogue attested in config/attestations.yaml.
@@ -187,7 +232,8 @@ class RunOptions:
     def wire(self) -> dict[str, Any]:
         """What an xdist worker needs to rebuild these options (plain JSON values)."""
         request = dataclasses.asdict(self.request)
-        request.update(root=str(self.root), out=str(self.out_dir))
+        request.update(root=str(self.root), out=str(self.out_dir), reports_root=str(self.reports_root),
+                       deadline_s=self.deadline_s)
         return {"request": request, "started_at": self.started_at.isoformat()}
 
     @classmethod

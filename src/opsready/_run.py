@@ -1,13 +1,22 @@
 """The state of one verification run on the controller: the validated options, what each
-criterion concluded, and the files written at the end."""
+criterion concluded, and the files written at the end.
+
+A criterion counts as judged only once its call (or a setup that did not pass) reported: one
+that was collected but never finished (the run was interrupted, a worker died) is listed as
+*not run*, a not-covered skip, so its ticket is never done. Every writer runs on its own: when
+one fails the others still write, the bundle says which failed (``incomplete.txt``), and the
+run exits 4 unless the gate failed anyway.
+"""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +27,7 @@ from pydantic import BaseModel
 import opsready
 from opsready import _clock
 from opsready._errors import OpsreadyError
+from opsready._interrupt import stop_signals
 from opsready._options import ExitCode, RunOptions
 from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
@@ -38,9 +48,10 @@ from opsready.report.model import (
 )
 from opsready.report.signing import sign_manifest
 
-__all__ = ["MODULE_ERROR_PREFIX", "Recorder", "RunState"]
+__all__ = ["MODULE_ERROR_PREFIX", "NOT_RUN", "Recorder", "RunState"]
 
 MODULE_ERROR_PREFIX = "opsready collection rule:"
+NOT_RUN = "not run"
 
 
 def _sha256(path: Path | None) -> str | None:
@@ -69,10 +80,25 @@ class RunState:
     readiness: Readiness | None = None
     exit_code: ExitCode = ExitCode.OK
     published: bool = False
+    # Every selected criterion (nodeid -> ticket, title), and those that reported an end.
+    collected: dict[str, tuple[str, str]] = field(default_factory=dict)
+    completed: set[str] = field(default_factory=set)
+    # "<file>: <why>" for each report file that could not be written.
+    write_failures: list[str] = field(default_factory=list)
+    # ``--plan``: the rendered plan, printed at the end instead of a report.
+    plan_text: list[str] | None = None
 
     @property
     def out_dir(self) -> Path:
         return self.options.out_dir
+
+    @property
+    def history(self) -> Path:
+        return self.options.reports_root / "history.jsonl"
+
+    def expect(self, nodeid: str, ticket: str, title: str) -> None:
+        """A criterion selected to run (its title from its docstring)."""
+        self.collected.setdefault(nodeid, (ticket, title))
 
     # -- collecting outcomes ------------------------------------------------------------
 
@@ -90,6 +116,8 @@ class RunState:
         if payload.get("intrusive"):
             current.intrusive = str(payload["intrusive"])
         outcome, message = payload["outcome"], str(payload["message"])
+        if when == "call" or (when == "setup" and outcome != "pass"):
+            self.completed.add(nodeid)
         if when in ("setup", "call"):
             current.outcome, current.message = outcome, message
             current.skip_kind = payload.get("skip_kind")
@@ -111,11 +139,31 @@ class RunState:
                     found.setdefault(tid, []).append(f.name)
         return found
 
+    def _not_run(self, interrupted: bool) -> None:
+        """Criteria collected but never finished become not-covered skips saying so."""
+        why = stop_signals().reason or ("the run was interrupted" if interrupted else "its worker stopped")
+        message = f"{NOT_RUN}: {why} before this criterion finished"
+        for nodeid, (ticket, title) in self.collected.items():
+            if nodeid not in self.results:
+                name = nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
+                self.results[nodeid] = CriterionResult(id=f"{ticket}::{name}", ticket=ticket, title=title,
+                                                       outcome="skip", nodeid=nodeid)
+        for nodeid, result in self.results.items():
+            if nodeid not in self.completed:
+                result.outcome, result.message = "skip", message
+                result.skip_kind, result.judgeable_from = "not_covered", None
+                result.intrusive_denied = False
+
     def finish(self, exitstatus: int) -> ExitCode:
         opts = self.options
+        signals = stop_signals()
+        signals.writing_report()
+        if signals.stopped:
+            exitstatus = ExitCode.INTERRUPTED
         finished = _clock.now()
-        history = self.out_dir.parent / "history.jsonl"
+        history = self.history
         previous, previous_id = files.previous_run(history, opts.env.name)
+        self._not_run(exitstatus == ExitCode.INTERRUPTED)
         results = list(self.results.values())
         freshness = opts.env.freshness_days.model_dump()
         run = Run(
@@ -157,20 +205,47 @@ class RunState:
         # Everything a target sent back passed redaction already; this is the last net.
         self.readiness = Readiness.model_validate(redactor.value(readiness.model_dump(mode="json", by_alias=True)))
         # Each evidence item is bounded; the whole of a larger one becomes a file of the bundle.
-        self.readiness = bound_evidence(self.readiness, self.out_dir, opts.env.evidence_item_max_bytes)
-        files.write_json(self.out_dir, self.readiness)
-        junit.write_junit(self.out_dir, self.readiness)
-        self._write_metrics()
-        if self.module_errors or exitstatus == ExitCode.USAGE:
-            self.exit_code = ExitCode.USAGE
-        elif exitstatus == ExitCode.INTERRUPTED:
-            # Errors during collection (a check module that does not import) also land here.
-            self.exit_code = ExitCode.INTERRUPTED
-        elif not self.readiness.gate.passed or (opts.fail_on_regression and self.readiness.diff.regressed):
-            self.exit_code = ExitCode.FAILED
-        else:
-            self.exit_code = ExitCode.OK
+        self._write("evidence/", self._bound_evidence)
+        self._write("readiness.json", lambda: files.write_json(self.out_dir, self.readiness_model))
+        self._write("junit.xml", lambda: junit.write_junit(self.out_dir, self.readiness_model))
+        self._write("readiness.prom", self._write_metrics)
+        self.exit_code = self._exit_code(exitstatus)
         return self.exit_code
+
+    def _bound_evidence(self) -> None:
+        self.readiness = bound_evidence(self.readiness_model, self.out_dir,
+                                        self.options.env.evidence_item_max_bytes)
+
+    @property
+    def readiness_model(self) -> Readiness:
+        assert self.readiness is not None
+        return self.readiness
+
+    def _write(self, name: str, writer: Callable[[], object]) -> None:
+        """Run one writer; a failure is recorded and the others still write."""
+        try:
+            writer()
+        except Exception as exc:  # any writer's failure, so that the others still run
+            detail = redactor.excerpt(f"{type(exc).__name__}: {exc}", 300)
+            self.write_failures.append(f"{name}: {detail}")
+
+    def _exit_code(self, exitstatus: int) -> ExitCode:
+        assert self.readiness is not None
+        if self.module_errors or exitstatus == ExitCode.USAGE:
+            return ExitCode.USAGE
+        if exitstatus == ExitCode.INTERRUPTED:
+            # Errors during collection (a check module that does not import) also land here.
+            return ExitCode.INTERRUPTED
+        if not self.readiness.gate.passed or (self.options.fail_on_regression and self.readiness.diff.regressed):
+            return ExitCode.FAILED
+        if self.write_failures:
+            # The gate passed, but the bundle that proves it is incomplete.
+            return ExitCode.USAGE
+        return ExitCode.OK
+
+    def _write_incomplete(self) -> None:
+        lines = ["This report is incomplete: these files could not be written.", *self.write_failures]
+        (self.out_dir / "incomplete.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _write_metrics(self) -> None:
         assert self.readiness is not None
@@ -184,28 +259,46 @@ class RunState:
         if self.options.fail_on_regression and self.readiness.diff.regressed:
             lines.append("--fail-on-regression: exit 1")
         lines.extend(f"collection rule broken: {e}" for e in self.module_errors)
+        if self.readiness.run.interrupted:
+            lines.append(f"interrupted: {stop_signals().reason or 'the run did not finish'}; criteria that "
+                         f"did not finish are listed as not run")
+        lines.extend(f"report file not written: {f}" for f in self.write_failures)
         lines.append(f"report: {self.out_dir / 'index.html'}")
         return lines
 
-    def publish(self) -> None:
+    def publish(self, session: pytest.Session | None = None) -> None:
         """After every other plugin wrote its files: the readiness section in index.html, the
-        manifest, history, ``latest`` and the optional push. Runs once."""
+        manifest, history, ``latest`` and the optional push. Runs once.
+
+        A file that cannot be written is named on stderr and in ``incomplete.txt``, and a run
+        whose gate passed then exits 4: a bundle with a missing part never reads as complete."""
         if self.readiness is None or self.published:
             return
         self.published = True
+        readiness = self.readiness
+        before = len(self.write_failures)
         index = self.out_dir / "index.html"
-        reports_root = self.out_dir.parent
         if index.is_file():
-            charts = baseline_series(history_file.entries(reports_root / "history.jsonl"), self.readiness,
-                                     self.options.env)
-            html.inject(index, html.render_section(self.readiness, charts))
+            history = self.history
+            self._write("index.html", lambda: html.inject(index, html.render_section(
+                readiness, baseline_series(history_file.entries(history), readiness, self.options.env))))
         from opsready.report import manifest, metrics
 
-        manifest.write_manifest(self.out_dir)
-        if self.options.signing_key is not None:
-            sign_manifest(self.out_dir, self.options.signing_key)
-        files.append_history(reports_root / "history.jsonl", self.readiness, self.out_dir)
-        files.update_latest(reports_root, self.out_dir)
+        if self.write_failures:
+            self._write("incomplete.txt", self._write_incomplete)
+        files.release_report_dir(self.out_dir)
+        self._write(manifest.MANIFEST_NAME, lambda: manifest.write_manifest(self.out_dir))
+        key = self.options.signing_key
+        if key is not None:
+            self._write(f"{manifest.MANIFEST_NAME}.sig", lambda: sign_manifest(self.out_dir, key))
+        if self.options.writes_history:
+            root = self.options.reports_root
+            self._write("history.jsonl", lambda: files.append_history(self.history, readiness, self.out_dir))
+            self._write("latest", lambda: files.update_latest(root, self.out_dir))
+        for failure in self.write_failures[before:]:
+            sys.stderr.write(f"opsready: report file not written: {failure}\n")
+        if self.write_failures and session is not None and session.exitstatus == ExitCode.OK:
+            session.exitstatus = ExitCode.USAGE
         if self.options.pushgateway:
             try:
                 metrics.push(self.options.pushgateway, metrics.render_prom(self.readiness),
@@ -217,9 +310,17 @@ class RunState:
 class Recorder:
     """Registered on the controller: receives every report, from workers too."""
 
-    def __init__(self, state: RunState, heartbeat: Heartbeat | None = None) -> None:
+    def __init__(self, state: RunState, heartbeat: Heartbeat | None = None, rootpath: Path | None = None) -> None:
         self.state = state
         self.heartbeat = heartbeat
+        self.rootpath = rootpath or Path.cwd()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """xdist: the controller does not collect; what each worker will run is ``ids``."""
+        for nodeid in ids:
+            path = self.rootpath / nodeid.split("::", 1)[0]
+            self.state.expect(nodeid, module_ticket_id(path.name) or "unknown", _title_from_source(path, nodeid))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -251,3 +352,26 @@ class Recorder:
         payload = getattr(report, "opsready", None)
         if isinstance(payload, dict):
             self.state.add(report.nodeid, report.when, payload, report.duration)
+
+
+_TITLES: dict[Path, dict[str, str]] = {}
+
+
+def _title_from_source(path: Path, nodeid: str) -> str:
+    """The first docstring line of the test function named by ``nodeid``, read from the source
+    (the controller of an xdist run never imports the check modules)."""
+    if path not in _TITLES:
+        titles: dict[str, str] = {}
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            tree = None
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = (ast.get_docstring(node) or "").strip()
+                titles[node.name] = doc.splitlines()[0].strip() if doc else node.name
+        _TITLES[path] = titles
+    name = nodeid.rsplit("::", 1)[-1]
+    base, bracket, params = name.partition("[")
+    title = _TITLES[path].get(base, base)
+    return f"{title} [{params.rstrip(']')}]" if bracket else title

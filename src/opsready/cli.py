@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import opsready
 from opsready._errors import ConfigError
-from opsready._options import ExitCode
+from opsready._options import MAX_WORKERS, ExitCode
 
 __all__ = ["DEFAULT_WORKERS", "build_parser", "main"]
 
@@ -63,9 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--checks", default=None, metavar="DIR",
                    help="check modules directory (default: checks/ under the root)")
     v.add_argument("--out", default=None, metavar="DIR",
-                   help="report directory (default: reports/<UTC timestamp>-<env>)")
+                   help="report directory, new or empty (default: reports/<UTC timestamp>-<env>-<run id>)")
+    v.add_argument("--reports-root", default=None, metavar="DIR",
+                   help="where history.jsonl and latest live (default: reports/ under the root); a report "
+                   "directory (--out) outside it writes neither")
     v.add_argument("-n", dest="workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                   help=f"parallel workers, 0 runs in this process (default: {DEFAULT_WORKERS})")
+                   help=f"parallel workers from 0 to {MAX_WORKERS}, 0 runs in this process "
+                   f"(default: {DEFAULT_WORKERS})")
+    v.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="end the run as interrupted, with its report, after this many seconds "
+                   "(default: the environment's deadline_s, 900)")
+    v.add_argument("--plan", action="store_true",
+                   help="print what each selected criterion would contact and read, with its bounds, and "
+                   "send nothing")
     v.add_argument("--allow-intrusive", action="append", default=None, metavar="NAME",
                    help="allow this intrusive probe, replacing the environment's list (repeatable; 'none' for none)")
     v.add_argument("--fail-on-regression", action="store_true",
@@ -168,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"opsready: config error: {exc}\n")
         return int(ExitCode.USAGE)
-    parser.print_help()
+    except KeyboardInterrupt:
+        # Stopped before the run began (while loading the configuration): nothing to clean up.
+        sys.stderr.write("opsready: interrupted before the run started; nothing was written\n")
+        return int(ExitCode.INTERRUPTED)
+    sys.stderr.write("opsready: no command given; use one of verify, tickets, stack, verify-bundle "
+                     "(see `opsready --help`)\n")
     return int(ExitCode.USAGE)
 
 
@@ -196,25 +211,51 @@ def _tickets(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from opsready._interrupt import stop_signals
+
+    # Ctrl-C and SIGTERM from here on end the run with its report (see _interrupt).
+    stop_signals().install()
+    try:
+        return _run_verify(args)
+    finally:
+        stop_signals().uninstall()
+
+
+def _run_verify(args: argparse.Namespace) -> int:
     import pytest
 
     from opsready import plugin as opsready_plugin
     from opsready._options import RunRequest
     from opsready.plugin import ValidatedRun
+    from opsready.report.files import claim_report_dir
 
+    if not 0 <= args.workers <= MAX_WORKERS:
+        raise ConfigError("-n", str(args.workers), f"is not a number of workers from 0 to {MAX_WORKERS}",
+                          "pass -n 0 to run in this process, or -n 4")
     # Validate everything before any probe runs: a config error is one line and exit 4.
     options = RunRequest(
         env=args.env, root=args.root, out=args.out, gate=args.gate, tickets=tuple(args.ticket),
         allow_intrusive=tuple(args.allow_intrusive) if args.allow_intrusive is not None else None,
         checks=(args.checks,) if args.checks else (), fail_on_regression=args.fail_on_regression,
-        pushgateway=args.pushgateway,
+        pushgateway=args.pushgateway, reports_root=args.reports_root, deadline_s=args.deadline,
+        plan=args.plan,
     ).resolve()
     checks = options.check_paths[0]
     pytest_args = [
-        str(checks), "-p", "no:cacheprovider", "-q", "--tb=short", "-rfE",
-        "--rootdir", str(checks if checks.is_dir() else checks.parent),
+        str(checks), "-p", "no:cacheprovider", "--rootdir", str(checks if checks.is_dir() else checks.parent),
     ]
     plugins: list[object] = [ValidatedRun(options)]
+    if options.plan:
+        # Collection only, in this process; the plan is the whole output.
+        pytest_args += ["--collect-only", "-p", "no:terminal"]
+        if args.plugin_autoload:
+            pytest_args += ["-p", "no:xdist", "-p", "no:html"]
+        else:
+            pytest_args += ["--disable-plugin-autoload"]
+            plugins.insert(0, opsready_plugin)
+        return int(pytest.main(pytest_args, plugins=plugins))
+    pytest_args += ["-q", "--tb=short", "-rfE"]
+    claim_report_dir(options.out_dir, options.run_id)
     if not args.plugin_autoload:
         pytest_args += _needed_plugins(args.workers)
         # Already imported here: registered as the object, so pytest does not import it again

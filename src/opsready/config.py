@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import ipaddress
+import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -55,8 +59,11 @@ __all__ = [
     "WebhooksConfig",
     "interpolate",
     "load_environment",
+    "load_yaml",
+    "mask_url",
     "resolve_environment_path",
     "secret_values",
+    "url_problem",
 ]
 
 # The names an environment may list under ``allow_intrusive``. Each names one probe that
@@ -613,6 +620,10 @@ class Environment(_Section):
     allow_writes: list[str] = []
     freshness_days: FreshnessConfig = FreshnessConfig()
     timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Every response body a probe reads stops here (the backup download streams, unbounded).
+    body_limit_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1 << 30)
+    # The whole run ends as interrupted, with its report, after this many seconds.
+    deadline_s: float = Field(default=900.0, gt=0, le=86400)
     # Each evidence item is cut to this many bytes in readiness.json and index.html; the whole
     # item is saved as a file of the bundle and linked.
     evidence_item_max_bytes: int = Field(default=65536, ge=1024, le=64 * 1024 * 1024)
@@ -663,18 +674,24 @@ def _check_url(v: str) -> str:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(value: Any, env: dict[str, str], file: str, field: str = "") -> Any:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+def interpolate(value: Any, env: dict[str, str], file: str, field: str = "",
+                substituted: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree.
+    ``substituted`` collects each value taken from a variable (value -> variable name), so an
+    error can name the variable instead of showing what may be a secret."""
     if isinstance(value, dict):
-        return {k: interpolate(v, env, file, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
+        return {k: interpolate(v, env, file, f"{field}.{k}" if field else str(k), substituted)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, file, f"{field}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, env, file, f"{field}[{i}]", substituted) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         if name in env:
+            if substituted is not None:
+                substituted[env[name]] = name
             return env[name]
         if default is not None:
             return default
@@ -694,40 +711,217 @@ def resolve_environment_path(name_or_path: str, root: Path) -> Path:
     return root / "config" / "environments" / f"{name_or_path}.yaml"
 
 
+# Bounds on what a configuration file may be: an environment is a few KiB, a handful of
+# levels deep. They stop a hostile or broken file (an alias bomb, 3,000 nested lists) from
+# hanging or crashing the run before it starts.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 64
+MAX_CONFIG_NODES = 100_000
+
+
+def load_yaml(path: Path, file: str | None = None) -> Any:
+    """Read one YAML configuration file, within bounds: at most ``MAX_CONFIG_BYTES``, UTF-8,
+    nested at most ``MAX_CONFIG_DEPTH`` levels, at most ``MAX_CONFIG_NODES`` values once
+    aliases are expanded, and no key twice in a mapping. Raises ``ConfigError``."""
+    file = file or str(path)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot be read ({exc.strerror or type(exc).__name__})",
+                          "check the path and its permissions") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(file, "", f"is larger than {MAX_CONFIG_BYTES} bytes",
+                          "a configuration file is a few KiB; check that this is the right file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(file, f"line {line}", f"is not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                          "save the file as UTF-8") from None
+    try:
+        _check_nesting(text, file)
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_nodes(node, file)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(file, where, "is not valid YAML", "fix the syntax at that line") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader; ``_check_nodes`` has refused duplicate keys before it constructs."""
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Walk the event stream (the parser is not recursive, the composer is) for the depth."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise ConfigError(file, f"line {line}", f"nests deeper than {MAX_CONFIG_DEPTH} levels",
+                                  "flatten the structure; no opsready key is nested that deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_nodes(root: yaml.Node, file: str) -> None:
+    """No key twice in one mapping, and a bounded number of values with aliases expanded
+    (an alias bomb expands exponentially)."""
+    seen = 0
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise ConfigError(file, path or "", f"expands to more than {MAX_CONFIG_NODES} values "
+                              "(aliases repeat what they point at)",
+                              "write the values out, or use fewer aliases")
+        if isinstance(node, yaml.MappingNode):
+            keys: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+                sub = f"{path}.{key}" if path else key
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode) and key in keys and key != "<<":
+                    raise ConfigError(file, sub, f"appears twice in one mapping (lines {keys[key]} and {line})",
+                                      "keep one of them; YAML would silently use the last")
+                keys[key] = line
+                stack.append((value_node, sub))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+
+
 def load_environment(name_or_path: str, root: Path, env: dict[str, str] | None = None) -> Environment:
-    """Load and validate one environment. Raises ``ConfigError`` with a one-line message."""
+    """Load and validate one environment. Raises ``ConfigError`` with a one-line message that
+    names the file, the field path and the fix, and never a secret's value."""
     path = resolve_environment_path(name_or_path, root)
     file = str(path)
     if not path.is_file():
         known = sorted(p.stem for p in (root / "config" / "environments").glob("*.yaml"))
         listed = ", ".join(known) if known else "none"
+        what = "is not a file" if path.exists() else "no such environment file"
         raise ConfigError(
-            file, "", "no such environment file",
+            file, "", what,
             f"pass --env NAME (known: {listed}) or a path to a YAML file",
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(file, where, "is not valid YAML", "fix the syntax at that line") from None
+    raw = load_yaml(path, file)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(file, "", "top level is not a mapping", "write `key: value` sections")
-    data = interpolate(raw, dict(os.environ if env is None else env), file)
+    substituted: dict[str, str] = {}
+    data = interpolate(raw, dict(os.environ if env is None else env), file, substituted=substituted)
     data.setdefault("name", path.stem)
     try:
         model = Environment.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(file, exc, data) from None
+        raise _config_error(file, exc, data, substituted) from None
+    except RecursionError:
+        raise ConfigError(file, "", "is nested too deeply to validate", "flatten the structure") from None
+    _check_values(model, file)
     return model.model_copy(update={"source": file})
 
 
-def _config_error(file: str, exc: ValidationError, data: dict[str, Any]) -> ConfigError:
+def _check_values(model: Environment, file: str) -> None:
+    """What the section models do not check: numbers that are not finite, and URLs with an
+    impossible host or port."""
+    for where, value, is_secret in _walk(model, ""):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(file, where, f"value {value} is not a finite number", "give a number")
+        leaf = where.rsplit(".", 1)[-1]
+        if isinstance(value, str) and value and (leaf.endswith("url") or leaf.endswith("_dsn")):
+            problem = url_problem(value)
+            if problem is not None and is_secret:
+                # Not even a part of it: a misplaced '/' in a password makes it read as a host.
+                raise ConfigError(file, where, "has an impossible host or port (the value is a secret and "
+                                  "not shown)", "percent-encode special characters of the password "
+                                  "(/ as %2F) and give postgresql://user:password@host:5432/db")
+            if problem is not None:
+                raise ConfigError(file, where, f"value {mask_url(value)!r}: {problem}",
+                                  "give a URL such as https://host.example:8443/path")
+
+
+def _walk(obj: Any, where: str) -> Iterator[tuple[str, Any, bool]]:
+    """Every leaf of a model tree: its dotted path, its value and whether it is a secret
+    (a secret's value is given only for URL-shaped DSNs, to check them)."""
+    if isinstance(obj, SecretStr):
+        yield where, obj.get_secret_value() if "://" in obj.get_secret_value() else "", True
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            if name != "source":
+                yield from _walk(getattr(obj, name), f"{where}.{name}" if where else name)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _walk(value, f"{where}.{key}")
+    elif isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            yield from _walk(value, f"{where}[{i}]")
+    else:
+        yield where, obj, False
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a reachable endpoint (no host, an impossible host or port), or
+    None. Multi-host DSNs (``postgresql://u@a:1,b:2/db``) are checked host by host."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.netloc:
+        return "is not a URL with a scheme and a host"
+    hostinfo = parts.netloc.rsplit("@", 1)[-1]
+    for item in hostinfo.split(","):
+        host, port = item, ""
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest.startswith(":"):
+                port = rest[1:]
+            try:
+                ipaddress.IPv6Address(host.split("%", 1)[0])
+            except ValueError:
+                return f"has an impossible host [{host}]"
+        else:
+            host, _, port = item.partition(":")
+            if not host:
+                return "has no host"
+            if not _valid_host(host):
+                return f"has an impossible host {host!r}"
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"has an impossible port {port!r} (ports are 1 to 65535)"
+    return None
+
+
+def _valid_host(host: str) -> bool:
+    if len(host) > 253:
+        return False
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.rstrip(".").split(".")
+    return all(_HOST_LABEL.match(label) for label in labels)
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the user information of every URL in it replaced by ``***``."""
+    return re.sub(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@", r"\g<scheme>***@", text)
+
+
+def _config_error(file: str, exc: ValidationError, data: dict[str, Any],
+                  substituted: dict[str, str] | None = None) -> ConfigError:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
-    field = ".".join(loc)
+    field = _path(err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = _model_at(Environment, loc[:-1])
@@ -738,12 +932,53 @@ def _config_error(file: str, exc: ValidationError, data: dict[str, Any]) -> Conf
         return ConfigError(file, field, "unknown key", f"remove it; {fix}")
     if kind == "missing":
         return ConfigError(file, field, "is required", f"add `{loc[-1]}:` to the section")
-    value = err.get("input")
-    shown = "<secret>" if _is_secret_field(loc) else repr(value)
-    if isinstance(shown, str) and len(shown) > 60:
-        shown = shown[:57] + "..."
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = _mask_all(err["msg"].removeprefix("Value error, "), substituted or {})
+    if isinstance(err.get("input"), dict) and _model_at(Environment, loc) is not None:
+        # A check across the keys of a section: its message names them.
+        return ConfigError(file, field, msg, "change the keys it names")
+    shown = _shown_value(loc, err.get("input"), substituted or {})
     return ConfigError(file, field, f"value {shown} is invalid", msg)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``webhooks.secrets[2].value``: list indexes in brackets."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _shown_value(loc: list[str], value: Any, substituted: dict[str, str]) -> str:
+    """The invalid value as an error may show it: never a secret field's value, never the
+    contents of a mapping or a list (a DSN in a list), never a value that came from an
+    environment variable (it may hold a secret), URL user information masked, and short."""
+    if _is_secret_field(loc):
+        return "<secret>"
+    if _model_at(Environment, loc) is not None and not isinstance(value, dict):
+        # A section given as a scalar: whatever it holds (a pasted secret) stays unshown.
+        return f"<a {type(value).__name__}, where a mapping of keys belongs>"
+    if isinstance(value, dict):
+        return "<a mapping>"
+    if isinstance(value, list | tuple):
+        return f"<a list of {len(value)}>"
+    if not isinstance(value, str):
+        return repr(value) if isinstance(value, int | float | bool) or value is None else f"<{type(value).__name__}>"
+    shown = _mask_all(value, substituted)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return repr(shown)
+
+
+def _mask_all(text: str, substituted: dict[str, str]) -> str:
+    for value, name in sorted(substituted.items(), key=lambda kv: -len(kv[0])):
+        if len(value) >= 4 and value in text:
+            text = text.replace(value, f"${{{name}}}")
+    from opsready.evidence import redactor
+
+    return redactor.text(mask_url(text))
 
 
 def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
@@ -769,8 +1004,12 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _is_secret_field(loc: list[str]) -> bool:
-    return any(p in {"token", "secret", "api_key", "admin_key", "bearer_token", "password"}
-               or "dsn" in p or "secret" in p for p in loc)
+    if any(p in {"token", "secret", "api_key", "admin_key", "bearer_token", "password"} or "dsn" in p
+           or "secret" in p or "token" in p or "password" in p for p in loc):
+        return True
+    parent = _model_at(Environment, loc[:-1]) if loc else None
+    info = parent.model_fields.get(loc[-1]) if parent is not None else None
+    return info is not None and "SecretStr" in str(info.annotation)
 
 
 def secret_values(model: BaseModel) -> list[str]:

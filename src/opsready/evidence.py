@@ -16,7 +16,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -84,8 +84,16 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 class Redactor:
     """Removes secrets from text and from JSON-like values.
 
-    Configured secret values are registered with ``add``; they are removed wherever they
-    appear, including URL-encoded and base64-encoded forms.
+    Configured secret values are registered with ``add``. Each is removed wherever it appears,
+    in every encoding a target may echo it back in: URL-encoded (once or several times, upper
+    or lower case), hex (upper or lower case), base64 and base64url (of the secret alone, and
+    of a longer string that contains it, at each of the three byte alignments), and as a JSON
+    string. A registered DSN or URL also registers its password and ``user:password``, since a
+    server echoes those, not the whole DSN.
+
+    Redact first, then shorten: ``excerpt`` does both in that order, so a cut never leaves a
+    secret's prefix behind. Every text also loses lone surrogates (replaced by U+FFFD), so
+    whatever a target sent can be written as UTF-8.
     """
 
     def __init__(self) -> None:
@@ -95,21 +103,38 @@ class Redactor:
     def add(self, values: Iterable[str]) -> None:
         with self._lock:
             for value in values:
-                if len(value) < 4:
-                    continue
-                for form in _forms(value):
-                    if form not in self._secrets:
-                        self._secrets.append(form)
+                for part in _secret_parts(value):
+                    if len(part) < _MIN_SECRET:
+                        continue
+                    for form in _forms(part):
+                        if form not in self._secrets:
+                            self._secrets.append(form)
             # Longest first, so a secret that contains another is removed whole.
             self._secrets.sort(key=len, reverse=True)
 
     def text(self, value: str) -> str:
+        value = _LONE_SURROGATE.sub("\ufffd", value)
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         for pattern, repl in _PATTERNS:
             value = pattern.sub(repl, value)
         return value
+
+    def excerpt(self, value: str | bytes, limit: int = 200) -> str:
+        """At most ``limit`` characters of ``value``, redacted before it is cut (cutting first
+        could leave a secret's prefix that no longer matches). Bytes are decoded leniently."""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        clean = self.text(value)
+        if len(clean) <= limit:
+            return clean
+        cut = clean[: max(limit - 3, 0)]
+        # Never end inside the marker: half of "[redacted]" would read like data.
+        mark = cut.rfind("[")
+        if mark >= 0 and REDACTED.startswith(cut[mark:]):
+            cut = cut[:mark]
+        return cut + "..."
 
     def value(self, value: Any, key: str | None = None) -> Any:
         """Redact a JSON-like value. Credential header names lose their value whole."""
@@ -120,7 +145,7 @@ class Redactor:
         if isinstance(value, bytes):
             return self.text(value.decode("utf-8", "replace"))
         if isinstance(value, dict):
-            return {str(k): self.value(v, str(k)) for k, v in value.items()}
+            return {self.text(str(k)): self.value(v, str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple | set | frozenset):
             return [self.value(v) for v in value]
         if value is None or isinstance(value, bool | int | float):
@@ -128,11 +153,63 @@ class Redactor:
         return self.text(str(value))
 
 
-def _forms(secret: str) -> list[str]:
-    from urllib.parse import quote
+# Shorter values are not registered: they would redact ordinary words.
+_MIN_SECRET = 4
+# A base64 fragment of a secret inside a longer encoded string must be at least this long to
+# be matched (shorter fragments would match unrelated base64 by chance).
+_MIN_FRAGMENT = 10
+# How many times a target may have URL-encoded a secret before echoing it.
+_URL_DEPTH = 4
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_URL_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<user>[^:@/?#\s]*):(?P<password>[^@/?#\s]*)@")
+_KV_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*(?:'(?P<quoted>(?:[^'\\]|\\.)*)'|(?P<bare>\S+))", re.I)
+_QUERY_PASSWORD = re.compile(r"[?&](?:password|passwd|pwd)=(?P<value>[^&#\s]+)", re.I)
 
-    forms = [secret, quote(secret, safe=""), base64.b64encode(secret.encode()).decode()]
-    return [f for f in forms if len(f) >= 4]
+
+def _secret_parts(secret: str) -> list[str]:
+    """The secret, and what a server echoes of it when it is a DSN or a URL: the password and
+    ``user:password``, raw and percent-decoded."""
+    from urllib.parse import unquote
+
+    parts = [secret]
+    m = _URL_USERINFO.match(secret.strip())
+    if m:
+        user, password = m.group("user"), m.group("password")
+        parts += [password, unquote(password), f"{user}:{password}", f"{unquote(user)}:{unquote(password)}"]
+    for kv in _KV_PASSWORD.finditer(secret):
+        quoted = kv.group("quoted")
+        parts.append(re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else kv.group("bare"))
+    for q in _QUERY_PASSWORD.finditer(secret):
+        parts += [q.group("value"), unquote(q.group("value"))]
+    return list(dict.fromkeys(p for p in parts if p))
+
+
+def _forms(secret: str) -> list[str]:
+    """Every encoding of ``secret`` that ``Redactor.text`` looks for."""
+    from urllib.parse import quote, quote_plus
+
+    raw = secret.encode("utf-8", "surrogatepass")
+    forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             raw.hex(), raw.hex().upper()]
+    # URL encoding, applied up to _URL_DEPTH times, with upper- and lower-case escapes.
+    encoders: list[Callable[[str], str]] = [lambda s: quote(s, safe=""), quote, quote_plus]
+    for encode in encoders:
+        current = secret
+        for _ in range(_URL_DEPTH):
+            current = encode(current)
+            forms += [current, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), current)]
+    # base64 of the secret alone, and the part of the encoding of any longer string holding it
+    # that depends on the secret only, at each of the three byte alignments.
+    forms.append(base64.b64encode(raw).decode())
+    for align in range(3):
+        encoded = base64.b64encode(b"\0" * align + raw).decode().rstrip("=")
+        start = -(-8 * align // 6)
+        end = (8 * (align + len(raw))) // 6
+        fragment = encoded[start:end]
+        if len(fragment) >= _MIN_FRAGMENT:
+            forms.append(fragment)
+    forms += [f.replace("+", "-").replace("/", "_") for f in forms if "+" in f or "/" in f]
+    return [f for f in dict.fromkeys(forms) if len(f) >= _MIN_SECRET]
 
 
 # The process-wide redactor. Config loading registers every SecretStr with it.

@@ -8,6 +8,7 @@ test report; only the controller builds the readiness model and writes files.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 from opsready import _run
 from opsready._coverage import not_covered, skip_kind
 from opsready._errors import ConfigError, ProbeError
-from opsready._options import RunOptions, RunRequest
+from opsready._interrupt import stop_signals
+from opsready._options import ExitCode, RunOptions, RunRequest
 from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.config import INTRUSIVE_PROBES
@@ -24,6 +26,9 @@ from opsready.evidence import redactor
 from opsready.fixtures import DENIED_INTRUSIVE_KEY, EVIDENCE_KEY
 
 STATE = pytest.StashKey[_run.RunState]()
+SESSION = pytest.StashKey[pytest.Session]()
+# The plan entry of a criterion (``opsready.plan``), kept on the item by the collection rule.
+PLAN_KEY = pytest.StashKey[Any]()
 
 HELP_ENV = "environment: NAME (config/environments/NAME.yaml) or a YAML path; activates opsready"
 HELP_ROOT = "project root holding config/tickets.yaml (default: found by walking up from the current directory)"
@@ -36,6 +41,10 @@ HELP_CATALOGUE = "ticket catalogue (default: config/tickets.yaml under the root)
 HELP_REGRESSION = "exit 1 when a ticket done in the previous run of this environment is no longer done"
 HELP_PUSHGATEWAY = "push readiness metrics to this Prometheus Pushgateway URL"
 HELP_HEARTBEAT = "with workers, name every criterion still running after this many seconds (default 15)"
+HELP_REPORTS_ROOT = ("where history.jsonl and latest live (default: reports/ under the root); a report "
+                     "directory elsewhere writes neither")
+HELP_DEADLINE = "end the run as interrupted, with its report, after this many seconds (default: deadline_s)"
+HELP_PLAN = "print what each selected criterion would contact and read, and send nothing"
 
 MODULE_ERROR_PREFIX = _run.MODULE_ERROR_PREFIX
 
@@ -55,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=False, help=HELP_REGRESSION)
     group.addoption("--opsready-pushgateway", dest="opsready_pushgateway", default=None, help=HELP_PUSHGATEWAY)
     group.addoption("--opsready-heartbeat", dest="opsready_heartbeat", type=float, default=15.0, help=HELP_HEARTBEAT)
+    group.addoption("--opsready-reports-root", dest="opsready_reports_root", default=None, help=HELP_REPORTS_ROOT)
+    group.addoption("--opsready-deadline", dest="opsready_deadline", type=float, default=None, help=HELP_DEADLINE)
+    group.addoption("--opsready-plan", dest="opsready_plan", action="store_true", default=False, help=HELP_PLAN)
 
 
 class ValidatedRun:
@@ -86,6 +98,8 @@ def _run_options(config: pytest.Config) -> RunOptions | None:
         checks=tuple(a.split("::")[0] for a in config.args),
         fail_on_regression=bool(opt("opsready_fail_on_regression")),
         pushgateway=opt("opsready_pushgateway"), heartbeat_s=float(opt("opsready_heartbeat")),
+        reports_root=opt("opsready_reports_root"), deadline_s=opt("opsready_deadline"),
+        plan=bool(opt("opsready_plan")),
     ).resolve()
 
 
@@ -103,16 +117,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not config.pluginmanager.is_registered(fixtures):
         config.pluginmanager.register(fixtures, "opsready.fixtures")
+    from opsready.probes import _http
+
+    _http.set_body_limit(options.env.body_limit_bytes)
     state = _run.RunState(options)
     config.stash[STATE] = state
     config.stash[fixtures.ENV_KEY] = options.env
     config.stash[fixtures.INTRUSIVE_KEY] = options.allow_intrusive
+    signals = stop_signals()
+    if options.plan:
+        # Collect only: nothing is claimed, written or sent.
+        config.pluginmanager.register(_run.Recorder(state, None, config.rootpath), "opsready-recorder")
+        return
+    # Ctrl-C, SIGTERM and the deadline end the run alike, with its report (see _interrupt).
+    signals.install()
     if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_run.Recorder(state, _heartbeat(config, options)), "opsready-recorder")
+        from opsready.report import files
+
+        try:
+            files.claim_report_dir(state.out_dir, options.run_id)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.pluginmanager.register(_run.Recorder(state, _heartbeat(config, options), config.rootpath),
+                                      "opsready-recorder")
+        signals.forward_to_children = bool(config.getoption("numprocesses", None))
+        signals.start_deadline(options.deadline_s)
         # Reports are written by the controller only; pytest-html reads this option in its
         # own pytest_configure, which runs after this one. junit.xml is written from the
         # readiness model (report/junit.py), not by pytest's junitxml.
-        state.out_dir.mkdir(parents=True, exist_ok=True)
         if not config.getoption("htmlpath", None):
             config.option.htmlpath = str(state.out_dir / "index.html")
             config.option.self_contained_html = True
@@ -147,14 +179,52 @@ def pytest_runtest_protocol(item: pytest.Item) -> None:
 
 
 class _TicketModule(pytest.Module):
-    """A check module that must carry a ``ticket`` marker matching its file name."""
+    """A check module that must carry a ``ticket`` marker matching its file name, and a plan
+    entry for every criterion (``opsready.plan``)."""
 
     def collect(self) -> Any:
         state = self.config.stash[STATE]
         problem = _module_problem(self, state)
         if problem:
             raise self.CollectError(f"{MODULE_ERROR_PREFIX} {problem}")
-        return super().collect()
+        collected = list(super().collect())
+        problem = _plan_problem(self, collected)
+        if problem:
+            raise self.CollectError(f"{MODULE_ERROR_PREFIX} {problem}")
+        return collected
+
+
+def _plan_problem(module: pytest.Module, collected: list[Any]) -> str | None:
+    """Every criterion has its plan entry, and every entry a criterion (see ``opsready.plan``)."""
+    from opsready.plan import load_plan, plan_path
+
+    try:
+        plans = load_plan(module.path)
+    except ConfigError as exc:
+        return str(exc)
+    shown = plan_path(module.path).name
+    names: set[str] = set()
+    for item in collected:
+        if not isinstance(item, pytest.Function):
+            continue
+        name = item.originalname
+        names.add(name)
+        entry = plans.get(name)
+        if entry is None:
+            return (f"{module.path}: {name} has no entry in {shown}; add `{name}: {{contacts: [...], "
+                    f"reads: [...]}}` saying what it contacts and reads")
+        mark = item.get_closest_marker("intrusive")
+        marked = str(mark.args[0]) if mark is not None and mark.args else None
+        if marked is not None and entry.intrusive != marked:
+            return f"{shown}: {name}.intrusive must be {marked!r}, as its intrusive marker says"
+        if marked is None and "intrusive_allowed" in item.fixturenames and entry.intrusive is None:
+            return (f"{shown}: {name} asks intrusive_allowed, so its entry must name the probe "
+                    f"(`intrusive: NAME`)")
+        item.stash[PLAN_KEY] = entry
+    extra = sorted(set(plans) - names)
+    if extra:
+        return f"{shown}: {extra[0]} is not a criterion of {module.path.name}; remove the entry or fix its name"
+    return None
 
 
 def _ticket_marks(module: pytest.Module) -> list[pytest.Mark]:
@@ -190,17 +260,42 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     return _TicketModule.from_parent(parent, path=module_path)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or not state.options.selected:
+    if state is None:
         return
-    keep: list[pytest.Item] = []
-    drop: list[pytest.Item] = []
+    if state.options.selected:
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            (keep if _ticket_of(item) in state.options.selected else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    if not hasattr(config, "workerinput"):
+        # In one process the controller collects: what never reports an end is "not run".
+        for item in items:
+            state.expect(item.nodeid, _ticket_of(item), _title(item))
+    if state.options.plan:
+        _print_plan(config, state, items)
+
+
+def _print_plan(config: pytest.Config, state: _run.RunState, items: list[pytest.Item]) -> None:
+    from opsready.plan import plan_line, render_plan
+
+    opts = state.options
+    lines = []
     for item in items:
-        (keep if _ticket_of(item) in state.options.selected else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+        entry = item.stash.get(PLAN_KEY, None)
+        if entry is None:
+            continue
+        mark = item.get_closest_marker("intrusive")
+        marked = str(mark.args[0]) if mark is not None and mark.args else None
+        lines.append(plan_line(_ticket_of(item), item.nodeid, _title(item), entry, opts.env,
+                               opts.allow_intrusive, marked))
+    state.plan_text = render_plan(lines, opts.env, body_limit=opts.env.body_limit_bytes,
+                                  deadline_s=opts.deadline_s)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -301,6 +396,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None or hasattr(session.config, "workerinput"):
         return
+    if state.options.plan:
+        session.exitstatus = int(ExitCode.USAGE if state.module_errors else ExitCode.OK)
+        return
+    session.config.stash[SESSION] = session
     session.exitstatus = int(state.finish(int(exitstatus)))
 
 
@@ -316,9 +415,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or hasattr(config, "workerinput"):
+    if state is None:
         return
-    state.publish()
+    try:
+        if state.options.plan and not hasattr(config, "workerinput"):
+            # Printed here, after pytest's own output (``opsready verify --plan`` has none).
+            lines = list(state.plan_text or [])
+            lines += [f"collection rule broken: {e}" for e in state.module_errors]
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+        elif not hasattr(config, "workerinput"):
+            state.publish(config.stash.get(SESSION, None))
+    finally:
+        stop_signals().uninstall()
 
 
 def _ticket_of(item: pytest.Item) -> str:

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from opsready.evidence import redactor
 from opsready.schedules import WorkflowStep
 
 __all__ = [
@@ -139,7 +140,8 @@ def _mentions(text: str, calls: Iterable[int] = ()) -> tuple[int, ...]:
 
 def _code(text: str, line: int) -> str:
     lines = text.splitlines()
-    return lines[line - 1].strip()[:200] if 0 < line <= len(lines) else ""
+    # Redacted before it is cut: a script may hold a credential, and a cut one no longer matches.
+    return redactor.excerpt(lines[line - 1].strip(), 200) if 0 < line <= len(lines) else ""
 
 
 # -- Python -----------------------------------------------------------------------------------

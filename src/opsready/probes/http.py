@@ -24,6 +24,7 @@ import httpx
 
 from opsready._errors import AccessRefused, MissingInput, ProbeError
 from opsready.config import RateLimitConfig, ServiceConfig
+from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
 from opsready.probes._parallel import in_parallel
 from opsready.probes.http_headers import (
@@ -205,15 +206,17 @@ class ServiceProbe:
         return {self.cfg.api_key_header: secret.get_secret_value()} if secret is not None else {}
 
     def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
-                json: Any = None, key: str = "api") -> ServiceResponse:
+                json: Any = None, key: str = "api", gateway_as_data: bool = False) -> ServiceResponse:
         """One request; ``key`` is ``api``, ``admin`` or ``none``. A 429 with a short
         ``Retry-After`` (another check's burst on the same workspace) is waited out, at most
-        ``_RETRIES_ON_429`` times."""
+        ``_RETRIES_ON_429`` times. A 502/503/504 raises ``GatewayAnswer`` unless
+        ``gateway_as_data`` (see ``HttpTarget.request``)."""
         sent = {**self._key_headers(key), **(headers or {})}
         attempt = 0
         while True:
             start = time.monotonic()
-            resp = self.http.request(method, path, headers=sent, json=json)
+            resp = self.http.request(method, path, headers=sent, json=json,
+                                     gateway_as_data=gateway_as_data)
             elapsed = time.monotonic() - start
             retry = _retry_after(resp)
             wait = retry.seconds if retry is not None else None
@@ -226,8 +229,8 @@ class ServiceProbe:
                                resp.text, elapsed, tuple(resp.headers.multi_items()))
 
     def get(self, path: str, *, headers: Mapping[str, str] | None = None,
-            key: str = "api") -> ServiceResponse:
-        return self.request("GET", path, headers=headers, key=key)
+            key: str = "api", gateway_as_data: bool = False) -> ServiceResponse:
+        return self.request("GET", path, headers=headers, key=key, gateway_as_data=gateway_as_data)
 
     def post(self, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
              key: str = "api") -> ServiceResponse:
@@ -240,9 +243,10 @@ class ServiceProbe:
 
     def health(self) -> HealthResult:
         """``GET health_path`` without a key. The version comes from ``version_field`` and
-        the reported status from ``health_status_field``, when the body has them."""
+        the reported status from ``health_status_field``, when the body has them. A gateway's
+        502/503/504 is the finding here (availability itself), not an error."""
         cfg = self.cfg
-        resp = self.get(cfg.health_path, key="none")
+        resp = self.get(cfg.health_path, key="none", gateway_as_data=True)
         body = resp.json()
         version = reported = None
         if isinstance(body, dict):
@@ -251,7 +255,7 @@ class ServiceProbe:
             if cfg.health_status_field and body.get(cfg.health_status_field) is not None:
                 reported = str(body[cfg.health_status_field])
         shown = body if body is not None and len(resp.text) <= _MAX_BODY_SHOWN \
-            else resp.text[:_MAX_BODY_SHOWN]
+            else redactor.excerpt(resp.text, _MAX_BODY_SHOWN)
         return HealthResult(f"{self.base_url}{cfg.health_path}", resp.status, shown,
                             resp.headers.get("content-type"), version, cfg.health_status_field,
                             reported, resp.headers, resp.elapsed_s)

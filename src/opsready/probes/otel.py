@@ -22,6 +22,7 @@ import httpx
 
 from opsready._errors import AccessRefused, MissingInput, UnexpectedResponse
 from opsready.config import OtelConfig
+from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
 
 __all__ = [
@@ -129,15 +130,15 @@ class OtelProbe:
     def health(self) -> CollectorHealth:
         """The health_check extension: 200 ``{"status":"Server available"}`` or 503."""
         url = self._need(self.cfg.collector_health_url, "otel.collector_health_url")
-        resp = self._target("otel collector", url).request("GET", url)
+        resp = self._target("otel collector", url).request("GET", url, gateway_as_data=True)
         try:
             body: Any = resp.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            body = resp.text[:200]
+            body = redactor.excerpt(resp.text, 200)
         status = str(body.get("status", "")) if isinstance(body, dict) else str(body)
         if resp.status_code not in (200, 503):
             raise UnexpectedResponse(
-                f"otel collector: GET {url} answered {resp.status_code} ({status[:100]!r}); "
+                f"otel collector: GET {url} answered {resp.status_code} ({redactor.excerpt(status, 100)!r}); "
                 f"expected the health_check extension (200 or 503), check "
                 f"otel.collector_health_url"
             )
@@ -179,7 +180,7 @@ class OtelProbe:
             "POST", url, content=json.dumps(payload),
             headers={"Content-Type": "application/json"},
         )
-        detail = resp.text[:200]
+        detail = redactor.excerpt(resp.text, 200)
         # A refused credential or a wrong endpoint says nothing about the collector's pipeline:
         # those cannot be judged; a reachable collector refusing the span (503, 400) can.
         if resp.status_code in (401, 403):

@@ -35,7 +35,7 @@ from opsready._errors import (
 )
 from opsready.config import PrometheusConfig, SloConfig, SloSpec
 from opsready.evidence import redactor
-from opsready.probes._http import USER_AGENT, HttpTarget
+from opsready.probes._http import USER_AGENT, HttpTarget, no_cookie_policy, requests_body_limit
 
 if TYPE_CHECKING:
     import requests
@@ -354,7 +354,8 @@ class PrometheusProbe:
         return data
 
     def _api(self, path: str, *, params: dict[str, str] | None = None) -> Any:
-        resp = self.http.request("GET", path, params=params)
+        # Prometheus answers 503 with its own error envelope (a query timeout, say).
+        resp = self.http.request("GET", path, params=params, gateway_as_data=True)
         return _envelope_data(resp.status_code, resp.content, f"GET {path}", self.url)
 
     # -- PromQL (prometheus-api-client) -----------------------------------------------------
@@ -595,6 +596,9 @@ class PrometheusProbe:
 
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
+            session.cookies.set_policy(no_cookie_policy())
+            # Bodies are read within the body limit before requests would read them whole.
+            session.hooks["response"].append(requests_body_limit())
             # Keep the raw answer of a failed query: the client only says "HTTP Status Code",
             # while the error envelope says what went wrong.
             session.hooks["response"].append(self._remember)
@@ -636,11 +640,11 @@ def _envelope_data(status: int, content: bytes, what: str, url: str) -> Any:
         )
     if isinstance(body, dict) and body.get("status") == "error":
         kind = str(body.get("errorType", "error"))
-        detail = redactor.text(str(body.get("error", "")))[:300]
+        detail = redactor.excerpt(str(body.get("error", "")), 300)
         error: type[ProbeError] = ProbeTimeout if kind == "timeout" else UnexpectedResponse
         raise error(f"prometheus: {shown} answered {status} with {kind} error: {detail}")
     if status != 200:
-        text = redactor.text(content[:200].decode("utf-8", "replace"))
+        text = redactor.excerpt(content, 200)
         raise UnexpectedResponse(f"prometheus: {shown} answered {status} ({text!r}), expected 200")
     if not isinstance(body, dict) or body.get("status") != "success" or "data" not in body:
         raise UnexpectedResponse(

@@ -211,7 +211,7 @@ class RailwayProbe:
         except ValueError:
             raise UnexpectedResponse(
                 f"railway: {what} answered HTTP {resp.status_code} without JSON "
-                f"({redactor.text(resp.text[:200])!r})"
+                f"({redactor.excerpt(resp.text, 200)!r})"
             ) from None
         if not isinstance(body, dict):
             raise UnexpectedResponse(f"railway: {what} answered a non-object JSON body")

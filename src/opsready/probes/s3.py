@@ -376,7 +376,8 @@ class BackupStore:
         config = Config(
             connect_timeout=min(self.timeout, 5.0),
             read_timeout=self.timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
+            # Two attempts in all (``max_attempts`` would count retries only, three calls).
+            retries={"total_max_attempts": 2, "mode": "standard"},
             # Custom endpoints (MinIO, moto, Ceph) rarely serve virtual-hosted buckets.
             s3={"addressing_style": "path" if s3cfg.endpoint_url else "auto"},
         )
@@ -386,7 +387,9 @@ class BackupStore:
         if s3cfg.access_key_id is not None and s3cfg.secret_access_key is not None:
             kwargs["aws_access_key_id"] = s3cfg.access_key_id.get_secret_value()
             kwargs["aws_secret_access_key"] = s3cfg.secret_access_key.get_secret_value()
-        return boto3.session.Session().client("s3", **kwargs)
+        client = boto3.session.Session().client("s3", **kwargs)
+        _fail_fast_once_down(client)
+        return client
 
     def close(self) -> None:
         close = getattr(self._client, "close", None)
@@ -600,7 +603,7 @@ class BackupStore:
             if t is not None:
                 entries.append(SidecarEntry(t.group(2).lower(), t.group(1)))
         return Sidecar(key=key, found=True, entries=tuple(entries),
-                       excerpt=redactor.text(text[:120]))
+                       excerpt=redactor.excerpt(text, 120))
 
     def open(self, backup: BackupObject) -> ObjectStream:
         """A streaming body for ``backup``, the version that was listed."""
@@ -1089,3 +1092,23 @@ def _parse_time(value: Any) -> dt.datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _fail_fast_once_down(client: Any) -> None:
+    """Once the endpoint timed out or could not be reached, every later call fails at once
+    with the same error: a blackholed endpoint costs one call's timeout, not one per call."""
+    from botocore import exceptions as bex
+
+    down: list[Exception] = []
+
+    def remember(exception: Exception | None = None, **_: Any) -> None:
+        if isinstance(exception, bex.ConnectTimeoutError | bex.ReadTimeoutError
+                      | bex.EndpointConnectionError) and not down:
+            down.append(exception)
+
+    def refuse(**_: Any) -> None:
+        if down:
+            raise down[0]
+
+    client.meta.events.register("after-call-error.s3", remember)
+    client.meta.events.register("before-call.s3", refuse)

@@ -498,7 +498,7 @@ def _expect_2xx(service: ServiceProbe, resp: ServiceResponse, key_name: str, fai
                             f"refused, check service.{key_name}")
     if not 200 <= resp.status < 300:
         raise UnexpectedResponse(f"service: {shown} answered {resp.status} "
-                                 f"({redactor.text(resp.text[:200])!r}); {failed}")
+                                 f"({redactor.excerpt(resp.text, 200)!r}); {failed}")
 
 
 def _register(service: ServiceProbe, cfg: WebhooksConfig, url: str) -> tuple[str, str | None]:

@@ -167,6 +167,6 @@ def push(
         )
     raise UnexpectedResponse(
         f"pushgateway: {shown} answered {resp.status_code} "
-        f"({redactor.text(resp.text[:200].strip())!r}), expected 200; check that the URL "
+        f"({redactor.excerpt(resp.text.strip(), 200)!r}), expected 200; check that the URL "
         f"points at a Prometheus Pushgateway"
     )

@@ -195,9 +195,10 @@ class GithubTracker:
 
 
 def _message(resp: httpx.Response) -> str:
+    # Redacted before it is cut: a cut secret no longer matches.
     try:
         data = resp.json()
     except ValueError:
-        return redactor.text(resp.text[:200])
+        return redactor.excerpt(resp.text, 200)
     message = data.get("message") if isinstance(data, dict) else None
-    return redactor.text(str(message)[:200]) if message else redactor.text(resp.text[:200])
+    return redactor.excerpt(str(message), 200) if message else redactor.excerpt(resp.text, 200)
