@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the reference stack needs, only when they are missing:
 # the real Prometheus (with promtool) and PostgreSQL's server binaries, and Chromium with
-# pdftotext (poppler-utils), which the report's browser tests use. Debian/Ubuntu, as root.
+# pdftotext (poppler-utils), which the report's browser tests use, and ssh-keygen
+# (openssh-client), with which the tests check signed bundles as an auditor does.
+# Debian/Ubuntu, as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -21,6 +23,7 @@ have_prometheus || need+=(prometheus)
 have_postgres || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)
 command -v pdftotext >/dev/null || need+=(poppler-utils)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]}; install them as root: apt-get install ${need[*]}" >&2
@@ -37,6 +40,7 @@ have_prometheus || missing+=("prometheus and promtool on PATH (Debian package pr
 have_postgres || missing+=("PostgreSQL server binaries (initdb) and pg_dump/pg_restore (Debian package postgresql)")
 command -v chromium >/dev/null || missing+=("chromium (Debian package chromium)")
 command -v pdftotext >/dev/null || missing+=("pdftotext (Debian package poppler-utils)")
+command -v ssh-keygen >/dev/null || missing+=("ssh-keygen (Debian package openssh-client)")
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'still missing after install: %s\n' "${missing[@]}" >&2
   exit 1

@@ -263,7 +263,7 @@ class RunState:
             lines.append(f"interrupted: {stop_signals().reason or 'the run did not finish'}; criteria that "
                          f"did not finish are listed as not run")
         lines.extend(f"report file not written: {f}" for f in self.write_failures)
-        lines.append(f"report: {self.out_dir / 'index.html'}")
+        lines.append(f"report: {_shown(self.out_dir / 'index.html')}")
         return lines
 
     def publish(self, session: pytest.Session | None = None) -> None:
@@ -375,3 +375,11 @@ def _title_from_source(path: Path, nodeid: str) -> str:
     base, bracket, params = name.partition("[")
     title = _TITLES[path].get(base, base)
     return f"{title} [{params.rstrip(']')}]" if bracket else title
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
