@@ -39,6 +39,16 @@ SCRIPT_PAYLOAD = (
 )
 
 
+# The CORS section every hostile environment shares: one allowed and one disallowed origin.
+CORS_SECTION = """cors:
+  paths: [/api/v1/actions]
+  allowed_origins: [https://app.example.com]
+  disallowed_origins: [https://evil.example.com]
+  methods: [POST]
+  request_headers: [X-API-Key]
+"""
+
+
 @dataclass
 class Received:
     method: str

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import ROOT, child_env, opsready_command
-from hostile import HostileServer, Received, Reply, json_body
+from hostile import CORS_SECTION, HostileServer, Received, Reply, json_body
 
 # Secrets with characters that URL encoding changes, so every encoding differs from the raw.
 CANARIES = {
@@ -85,13 +85,7 @@ service:
   admin_key: ${{CANARY_ADMIN_KEY}}
   security_headers: {{paths: [/health, /api/v1/actions]}}
   rate_limit: {{path: /api/v1/actions, max_requests: 6, max_seconds: 2, concurrency: 2}}
-cors:
-  paths: [/api/v1/actions]
-  allowed_origins: [https://app.example.com]
-  disallowed_origins: [https://evil.example.com]
-  methods: [POST]
-  request_headers: [X-API-Key]
-webhooks:
+{CORS_SECTION}webhooks:
   secret: ${{CANARY_WEBHOOK}}
   event_id_field: data.id
   register_path: /api/v1/webhooks/endpoints
@@ -208,13 +202,7 @@ def test_a_gateway_page_makes_property_criteria_unverified_not_open(tmp_path: Pa
 allow_intrusive: [otel_probe_span]
 timeout_s: 3
 service: {{base_url: {gateway.url}}}
-cors:
-  paths: [/api/v1/actions]
-  allowed_origins: [https://app.example.com]
-  disallowed_origins: [https://evil.example.com]
-  methods: [POST]
-  request_headers: [X-API-Key]
-otel:
+{CORS_SECTION}otel:
   collector_health_url: {healthy.url}/
   otlp_http_url: {gateway.url}
   trace_api_url: {gateway.url}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, child_env, opsready_command
-from hostile import SCRIPT_PAYLOAD, HostileServer, Received, Reply, json_body
+from hostile import CORS_SECTION, SCRIPT_PAYLOAD, HostileServer, Received, Reply, json_body
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -66,13 +66,7 @@ service:
   api_key: k-0123456789
   security_headers: {{paths: [/health, /api/v1/actions]}}
   rate_limit: {{path: /api/v1/actions, max_requests: 4, max_seconds: 2, concurrency: 2}}
-cors:
-  paths: [/api/v1/actions]
-  allowed_origins: [https://app.example.com]
-  disallowed_origins: [https://evil.example.com]
-  methods: [POST]
-  request_headers: [X-API-Key]
-prometheus:
+{CORS_SECTION}prometheus:
   url: {target.url}
   alert_rules: [ServiceDown]
 grafana:

@@ -61,6 +61,7 @@ __all__ = [
     "load_environment",
     "load_yaml",
     "mask_url",
+    "model_in",
     "resolve_environment_path",
     "secret_values",
     "url_problem",
@@ -989,15 +990,16 @@ def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None
         info = current.model_fields.get(part)
         if info is None:
             return None
-        current = _model_in(info.annotation)
+        current = model_in(info.annotation)
     return current
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field's annotation holds (directly, or in a union or container)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, SecretStr
 
 from opsready._errors import ConfigError
-from opsready.config import INTRUSIVE_PROBES, Environment, load_yaml
+from opsready.config import INTRUSIVE_PROBES, Environment, load_yaml, model_in
 from opsready.evidence import redactor
 
 __all__ = ["PLAN_SUFFIX", "CriterionPlan", "PlanLine", "load_plan", "plan_path", "render_plan"]
@@ -134,18 +134,8 @@ def _annotation(key: str) -> str | None:
         if info is None or (model is Environment and part == "source"):
             return None
         annotation = info.annotation
-        model = _model_in(annotation)
+        model = model_in(annotation)
     return str(annotation)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 # -- rendering ----------------------------------------------------------------------------
