@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import opsready
+from opsready.fixtures import per_instance_prometheus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,24 +48,12 @@ def _metric(service: ServiceProbe) -> str:
     return name
 
 
-def _per_instance_prometheus(service: ServiceProbe, opsready_env: Environment,
-                             request: pytest.FixtureRequest) -> PrometheusProbe | None:
-    """Prometheus, when the service's instances must be judged one by one."""
-    if not service.cfg.metrics_per_instance:
-        return None
-    if opsready_env.prometheus is None or not opsready_env.prometheus.service_job:
-        opsready.not_covered("service.metrics_per_instance needs prometheus.url and "
-                             "prometheus.service_job to read each instance; not configured")
-    prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
-    return prometheus
-
-
 def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment,
                                 request: pytest.FixtureRequest, evidence: Evidence) -> None:
     """/metrics exposes rate_limit_breaches_total as a counter"""
     name = _metric(service)
     url = f"{service.base_url}{service.cfg.metrics_path}"
-    prometheus = _per_instance_prometheus(service, opsready_env, request)
+    prometheus = per_instance_prometheus(service, opsready_env, request)
     if prometheus is not None:
         declared = prometheus.target_metadata(name)
         evidence.record("breach_metric_per_instance", [
@@ -108,7 +97,7 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
     """rate_limit_breaches_total increases after a breach"""
     name = _metric(service)
     metrics_url = f"{service.base_url}{service.cfg.metrics_path}"
-    per_instance = _per_instance_prometheus(service, opsready_env, request)
+    per_instance = per_instance_prometheus(service, opsready_env, request)
     if per_instance is None:
         snapshot = service.metrics()
         assert snapshot.family(name) is not None, (

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import opsready
+from opsready.fixtures import per_instance_prometheus
 
 if TYPE_CHECKING:
     from opsready.config import Environment
@@ -42,23 +43,12 @@ def _gauges(service: ServiceProbe) -> dict[str, str]:
     return names
 
 
-def _per_instance(service: ServiceProbe, opsready_env: Environment,
-                  request: pytest.FixtureRequest) -> PrometheusProbe | None:
-    if not service.cfg.metrics_per_instance:
-        return None
-    if opsready_env.prometheus is None or not opsready_env.prometheus.service_job:
-        opsready.not_covered("service.metrics_per_instance needs prometheus.url and "
-                             "prometheus.service_job to read each instance; not configured")
-    prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
-    return prometheus
-
-
 def test_pool_gauges_exposed(service: ServiceProbe, opsready_env: Environment,
                              request: pytest.FixtureRequest, evidence: Evidence) -> None:
     """/metrics exposes the db_connection_pool_* gauges"""
     names = _gauges(service)
     url = f"{service.base_url}{service.cfg.metrics_path}"
-    prometheus = _per_instance(service, opsready_env, request)
+    prometheus = per_instance_prometheus(service, opsready_env, request)
     if prometheus is not None:
         declared = {n: prometheus.target_metadata(n) for n in names.values()}
         evidence.record("pool_gauges_per_instance", {
@@ -99,7 +89,7 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
             opsready.not_covered(f"not configured: service.pool_gauges.{role} (sanity compares "
                                  f"the other gauges with the pool's size)")
     url = f"{service.base_url}{service.cfg.metrics_path}"
-    prometheus = _per_instance(service, opsready_env, request)
+    prometheus = per_instance_prometheus(service, opsready_env, request)
     # instance -> role -> value
     readings: dict[str, dict[str, float]] = {}
     if prometheus is not None:

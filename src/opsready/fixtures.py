@@ -40,6 +40,7 @@ __all__ = [
     "intrusive_allowed",
     "opsready_env",
     "otel",
+    "per_instance_prometheus",
     "prometheus",
     "railway",
     "runbooks",
@@ -149,6 +150,20 @@ def prometheus(opsready_env: Environment) -> Iterator[PrometheusProbe]:
     from opsready.probes.prometheus import PrometheusProbe
 
     yield from _closing(PrometheusProbe(section(opsready_env, "prometheus"), timeout=opsready_env.timeout_s))
+
+
+def per_instance_prometheus(service: ServiceProbe, env: Environment,
+                            request: pytest.FixtureRequest) -> PrometheusProbe | None:
+    """Prometheus, when ``service.metrics_per_instance`` says several instances stand behind one
+    URL and each must be judged from its own scrape; None when one read of the URL is enough.
+    Not covered when per-instance reading is asked for but Prometheus or its job is not set."""
+    if not service.cfg.metrics_per_instance:
+        return None
+    if env.prometheus is None or not env.prometheus.service_job:
+        not_covered("service.metrics_per_instance needs prometheus.url and prometheus.service_job "
+                    "to read each instance; not configured")
+    prometheus: PrometheusProbe = request.getfixturevalue("prometheus")
+    return prometheus
 
 
 @pytest.fixture(scope="session")
