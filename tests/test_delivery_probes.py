@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fake_clock import Clock
 from opsready._errors import AccessRefused, ProbeError, UnexpectedResponse
 from opsready.config import GithubConfig, RailwayConfig
 from opsready.probes.github import GithubProbe, RateLimited, WorkflowRun, newest_concluded
@@ -23,23 +24,8 @@ TOKEN = "gh-test-token-0123456789"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-class Clock:
-    """A fake clock whose sleeps advance time, so waits are observable and instant."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def github(handler: Handler, clock: Clock | None = None, **cfg: object) -> GithubProbe:
-    clock = clock or Clock()
+    clock = clock or Clock(NOW)
     config = GithubConfig.model_validate({"repo": "acme/relay", "token": TOKEN,
                                           "api_url": "https://gh.test", **cfg})
     return GithubProbe(config, timeout=5, transport=httpx.MockTransport(handler),
@@ -81,7 +67,7 @@ def test_github_without_token_sends_no_authorization() -> None:
 
 
 def test_exhausted_rate_limit_waits_for_the_reset_within_the_bound() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     calls: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -99,7 +85,7 @@ def test_exhausted_rate_limit_waits_for_the_reset_within_the_bound() -> None:
 
 
 def test_exhausted_rate_limit_beyond_the_bound_raises_without_waiting() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers=limits(0, NOW + 600),
@@ -113,7 +99,7 @@ def test_exhausted_rate_limit_beyond_the_bound_raises_without_waiting() -> None:
 
 
 def test_403_rate_limited_is_retried_after_the_reset() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     answers = [
         httpx.Response(403, headers=limits(0, NOW + 7), json={"message": "API rate limit exceeded"}),
         httpx.Response(200, headers=limits(4999, NOW + 3600), json={"sha": "b" * 40}),
@@ -127,7 +113,7 @@ def test_403_rate_limited_is_retried_after_the_reset() -> None:
 
 
 def test_429_with_retry_after_is_retried() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     answers = [
         httpx.Response(429, headers={"retry-after": "3"}, json={"message": "secondary rate limit"}),
         httpx.Response(200, json={"sha": "c" * 40}),
@@ -496,7 +482,7 @@ def test_rollback_mutation_has_no_selection_and_returns_the_boolean() -> None:
 
 
 def test_403_naming_a_secondary_rate_limit_waits_a_minute() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     answers = [
         httpx.Response(403, headers=limits(4000, NOW + 3600),
                        json={"message": "You have exceeded a secondary rate limit."}),
@@ -571,7 +557,7 @@ class FakeRailway:
 
 
 def drill_probe(fake: FakeRailway) -> RailwayProbe:
-    clock = Clock()
+    clock = Clock(NOW)
     config = RailwayConfig.model_validate({
         "api_url": "https://railway.test/graphql/v2", "token": RAILWAY_TOKEN,
         "project_id": "p1", "environment_id": "e1", "service_id": "s1"})

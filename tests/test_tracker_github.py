@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fake_clock import Clock
 from opsready._errors import AccessRefused, UnexpectedResponse
 from opsready.catalogue import load_catalogue
 from opsready.config import TrackerGithubConfig
@@ -30,23 +31,8 @@ NOW = 1_800_000_000.0
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-class Clock:
-    """Sleeps advance time, so waits are observable and instant."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def tracker(handler: Handler, clock: Clock | None = None, **cfg: Any) -> GithubTracker:
-    clock = clock or Clock()
+    clock = clock or Clock(NOW)
     config = TrackerGithubConfig.model_validate(
         {"api_url": API, "repo": "acme/relay", "token": TOKEN, "write_interval_s": 0, **cfg})
     return GithubTracker(config, timeout=5, transport=httpx.MockTransport(handler), sleep=clock.sleep,
@@ -133,7 +119,7 @@ def test_writes_use_the_documented_methods_and_bodies() -> None:
 
 
 def test_a_secondary_rate_limit_on_a_write_is_waited_out_and_the_write_repeated() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     answers = [
         httpx.Response(403, headers={"retry-after": "30", "x-ratelimit-remaining": "4980"},
                        json={"message": "You have exceeded a secondary rate limit. Please wait."}),
@@ -152,7 +138,7 @@ def test_a_secondary_rate_limit_on_a_write_is_waited_out_and_the_write_repeated(
 
 
 def test_a_secondary_rate_limit_without_retry_after_waits_a_minute() -> None:
-    clock = Clock()
+    clock = Clock(NOW)
     answers = [httpx.Response(403, json={"message": "You have exceeded a secondary rate limit."}),
                httpx.Response(200, json={})]
     t = tracker(lambda r: answers.pop(0), clock, rate_limit_wait_max_s=60)
@@ -170,7 +156,7 @@ def test_a_rate_limit_beyond_the_bound_raises_naming_the_tracker_key() -> None:
 
 def test_writes_are_spaced_by_the_write_interval() -> None:
     """A second from the end of one write to the start of the next; reads are not spaced."""
-    clock = Clock()
+    clock = Clock(NOW)
     starts: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
