@@ -11,6 +11,7 @@ one verify of every ticket on it, shared by the tests that read the healthy evid
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -295,6 +296,19 @@ class Project:
         path = out_dir / "readiness.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
         return result, data
+
+
+def cli_in_process(*argv: str) -> tuple[int, str, str]:
+    """``opsready ARGV`` in this process: the exit code (argparse's too), stdout and stderr."""
+    from opsready.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
 
 
 def default_plan(source: str) -> dict[str, Any]:

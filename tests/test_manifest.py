@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import shutil
 import subprocess
@@ -12,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_plan
-from opsready.cli import main
+from conftest import cli_in_process, write_plan
 from opsready.report.manifest import MANIFEST_NAME, verify_bundle, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +36,7 @@ def bundle(tmp_path: Path) -> Path:
 
 def run_main(argv: list[str]) -> tuple[int, str, str]:
     """``opsready verify-bundle ARGV`` in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["verify-bundle", *argv])
-        except SystemExit as exc:  # argparse's usage errors
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+    return cli_in_process("verify-bundle", *argv)
 
 
 def test_manifest_lists_every_file_sorted_with_its_sha256(bundle: Path) -> None:

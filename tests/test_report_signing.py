@@ -4,8 +4,6 @@ an auditor checks it without opsready."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -14,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Project, child_env, opsready_command
+from conftest import cli_in_process as cli
 from opsready._errors import ConfigError
-from opsready.cli import main
 from opsready.report.manifest import MANIFEST_NAME, SIGNATURE_NAME, write_manifest
 from opsready.report.signing import (
     KEY_FILE_VARIABLE,
@@ -34,15 +32,6 @@ pytest_plugins = ["pytester"]
 # The auditor's tool: OpenSSH's ssh-keygen (openssh-client), on every CI runner.
 SSH_KEYGEN = shutil.which("ssh-keygen") or "ssh-keygen"
 
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -14,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, child_env, default_plan, write_plan
-from opsready.cli import main
+from conftest import cli_in_process as cli
 from opsready.report.signing import KEY_FILE_VARIABLE, generate_key_pair
 
 CHECK = """
@@ -26,15 +24,6 @@ def test_a():
     {body}
 """
 
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def run(base: Path, environment: str, out: str, *, failing: bool = False, key: Path | None = None) -> Path:
