@@ -11,7 +11,8 @@ What each criterion can and cannot tell:
   differs. It cannot tell that the counter is incremented on every 429.
 - *Counts breaches* causes one with a bounded burst where ``rate_limit_burst`` is allowed and
   reads the counter before and after (behind a load balancer, the increase summed over the
-  instances in Prometheus). Where the burst is not allowed, a breach already counted (the
+  instances in Prometheus). Where the burst is not allowed, or ``service.rate_limit.path`` is
+  empty so there is nothing to burst, a breach already counted (the
   counter above zero, or an increase in Prometheus over
   ``service.rate_limit.found_breach_window``) shows the counter at work just as well; without
   one the criterion is not covered.
@@ -108,7 +109,8 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
         before = snapshot.total(name) or 0.0
     else:
         before = sum(s.value for s in per_instance.job_series(name))
-    if intrusive_allowed(BURST):
+    can_burst = service.cfg.rate_limit.path is not None
+    if can_burst and intrusive_allowed(BURST):
         burst = service.burst()
         evidence.record("burst", burst.evidence())
         assert burst.limited, (
@@ -147,6 +149,12 @@ def test_breach_counted(service: ServiceProbe, opsready_env: Environment,
             evidence.record("breach_found_already", found)
             return
     evidence.record("breach_found_already", found)
+    if not can_burst:
+        opsready.not_covered(
+            f"not configured: service.rate_limit.path (the burst that makes a breach needs it), "
+            f"and no breach was found already ({name} is {before:g}); set the path the rate "
+            f"limiter guards"
+        )
     opsready.not_covered(
         f"intrusive probe '{BURST}' is not allowed in environment '{opsready_env.name}', and no "
         f"breach was found already ({name} is {before:g}); list it under allow_intrusive or pass "

@@ -311,6 +311,20 @@ def test_breach_counter_exposed() -> None:
                 request=per_instance, evidence=Evidence())
 
 
+def test_breach_counted_without_a_burst_path_is_not_covered_not_an_error() -> None:
+    """Allowed to burst but given no path to burst: not covered, naming the key; a breach
+    counted already still proves the counter."""
+    counted = P2_3.test_breach_counted
+    ctx = {"opsready_env": Environment(name="t"), "request": _Request(),
+           "intrusive_allowed": lambda name: True}
+    zero = "# TYPE breaches_total counter\nbreaches_total 0\n"
+    cfg = {"rate_limit_metric": "breaches_total"}
+    with pytest.raises(NotCovered, match=r"not configured: service\.rate_limit\.path"):
+        counted(service=_service(zero, **cfg), evidence=Evidence(), **ctx)
+    seen = "# TYPE breaches_total counter\nbreaches_total 3\n"
+    assert _run(counted, service=_service(seen, **cfg), **ctx) == "pass"
+
+
 # -- P3-001: SLIs and the error budget -----------------------------------------------------------
 
 
