@@ -147,12 +147,26 @@ def _evidence(items: list[EvidenceItem]) -> str:
         elif isinstance(item, TableItem):
             body = (f"<p><small>{_e(item.note)}</small></p>" if item.note else "") + _rows_table(item.rows)
         else:
-            value = item.value
-            text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
-            body = f"<pre>{_e(text)}</pre>"
+            body = _record_body(item.value)
         parts.append(f'<details class="evidence"><summary><strong>{name}</strong>: {_e(_summary(item))}{cut}'
                      f"</summary>{body}</details>")
     return "".join(parts)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _record_body(value: Any) -> str:
+    """A recorded value as a reader wants it: a list of flat records as a table, a flat mapping
+    as a key/value table, anything else as indented JSON."""
+    if isinstance(value, list) and value and all(
+            isinstance(row, dict) and all(_scalar(v) for v in row.values()) for row in value):
+        return _rows_table([{str(k): v for k, v in row.items()} for row in value])
+    if isinstance(value, dict) and value and all(_scalar(v) for v in value.values()):
+        return _table(["key", "value"], [[_e(k), _e(_cell(v))] for k, v in value.items()])
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
+    return f"<pre>{_e(text)}</pre>"
 
 
 def _lines(lines: list[str]) -> str:
