@@ -165,10 +165,12 @@ def test_production_example_keeps_every_secret_in_the_environment() -> None:
 
     for key in secret_keys:
         value = lookup(raw, key)
-        # ``${VAR:-}``: a secret only one command needs (the tracker token) may stay unset.
-        assert value is None or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-)?\}", value), (
-            f"production.example.yaml: {key} must be a ${{VAR}} reference"
-        )
+        # A list of secrets (protected_dsns): every entry a reference.
+        for one in value if isinstance(value, list) else [value]:
+            # ``${VAR:-}``: a secret only one command needs (the tracker token) may stay unset.
+            assert one is None or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-)?\}", one), (
+                f"production.example.yaml: {key} must be a ${{VAR}} reference"
+            )
     assert lookup(raw, "service.api_key") is not None
 
 
