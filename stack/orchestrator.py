@@ -77,6 +77,9 @@ DEFAULT_DIR = Path(".stack")
 DEFAULT_ROWS = 200
 WEBHOOK_SCHEMES = ("hex", "stripe", "standard-webhooks")
 READY_TIMEOUT_S = 60.0
+# A large --rows seeds, indexes, dumps and uploads for longer: this much more time per row
+# (3,600,000 rows, a 1 GiB dump, get six more minutes).
+READY_S_PER_ROW = 1e-4
 STOP_TIMEOUT_S = 20.0
 MARKER = ".opsready-stack"
 
@@ -364,7 +367,7 @@ def up(
     webhook_scheme: str = "hex",
     *,
     parts: Sequence[Part] | None = None,
-    timeout: float = READY_TIMEOUT_S,
+    timeout: float | None = None,
     out: TextIO | None = None,
     latency_ms: float = 0.0,
     jitter_ms: float = 0.0,
@@ -382,6 +385,8 @@ def up(
         from opsready_stack.latency_proxy import LatencyPart
 
         parts.append(LatencyPart(latency_ms, jitter_ms))
+    if timeout is None:
+        timeout = READY_TIMEOUT_S + rows * READY_S_PER_ROW
     with marked(dir):
         return _up(dir, faults, rows, webhook_scheme, parts=parts, timeout=timeout,
                    out=sys.stderr if out is None else out)
