@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -27,6 +29,7 @@ import httpx
 from opsready._errors import AccessRefused, ProbeError, UnexpectedResponse
 from opsready.config import GithubConfig
 from opsready.probes._http import HttpTarget
+from opsready.probes._shared import shared_fact
 
 __all__ = [
     "IGNORED_CONCLUSIONS",
@@ -202,6 +205,34 @@ class Comparison:
     files_complete: bool
 
 
+class _Turns:
+    """One request at a time. The running criterion (the main thread) goes before the
+    read-ahead of shared facts (``opsready.prefetch``), which fills the gaps between its
+    requests instead of queueing in front of them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent = 0
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        urgent = threading.current_thread() is threading.main_thread()
+        with self._cond:
+            self._urgent += urgent
+            try:
+                self._cond.wait_for(lambda: not self._busy and (urgent or not self._urgent))
+            finally:
+                self._urgent -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 class GithubProbe:
     """Read-only access to one repository through the GitHub REST API."""
 
@@ -233,6 +264,9 @@ class GithubProbe:
         self._clock = clock
         # Unix time until which the API told us it has no requests left for us.
         self._exhausted_until: float | None = None
+        # One request at a time, whichever thread sends it: GitHub asks integrations to send
+        # serially, to stay clear of its secondary rate limits.
+        self._one_at_a_time = _Turns()
 
     def close(self) -> None:
         self.http.close()
@@ -289,6 +323,7 @@ class GithubProbe:
                           behind_by=int(data.get("behind_by") or 0), files=names,
                           files_complete=len(names) < 300)
 
+    @shared_fact
     def get_file(self, path: str, ref: str | None = None) -> str | None:
         """The text of one file through the contents API, or ``None`` when it does not exist.
 
@@ -330,6 +365,7 @@ class GithubProbe:
 
     # -- workflows and runs -----------------------------------------------------------------
 
+    @shared_fact
     def workflows(self) -> list[Workflow]:
         """Every workflow of the repository."""
         found = []
@@ -349,6 +385,7 @@ class GithubProbe:
                 return wf
         return None
 
+    @shared_fact
     def runs(
         self,
         workflow: Workflow | str,
@@ -528,6 +565,11 @@ class GithubProbe:
         The probe itself only reads. ``opsready sync`` writes issues through this method, so a
         write waits out a primary or secondary rate limit exactly as a read does. A request
         that was rate-limited was not carried out, so repeating it is safe."""
+        with self._one_at_a_time.turn():
+            return self._send(method, url, params=params, json=json)
+
+    def _send(self, method: str, url: str, *, params: dict[str, Any] | None,
+              json: Any) -> httpx.Response:
         for _ in range(_MAX_RATE_LIMIT_RETRIES + 1):
             self._wait_for_reset()
             resp = self.http.request(method, url, params=params, json=json)
