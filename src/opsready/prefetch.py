@@ -60,19 +60,34 @@ def _dashboards(grafana: Any, env: Environment) -> None:
         grafana.dashboard(uid)
 
 
-def _workflow(key: str, **runs: Any) -> Callable[[Any, Environment], None]:
-    """The workflow named by ``github.<key>``, its file, and the runs the check lists."""
+def _workflow(key: str, *, jobs: bool = False, **runs: Any) -> Callable[[Any, Environment], None]:
+    """The workflow named by ``github.<key>``, its file, the runs the check lists and, with
+    ``jobs``, the jobs of the newest concluded run."""
 
     def reads(github: Any, env: Environment) -> None:
+        from opsready.probes.github import newest_concluded
+
         file = getattr(github.cfg, key)
         workflow = github.workflow(file) if file else None
         if workflow is None:
             return
         github.get_file(workflow.path)
         for kwargs in runs.values():
-            github.runs(workflow, **kwargs)
+            listed = github.runs(workflow, **kwargs)
+            newest = newest_concluded(listed) if jobs else None
+            if newest is not None:
+                github.run_jobs(newest.id)
 
     return reads
+
+
+def _newest_backup(backups: Any, env: Environment) -> None:
+    """The newest backup's sidecar and one full read of it (the dump's inspection)."""
+    newest = backups.latest().newest if backups.pattern is not None and backups.bucket_exists() else None
+    if newest is not None:
+        backups.sidecar(newest)
+        drill = env.restore_drill
+        backups.inspect(newest, drill.pg_restore if drill else "pg_restore")
 
 
 def _runbooks(github: Any, env: Environment) -> None:
@@ -91,6 +106,10 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("backups.object_lock", "backups", lambda b, env: b.object_lock()),
     Fact("backups.default_encryption", "backups", lambda b, env: b.default_encryption()),
     Fact("backups.public_access_block", "backups", lambda b, env: b.public_access_block()),
+    Fact("backups.newest_backup", "backups", _newest_backup),
+    Fact("backups.drill_record", "backups", lambda b, env: b.drill_record()),
+    # The listing of the window's days, which the store keeps for the run.
+    Fact("backups.daily_coverage", "backups", lambda b, env: b.daily_coverage(b.cfg.daily_window_days)),
     Fact("prometheus.buildinfo", "prometheus", lambda p, env: p.buildinfo()),
     Fact("prometheus.alert_rules", "prometheus", lambda p, env: p.rules("alert")),
     Fact("prometheus.recording_rules", "prometheus", lambda p, env: p.rules("record")),
@@ -103,7 +122,7 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
                    scheduled={"event": "schedule", "status": "completed", "limit": 30},
                    manual={"event": "workflow_dispatch", "status": "success", "limit": 1})),
     Fact("github.rollback_workflow", "github",
-         _workflow("rollback_workflow", completed={"status": "completed", "limit": 30})),
+         _workflow("rollback_workflow", jobs=True, completed={"status": "completed", "limit": 30})),
     Fact("github.runbooks", "github", _runbooks),
     Fact("github.rollback_script", "github",
          lambda g, env: g.get_file(g.cfg.rollback_script) if g.cfg.rollback_script else None),

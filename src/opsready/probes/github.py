@@ -323,13 +323,16 @@ class GithubProbe:
                           behind_by=int(data.get("behind_by") or 0), files=names,
                           files_complete=len(names) < 300)
 
-    @shared_fact
     def get_file(self, path: str, ref: str | None = None) -> str | None:
         """The text of one file through the contents API, or ``None`` when it does not exist.
 
         ``ref`` defaults to the configured branch. A directory raises ``UnexpectedResponse``.
         """
-        ref = ref or self.cfg.branch
+        return self._file_at(path, ref or self.cfg.branch)
+
+    @shared_fact
+    def _file_at(self, path: str, ref: str) -> str | None:
+        # One shared fact per file and ref, however the caller named the ref.
         url = f"{self._repo_path}/contents/{quote(path.lstrip('/'), safe='/')}"
         resp = self._get(url, params={"ref": ref})
         if resp.status_code == 404:
@@ -433,6 +436,7 @@ class GithubProbe:
             created_at=created, html_url=raw.get("html_url"),
         )
 
+    @shared_fact
     def run_jobs(self, run_id: int) -> list[WorkflowJob]:
         """The jobs of one run (its latest attempt), with their steps."""
         jobs = []

@@ -606,6 +606,7 @@ class BackupStore:
                 break
         return History(oldest=oldest, oldest_trace=trace, trace_key=trace_key)
 
+    @shared_fact
     def sidecar(self, backup: BackupObject) -> Sidecar:
         """The checksum file next to ``backup`` (``<key><sidecar_suffix>``)."""
         key = backup.key + self.cfg.sidecar_suffix
@@ -666,6 +667,7 @@ class BackupStore:
                              days_with_backup=sum(1 for i in range(window_days) if i in seen),
                              missing_days=missing)
 
+    @shared_fact
     def drill_record(self) -> DrillRecord | None:
         """The last drill's record (JSON with ``finished_at``, the configured outcome and RTO
         fields), or ``None`` when there is none or no key is configured. Without
@@ -698,6 +700,7 @@ class BackupStore:
 
     # ---- inside the dump ----------------------------------------------------------------
 
+    @shared_fact
     def inspect(self, backup: BackupObject, pg_restore: str = "pg_restore") -> DumpInspection:
         """Read ``backup`` once, end to end (cached): its digest and its validity, judged
         with ``pg_restore`` for the archive formats."""
