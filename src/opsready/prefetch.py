@@ -1,26 +1,29 @@
-"""Read-only facts that several criteria share, started together at session start.
+"""Read-only facts that several criteria share, read ahead at session start.
 
 Over a real network a run spends most of its time waiting for answers. The bucket settings,
-the backup listing, the rules Prometheus loaded and the Grafana dashboards do not change
-during a run and do not depend on each other, so the run reads them concurrently, one lane
-(thread) per target, while the first criteria run. Each criterion names the facts it reads in
-its plan entry (``facts:``, see ``opsready.plan``); only the facts of the selected criteria are
-read, each once.
+the backup listing, the rules Prometheus loaded, the Grafana dashboards, the workflow
+listings and files of the repository do not change during a run and do not depend on each
+other, so the run reads them concurrently, one lane (thread) per target, while the first
+criteria run. Each criterion names the facts it reads in its plan entry (``facts:``, see
+``opsready.plan``); only the facts of the selected criteria are read, each once (see
+``opsready.probes._shared``).
 
 What stays as it was:
 
 - A fact's error is raised by the criterion that reads it, with the same message, as if the
-  criterion had called the probe itself (see ``opsready.probes._shared``).
-- Within one target the facts are read one after the other; a target sees one prefetch
-  request at a time, besides what the running criterion sends.
+  criterion had called the probe itself.
+- Within one lane the facts are read one after the other: a target sees one read-ahead
+  request at a time, besides what the running criterion sends. GitHub gets one request at a
+  time in all, the criterion's first (see ``probes.github``).
 - Intrusive probes are never overlapped, except the restore drill (it writes only to its own
-  scratch database): before any other intrusive criterion the lanes pause and the reads in
-  flight finish; they resume when it ends. So the rate-limit burst and the rollback drill
-  run alone, as before.
-- Only one process reads ahead: with xdist workers, each criterion reads for itself.
-- The threads are daemons and end with the session: pending reads are cancelled, reads in
-  flight are bounded by the probe's timeout, and after an interrupt the session does not
-  wait for them longer than ``INTERRUPTED_GRACE_S``.
+  scratch database): before any other intrusive criterion the lanes pause and the facts being
+  read are finished; they resume after its teardown. So the rate-limit burst and the rollback
+  drill run alone, as before.
+- Only one process reads ahead: an xdist worker does not know which criteria it will get, so
+  there each criterion reads for itself.
+- The lanes end with the session: facts not started are dropped, a read in flight is bounded
+  by its probe's timeout, and after an interrupt the session waits for none longer than
+  ``INTERRUPTED_GRACE_S`` (the threads are daemons).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = ["FACTS", "INTERRUPTED_GRACE_S", "OVERLAPPABLE_INTRUSIVE", "Fact", "Pr
 INTERRUPTED_GRACE_S = 1.0
 # Intrusive probes that read-only prefetch may overlap: they change nothing another probe reads.
 OVERLAPPABLE_INTRUSIVE = frozenset({"restore_drill"})
+
 
 @dataclass(frozen=True)
 class Fact:
