@@ -347,3 +347,40 @@ def test_an_interrupt_does_not_wait_for_a_read_ahead_in_flight(tmp_path: Path,
     found = run.criteria()
     assert found["test_datasources"]["outcome"] == "skip"
     assert found["test_datasources"]["message"].startswith("not run: ")
+
+
+def test_github_gets_one_request_at_a_time_and_the_criterion_goes_first() -> None:
+    """The read-ahead and the running criterion share the GitHub probe; GitHub still sees
+    one request at a time, and a criterion waits for at most the read-ahead's request in
+    flight, not for its queue."""
+    import httpx
+
+    from opsready.config import GithubConfig
+    from opsready.probes.github import GithubProbe
+
+    lock = threading.Lock()
+    in_flight, peak, order = 0, 0, []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.05)
+        with lock:
+            in_flight -= 1
+            order.append(request.url.path.rsplit("/", 1)[-1])
+        return httpx.Response(200, json={"type": "file", "content": "", "encoding": "base64"})
+
+    probe = GithubProbe(GithubConfig.model_validate({"repo": "acme/relay", "api_url": "https://gh.test"}),
+                        timeout=5, transport=httpx.MockTransport(handler))
+    ahead = threading.Thread(target=lambda: [probe.get_file(f"ahead-{i}") for i in range(10)])
+    ahead.start()
+    time.sleep(0.12)
+    probe.get_file("criterion-0")
+    probe.get_file("criterion-1")
+    ahead.join()
+    assert peak == 1
+    # Each of the criterion's requests waited for at most the read-ahead's request in flight.
+    first, second = order.index("criterion-0"), order.index("criterion-1")
+    assert first <= 4 and second - first <= 2, order
