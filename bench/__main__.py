@@ -251,6 +251,8 @@ def report_writing(work: Path, criteria: int = 2000) -> float:
             """A criterion among many"""
             evidence.record("i", {{"i": i, "text": "x" * 200}})
     '''))
+    # Every criterion needs its plan entry, or the module does not collect (see opsready.plan).
+    (checks / "test_p2_004_many.plan.yaml").write_text("test_criterion: {contacts: []}\n")
     (work / "env.yaml").write_text("name: bench\n")
     spent: list[float] = []
     originals = (_run.RunState.finish, _run.RunState.publish)

@@ -46,8 +46,7 @@ def slo_statuses(prometheus: PrometheusProbe, slo_config: SloConfig) -> list[Slo
     if not slo_config.slos:
         opsready.not_covered("not configured: slo.slos")
     retention = prometheus.retention()
-    return [prometheus.slo_status(spec, slo_config, retention.seconds)
-            for spec in slo_config.slos]
+    return prometheus.slo_statuses(slo_config.slos, slo_config, retention.seconds)
 
 
 def test_slo_recording_rules_loaded(prometheus: PrometheusProbe, evidence: Evidence) -> None:

@@ -37,6 +37,18 @@ def _needed_plugins(workers: int) -> list[str]:
     return loaded
 
 
+def _selected_modules(checks: Path, selected: tuple[str, ...] | None) -> int:
+    """How many check modules the run may collect, at least one. Workers take whole modules
+    (``--dist loadfile``), so a worker beyond this number never gets a criterion: it would
+    only cost an interpreter and its imports."""
+    from opsready.catalogue import module_ticket_id
+
+    files = [checks] if checks.is_file() else list(checks.rglob("test_*.py"))
+    if selected:
+        files = [f for f in files if module_ticket_id(f.name) in selected]
+    return max(1, len(files))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors exit 4, like every other opsready usage error."""
 
@@ -68,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where history.jsonl and latest live (default: reports/ under the root); a report "
                    "directory (--out) outside it writes neither")
     v.add_argument("-n", dest="workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                   help=f"parallel workers from 0 to {MAX_WORKERS}, 0 runs in this process "
-                   f"(default: {DEFAULT_WORKERS})")
+                   help=f"parallel workers from 0 to {MAX_WORKERS}, 0 runs in this process; never more "
+                   f"than the check modules selected (default: {DEFAULT_WORKERS})")
     v.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
                    help="end the run as interrupted, with its report, after this many seconds "
                    "(default: the environment's deadline_s, 900)")
@@ -256,13 +268,14 @@ def _run_verify(args: argparse.Namespace) -> int:
         return int(pytest.main(pytest_args, plugins=plugins))
     pytest_args += ["-q", "--tb=short", "-rfE"]
     claim_report_dir(options.out_dir, options.run_id)
+    workers = min(args.workers, _selected_modules(checks, options.selected))
     if not args.plugin_autoload:
-        pytest_args += _needed_plugins(args.workers)
+        pytest_args += _needed_plugins(workers)
         # Already imported here: registered as the object, so pytest does not import it again
         # (and does not warn that it is too late to rewrite its asserts).
         plugins.insert(0, opsready_plugin)
-    if args.workers > 0:
-        pytest_args += ["-n", str(args.workers), "--dist", "loadfile"]
+    if workers > 0:
+        pytest_args += ["-n", str(workers), "--dist", "loadfile"]
     else:
         pytest_args += ["-p", "no:xdist"]
     return int(pytest.main(pytest_args, plugins=plugins))

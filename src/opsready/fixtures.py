@@ -21,6 +21,7 @@ from opsready.evidence import Evidence
 
 if TYPE_CHECKING:
     from opsready.config import CorsConfig, RunbooksConfig, SloConfig, WebhooksConfig
+    from opsready.prefetch import Prefetch
     from opsready.probes.github import GithubProbe
     from opsready.probes.grafana import GrafanaProbe
     from opsready.probes.http import ServiceProbe
@@ -39,6 +40,7 @@ __all__ = [
     "grafana",
     "intrusive_allowed",
     "opsready_env",
+    "opsready_prefetch",
     "otel",
     "per_instance_prometheus",
     "prometheus",
@@ -59,6 +61,10 @@ EVIDENCE_KEY = pytest.StashKey[Evidence]()
 INTRUSIVE_KEY = pytest.StashKey[tuple[str, ...]]()
 # On a criterion: the intrusive probes it asked ``intrusive_allowed`` for and was refused.
 DENIED_INTRUSIVE_KEY = pytest.StashKey[list[str]]()
+# The session's read-ahead of shared facts (``opsready.prefetch``), while it runs.
+PREFETCH_KEY: pytest.StashKey[Prefetch] = pytest.StashKey()
+# Set while an intrusive criterion that nothing may overlap runs: the read-ahead is paused.
+PREFETCH_PAUSED_KEY = pytest.StashKey[bool]()
 
 
 def section(env: Environment, name: str) -> Any:
@@ -85,6 +91,39 @@ def opsready_env(request: pytest.FixtureRequest) -> Environment:
     if env is None:
         pytest.skip("no environment: run through `opsready verify` or pass --opsready-env NAME")
     return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def opsready_prefetch(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Read the shared facts of the selected criteria ahead, concurrently, one lane per
+    target (see ``opsready.prefetch``). Only in one process: an xdist worker does not know
+    which criteria it will run, so there each criterion reads for itself."""
+    config = request.config
+    env = config.stash.get(ENV_KEY, None)
+    if env is None or hasattr(config, "workerinput") or config.getoption("numprocesses", None):
+        yield
+        return
+    from opsready._interrupt import stop_signals
+    from opsready.plugin import PLAN_KEY
+    from opsready.prefetch import Prefetch, planned
+
+    prefetch = Prefetch()
+    for fact in planned(item.stash.get(PLAN_KEY, None) for item in request.session.items):
+        if getattr(env, fact.target, None) is None:
+            continue
+        try:
+            probe = request.getfixturevalue(fact.target)
+        except (Exception, pytest.skip.Exception):
+            # The criteria that need this probe meet the same error when they ask for it.
+            continue
+        prefetch.add(fact, probe, env)
+    config.stash[PREFETCH_KEY] = prefetch
+    prefetch.start(paused=config.stash.get(PREFETCH_PAUSED_KEY, False))
+    try:
+        yield
+    finally:
+        del config.stash[PREFETCH_KEY]
+        prefetch.close(interrupted=stop_signals().stopped)
 
 
 @pytest.fixture

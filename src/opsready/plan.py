@@ -22,6 +22,8 @@ with one entry per criterion (test function), as data::
   with their values.
 - ``intrusive``: the intrusive probe it uses; required when the criterion carries the
   ``intrusive`` marker (then equal to it) or asks ``intrusive_allowed``.
+- ``facts``: the shared read-only facts it reads (``opsready.prefetch.FACTS``), which a run
+  reads ahead, concurrently, at session start.
 
 Collection fails when a criterion has no entry, an entry names no criterion, or a key does not
 exist in the environment schema, so the plan cannot drift from the checks.
@@ -45,7 +47,7 @@ from opsready.evidence import redactor
 __all__ = ["PLAN_SUFFIX", "CriterionPlan", "PlanLine", "load_plan", "plan_path", "render_plan"]
 
 PLAN_SUFFIX = ".plan.yaml"
-_KEYS = {"contacts", "reads", "bounds", "intrusive"}
+_KEYS = {"contacts", "reads", "bounds", "intrusive", "facts"}
 _PLACEHOLDER = re.compile(r"\{(?P<key>[A-Za-z_][A-Za-z0-9_.]*)(?:\|(?P<filter>host))?(?:\?(?P<fallback>[^}]*))?\}")
 
 
@@ -57,6 +59,7 @@ class CriterionPlan:
     reads: tuple[str, ...] = ()
     bounds: tuple[str, ...] = ()
     intrusive: str | None = None
+    facts: tuple[str, ...] = ()
 
     def keys(self) -> list[str]:
         """Every configuration key the criterion reads, in order, once."""
@@ -97,7 +100,7 @@ def _entry(file: str, name: str, entry: Any) -> CriterionPlan:
     if "contacts" not in entry:
         raise ConfigError(file, name, "has no contacts", "list what it contacts, or `contacts: []`")
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("contacts", "reads", "bounds"):
+    for key in ("contacts", "reads", "bounds", "facts"):
         value = entry.get(key) or []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(file, f"{name}.{key}", "is not a list of strings", f"write `{key}: [a, b]`")
@@ -119,7 +122,13 @@ def _entry(file: str, name: str, entry: Any) -> CriterionPlan:
         if _annotation(key) is None:
             raise ConfigError(file, f"{name}", f"{key!r} is not a configuration key",
                               "use a dotted key of docs/configuration.md")
-    return CriterionPlan(lists["contacts"], lists["reads"], lists["bounds"], intrusive)
+    from opsready.prefetch import FACTS
+
+    unknown_facts = [f for f in lists["facts"] if f not in FACTS]
+    if unknown_facts:
+        raise ConfigError(file, f"{name}.facts", f"{unknown_facts[0]!r} is not a shared fact",
+                          f"use one of {', '.join(sorted(FACTS))}")
+    return CriterionPlan(lists["contacts"], lists["reads"], lists["bounds"], intrusive, lists["facts"])
 
 
 def _annotation(key: str) -> str | None:

@@ -23,7 +23,7 @@ from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.config import INTRUSIVE_PROBES
 from opsready.evidence import redactor
-from opsready.fixtures import DENIED_INTRUSIVE_KEY, EVIDENCE_KEY
+from opsready.fixtures import DENIED_INTRUSIVE_KEY, EVIDENCE_KEY, PREFETCH_KEY, PREFETCH_PAUSED_KEY
 
 STATE = pytest.StashKey[_run.RunState]()
 SESSION = pytest.StashKey[pytest.Session]()
@@ -314,6 +314,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 f"intrusive probe '{name}' ({INTRUSIVE_PROBES[name]}) is not allowed in environment "
                 f"'{state.options.env.name}'; list it under allow_intrusive or pass --allow-intrusive {name}"
             )
+    _pause_prefetch(item, state.options.allow_intrusive)
+
+
+def _pause_prefetch(item: pytest.Item, allowed: tuple[str, ...]) -> None:
+    """Nothing overlaps an intrusive criterion but the restore drill: the read-ahead of shared
+    facts (``opsready.prefetch``) pauses before it and resumes after its teardown."""
+    from opsready.prefetch import OVERLAPPABLE_INTRUSIVE
+
+    entry = item.stash.get(PLAN_KEY, None)
+    name = getattr(entry, "intrusive", None)
+    if name is None or name not in allowed or name in OVERLAPPABLE_INTRUSIVE:
+        return
+    item.config.stash[PREFETCH_PAUSED_KEY] = True
+    prefetch = item.config.stash.get(PREFETCH_KEY, None)
+    if prefetch is not None:
+        prefetch.pause()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    finally:
+        if item.config.stash.get(PREFETCH_PAUSED_KEY, False):
+            item.config.stash[PREFETCH_PAUSED_KEY] = False
+            prefetch = item.config.stash.get(PREFETCH_KEY, None)
+            if prefetch is not None:
+                prefetch.resume()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -27,6 +29,7 @@ import httpx
 from opsready._errors import AccessRefused, ProbeError, UnexpectedResponse
 from opsready.config import GithubConfig
 from opsready.probes._http import HttpTarget
+from opsready.probes._shared import shared_fact
 
 __all__ = [
     "IGNORED_CONCLUSIONS",
@@ -202,6 +205,34 @@ class Comparison:
     files_complete: bool
 
 
+class _Turns:
+    """One request at a time. The running criterion (the main thread) goes before the
+    read-ahead of shared facts (``opsready.prefetch``), which fills the gaps between its
+    requests instead of queueing in front of them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent = 0
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        urgent = threading.current_thread() is threading.main_thread()
+        with self._cond:
+            self._urgent += urgent
+            try:
+                self._cond.wait_for(lambda: not self._busy and (urgent or not self._urgent))
+            finally:
+                self._urgent -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
 class GithubProbe:
     """Read-only access to one repository through the GitHub REST API."""
 
@@ -233,6 +264,9 @@ class GithubProbe:
         self._clock = clock
         # Unix time until which the API told us it has no requests left for us.
         self._exhausted_until: float | None = None
+        # One request at a time, whichever thread sends it: GitHub asks integrations to send
+        # serially, to stay clear of its secondary rate limits.
+        self._one_at_a_time = _Turns()
 
     def close(self) -> None:
         self.http.close()
@@ -294,7 +328,11 @@ class GithubProbe:
 
         ``ref`` defaults to the configured branch. A directory raises ``UnexpectedResponse``.
         """
-        ref = ref or self.cfg.branch
+        return self._file_at(path, ref or self.cfg.branch)
+
+    @shared_fact
+    def _file_at(self, path: str, ref: str) -> str | None:
+        # One shared fact per file and ref, however the caller named the ref.
         url = f"{self._repo_path}/contents/{quote(path.lstrip('/'), safe='/')}"
         resp = self._get(url, params={"ref": ref})
         if resp.status_code == 404:
@@ -330,6 +368,7 @@ class GithubProbe:
 
     # -- workflows and runs -----------------------------------------------------------------
 
+    @shared_fact
     def workflows(self) -> list[Workflow]:
         """Every workflow of the repository."""
         found = []
@@ -349,6 +388,7 @@ class GithubProbe:
                 return wf
         return None
 
+    @shared_fact
     def runs(
         self,
         workflow: Workflow | str,
@@ -396,6 +436,7 @@ class GithubProbe:
             created_at=created, html_url=raw.get("html_url"),
         )
 
+    @shared_fact
     def run_jobs(self, run_id: int) -> list[WorkflowJob]:
         """The jobs of one run (its latest attempt), with their steps."""
         jobs = []
@@ -528,6 +569,11 @@ class GithubProbe:
         The probe itself only reads. ``opsready sync`` writes issues through this method, so a
         write waits out a primary or secondary rate limit exactly as a read does. A request
         that was rate-limited was not carried out, so repeating it is safe."""
+        with self._one_at_a_time.turn():
+            return self._send(method, url, params=params, json=json)
+
+    def _send(self, method: str, url: str, *, params: dict[str, Any] | None,
+              json: Any) -> httpx.Response:
         for _ in range(_MAX_RATE_LIMIT_RETRIES + 1):
             self._wait_for_reset()
             resp = self.http.request(method, url, params=params, json=json)

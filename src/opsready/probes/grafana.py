@@ -30,6 +30,7 @@ from opsready._errors import UnexpectedResponse
 from opsready.config import GrafanaConfig
 from opsready.probes._http import HttpTarget
 from opsready.probes._parallel import in_parallel
+from opsready.probes._shared import shared_fact
 
 __all__ = [
     "Dashboard",
@@ -146,6 +147,7 @@ class GrafanaProbe:
         return dict(zip(wanted, in_parallel([functools.partial(self.dashboard, uid) for uid in wanted]),
                         strict=True))
 
+    @shared_fact
     def dashboard(self, uid: str) -> Dashboard | None:
         """The dashboard with ``uid``, or ``None`` when Grafana answers 404."""
         path = f"/api/dashboards/uid/{quote(uid, safe='')}"
@@ -172,6 +174,7 @@ class GrafanaProbe:
             datasource_variables=_datasource_variables(board),
         )
 
+    @shared_fact
     def datasources(self) -> list[Datasource]:
         """Every datasource of the organisation (``GET /api/datasources``; the token needs
         ``datasources:read``, which Grafana's Viewer role has)."""

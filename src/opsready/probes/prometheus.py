@@ -15,9 +15,11 @@ criterion could not be judged.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ from opsready._errors import (
 from opsready.config import PrometheusConfig, SloConfig, SloSpec
 from opsready.evidence import redactor
 from opsready.probes._http import USER_AGENT, HttpTarget, no_cookie_policy, requests_body_limit
+from opsready.probes._parallel import in_parallel
+from opsready.probes._shared import shared_fact
 
 if TYPE_CHECKING:
     import requests
@@ -205,7 +209,9 @@ class PrometheusProbe:
                                transport=transport)
         self._client: Any = None
         self._session: requests.Session | None = None
-        self._last_response: requests.Response | None = None
+        # The raw answer of the last query, per thread: queries of one criterion overlap.
+        self._answers = threading.local()
+        self._connecting = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -218,6 +224,7 @@ class PrometheusProbe:
 
     # -- HTTP API (httpx) -------------------------------------------------------------------
 
+    @shared_fact
     def rules(self, kind: Literal["alert", "record"] | None = None) -> list[Rule]:
         """Every loaded rule, optionally only alerting (``alert``) or recording (``record``)."""
         params: dict[str, str] | None = {"type": kind} if kind else None
@@ -346,6 +353,7 @@ class PrometheusProbe:
             return Retention(_retention_seconds(text), f"flag storage.tsdb.retention.time {text!r}")
         return Retention(None, "not served (no runtimeinfo or flags API)")
 
+    @shared_fact
     def buildinfo(self) -> dict[str, Any]:
         """``version``, ``revision`` and related fields of the server."""
         data = self._api("/api/v1/status/buildinfo")
@@ -367,11 +375,11 @@ class PrometheusProbe:
 
         client = self._connect()
         shown = _short(promql)
-        self._last_response = None
+        self._answers.last = None
         try:
             result = client.custom_query(query=promql)
         except PrometheusApiClientException:
-            resp = self._last_response
+            resp: requests.Response | None = self._answers.last
             if resp is None:
                 raise UnexpectedResponse(
                     f"prometheus: query {shown!r} failed without an answer from {self.url}"
@@ -425,10 +433,9 @@ class PrometheusProbe:
     def series_exist(self, selectors: Iterable[Selector]) -> dict[Selector, bool]:
         """For each selector, whether it matches at least one series now (within the
         server's lookback window)."""
-        found: dict[Selector, bool] = {}
-        for selector in dict.fromkeys(selectors):
-            found[selector] = bool(self.query(f"count({selector})"))
-        return found
+        wanted = list(dict.fromkeys(selectors))
+        counts = in_parallel([functools.partial(self.query, f"count({selector})") for selector in wanted])
+        return {selector: bool(count) for selector, count in zip(wanted, counts, strict=True)}
 
     def rule_series(self, rules: Iterable[Rule], *, own_output: bool = False) -> list[SelectorStatus]:
         """Whether each selector of each rule's expression matches a series now, as
@@ -487,6 +494,11 @@ class PrometheusProbe:
         if not self.cfg.service_job:
             raise MissingInput("prometheus: prometheus.service_job is not configured")
         return self.cfg.service_job
+
+    def slo_statuses(self, specs: Iterable[SloSpec], slo: SloConfig,
+                     retention_s: float | None = None) -> list[SloStatus]:
+        """``slo_status`` of each SLO, in order, a few at a time (they are independent)."""
+        return in_parallel([functools.partial(self.slo_status, spec, slo, retention_s) for spec in specs])
 
     def slo_status(self, spec: SloSpec, slo: SloConfig,
                    retention_s: float | None = None) -> SloStatus:
@@ -589,6 +601,10 @@ class PrometheusProbe:
         return _finite(raw)
 
     def _connect(self) -> Any:
+        with self._connecting:
+            return self._client or self._new_client()
+
+    def _new_client(self) -> Any:
         if self._client is None:
             import requests
             from prometheus_api_client import PrometheusConnect
@@ -614,7 +630,7 @@ class PrometheusProbe:
         return self._client
 
     def _remember(self, resp: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._last_response = resp
+        self._answers.last = resp
 
 
 def promql_duration(seconds: float) -> str:

@@ -33,6 +33,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from opsready._errors import (
 from opsready.backup_keys import KeyPattern
 from opsready.config import BackupsConfig
 from opsready.evidence import redactor
+from opsready.probes._shared import shared_fact
 from opsready.probes.dumps import (
     DumpFormat,
     DumpProblem,
@@ -362,11 +364,23 @@ class BackupStore:
         self.endpoint = cfg.s3.endpoint_url or f"AWS S3 ({cfg.s3.region})"
         self.pattern = KeyPattern.compile(cfg.key_pattern, self.prefix) \
             if cfg.key_pattern else None
-        self._client = client if client is not None else self._make_client()
+        # Made on first use: building a boto3 client costs a noticeable fraction of a second
+        # of CPU, which the read-ahead of shared facts then spends on its own thread.
+        self._made: Any = client
+        self._making = threading.Lock()
         self._since: dict[dt.date | None, list[BackupObject]] = {}
+        # The requests each listing took (``latest`` reports its own, whatever other threads send).
+        self._since_pages: dict[dt.date | None, int] = {}
         self.requests = 0
         self._exists: bool | None = None
         self._inspections: dict[str, DumpInspection] = {}
+
+    @property
+    def _client(self) -> Any:
+        with self._making:
+            if self._made is None:
+                self._made = self._make_client()
+            return self._made
 
     def _make_client(self) -> Any:
         import boto3
@@ -392,7 +406,7 @@ class BackupStore:
         return client
 
     def close(self) -> None:
-        close = getattr(self._client, "close", None)
+        close = getattr(self._made, "close", None)
         if close is not None:
             close()
 
@@ -472,6 +486,7 @@ class BackupStore:
 
     # ---- the bucket ---------------------------------------------------------------------
 
+    @shared_fact
     def bucket_exists(self) -> bool:
         """Whether the bucket exists (``HeadBucket``); a refusal raises ``AccessRefused``."""
         if self._exists is None:
@@ -511,7 +526,9 @@ class BackupStore:
         singles: list[BackupObject] = []
         dirs: dict[str, list[dict[str, Any]]] = {}
         suffix = self.cfg.sidecar_suffix
+        pages = 0
         for page in self._pages("list_objects_v2", "listing backups", **kwargs):
+            pages += 1
             # `Contents` is absent when nothing matches.
             for obj in page.get("Contents", []):
                 key = str(obj["Key"])
@@ -529,24 +546,29 @@ class BackupStore:
         found = singles + [_directory(k, objs) for k, objs in dirs.items()
                            if any(str(o["Key"]) == f"{k}/toc.dat" for o in objs)]
         found.sort(key=lambda b: (b.last_modified, b.key))
+        self._since_pages[day] = pages
         self._since[day] = found
         return found
 
+    @shared_fact
     def latest(self, now: dt.datetime | None = None) -> LatestBackups:
         """The newest backup and the one before it, listing only recent days first."""
         now = now or dt.datetime.now(dt.UTC)
-        before = self.requests
+        requests = 0
         first = max(2, int(self.cfg.rpo_hours // 24) + 2)
         for days in (first, *_LOOKBACK_STEPS_DAYS, None):
             since = None if days is None else (now - dt.timedelta(days=days)).date()
+            listed = since in self._since
             backups = self.backups_since(since)
+            requests += 0 if listed else self._since_pages.get(since, 0)
             if len(backups) >= 2 or days is None:
                 break
         newest = backups[-1] if backups else None
         previous = backups[-2] if len(backups) > 1 else None
         return LatestBackups(newest=newest, previous=previous, count=len(backups),
-                             listed_since=since, requests=self.requests - before)
+                             listed_since=since, requests=requests)
 
+    @shared_fact
     def history(self) -> History:
         """The oldest current backup (the first page of the listing: keys sort by date) and
         the oldest trace of an earlier one in the version listing, if the bucket keeps
@@ -584,6 +606,7 @@ class BackupStore:
                 break
         return History(oldest=oldest, oldest_trace=trace, trace_key=trace_key)
 
+    @shared_fact
     def sidecar(self, backup: BackupObject) -> Sidecar:
         """The checksum file next to ``backup`` (``<key><sidecar_suffix>``)."""
         key = backup.key + self.cfg.sidecar_suffix
@@ -644,6 +667,7 @@ class BackupStore:
                              days_with_backup=sum(1 for i in range(window_days) if i in seen),
                              missing_days=missing)
 
+    @shared_fact
     def drill_record(self) -> DrillRecord | None:
         """The last drill's record (JSON with ``finished_at``, the configured outcome and RTO
         fields), or ``None`` when there is none or no key is configured. Without
@@ -676,6 +700,7 @@ class BackupStore:
 
     # ---- inside the dump ----------------------------------------------------------------
 
+    @shared_fact
     def inspect(self, backup: BackupObject, pg_restore: str = "pg_restore") -> DumpInspection:
         """Read ``backup`` once, end to end (cached): its digest and its validity, judged
         with ``pg_restore`` for the archive formats."""
@@ -719,12 +744,14 @@ class BackupStore:
 
     # ---- bucket settings ----------------------------------------------------------------
 
+    @shared_fact
     def versioning_status(self) -> str | None:
         """``Enabled``, ``Suspended``, or ``None`` when versioning was never set."""
         resp = self._call("reading versioning", "get_bucket_versioning", Bucket=self.bucket)
         status = resp.get("Status")
         return str(status) if status else None
 
+    @shared_fact
     def lifecycle_rules(self) -> list[LifecycleRule] | None:
         """The lifecycle rules, or ``None`` when the bucket has no lifecycle configuration."""
         resp = self._call("reading the lifecycle configuration",
@@ -734,6 +761,7 @@ class BackupStore:
             return None
         return [_rule(r, i) for i, r in enumerate(resp.get("Rules", []))]
 
+    @shared_fact
     def object_lock(self) -> ObjectLock | None:
         """The Object Lock configuration, or ``None`` when the bucket has none."""
         resp = self._call("reading the Object Lock configuration",
@@ -747,6 +775,7 @@ class BackupStore:
         return ObjectLock(enabled=conf.get("ObjectLockEnabled") == "Enabled",
                           mode=retention.get("Mode"), days=days or None)
 
+    @shared_fact
     def default_encryption(self) -> list[EncryptionRule] | None:
         """The default encryption rules, or ``None`` when unset."""
         resp = self._call("reading default encryption", "get_bucket_encryption",
@@ -763,6 +792,7 @@ class BackupStore:
                                             default.get("KMSMasterKeyID")))
         return found or None
 
+    @shared_fact
     def public_access_block(self) -> dict[str, bool] | None:
         """The four public-access-block flags, or ``None`` when no block is configured."""
         resp = self._call("reading the public access block", "get_public_access_block",
