@@ -9,6 +9,7 @@ Grafana stand-in on loopback that logs every request (the fact's probe is the re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -158,11 +159,13 @@ class GrafanaStandIn:
                     body = {"dashboard": {"uid": uid, "title": uid, "panels": [{"title": "p"}]},
                             "meta": {}}
                 data = json.dumps(body if status == 200 else {"message": "boom"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                # A hanging read's client has gone by the time it answers.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
