@@ -298,6 +298,17 @@ class Project:
         return result, data
 
 
+def finish_process(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
+    """Wait for a child started with its output piped: its exit code and output, or fail the
+    test (and kill it) when it has not ended within ``timeout`` seconds."""
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the run did not end within {timeout}s:\n{proc.communicate()[0]}")
+    return proc.returncode, output
+
+
 def cli_in_process(*argv: str) -> tuple[int, str, str]:
     """``opsready ARGV`` in this process: the exit code (argparse's too), stdout and stderr."""
     from opsready.cli import main

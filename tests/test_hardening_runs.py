@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, child_env, default_plan, opsready_command, write_plan
+from conftest import ROOT, child_env, default_plan, finish_process, opsready_command, write_plan
 from opsready.report.manifest import verify_bundle
 
 # A drill-like criterion: it says when it started, blocks, and cleans up (slowly) on the way out.
@@ -79,12 +79,7 @@ class Run:
             time.sleep(0.1)
 
     def finish(self, timeout: float = 120) -> tuple[int, str]:
-        try:
-            output, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail(f"the run did not end within {timeout}s:\n{self.proc.communicate()[0]}")
-        return self.proc.returncode, output
+        return finish_process(self.proc, timeout)
 
     def readiness(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.out / "readiness.json").read_text())

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ROOT, child_env, criteria, opsready_command
+from conftest import ROOT, child_env, criteria, finish_process, opsready_command
 from opsready.prefetch import FACTS, Prefetch
 from opsready.probes._shared import SharedFacts, shared_fact
 
@@ -267,12 +267,7 @@ class Verify:
                  "OPSREADY_TEST_HOLD_S": str(hold_s)})
 
     def finish(self, timeout: float = 120) -> tuple[int, str]:
-        try:
-            output, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail(f"the run did not end within {timeout}s:\n{self.proc.communicate()[0]}")
-        return self.proc.returncode, output
+        return finish_process(self.proc, timeout)
 
     def criteria(self) -> dict[str, dict[str, Any]]:
         data = json.loads((self.out / "readiness.json").read_text())
