@@ -126,6 +126,20 @@ class LatencyPart(BasePart):
         self.latency_ms, self.jitter_ms = latency_ms, jitter_ms
         self.mapping: dict[int, int] = {}
 
+    @classmethod
+    def of(cls, ctx: StackContext) -> LatencyPart | None:
+        """The proxy of a running stack, as ``up`` recorded it; None when it has none."""
+        recorded = ctx.settings.get("latency")
+        if not recorded:
+            return None
+        part = cls(float(recorded["latency_ms"]), float(recorded.get("jitter_ms", 0.0)))
+        part.mapping = {int(k): int(v) for k, v in recorded["ports"].items()}
+        return part
+
+    def advertised(self, urls: dict[str, str]) -> dict[str, str]:
+        """``urls`` as a client of the stack reaches them: through the proxy."""
+        return {name: forward_ports(url, self.mapping) for name, url in urls.items()}
+
     def start(self, ctx: StackContext) -> None:
         taken = set(ctx.ports.values())
         for port in sorted(taken):

@@ -441,7 +441,7 @@ def _up(dir: Path, faults: Iterable[str], rows: int, webhook_scheme: str, *,
     return StackSummary(
         dir=dir,
         env_path=env_path,
-        urls=dict(ctx.urls),
+        urls=_advertised(ctx),
         seconds=time.monotonic() - t0,
         ready_s={n: w.seconds or 0.0 for n, w in waiters.items()},
         faults=initial,
@@ -759,6 +759,12 @@ def status(dir: Path | str | None = None, *, parts: Sequence[Part] | None = None
         raise StackError(f"no stack in {dir} (no state.json); start one with `opsready stack up`")
     parts = load_parts() if parts is None else list(parts)
     ctx = _load_ctx(dir)
+    from opsready_stack.latency_proxy import LatencyPart
+
+    proxy = LatencyPart.of(ctx)
+    if proxy is not None:
+        parts.append(proxy)
+    urls = _advertised(ctx)
     rows: list[PartStatus] = []
     expected = state.get("pids") or [p.name for p in pidfiles(dir)]
     dead = [name for name in expected if not pidfile_alive(ctx.pids / name)]
@@ -783,10 +789,21 @@ def status(dir: Path | str | None = None, *, parts: Sequence[Part] | None = None
         t.join(timeout + 2.0)
     for part in parts:
         problem = results.get(part.name, "no answer in time")
-        url = next((u for k, u in ctx.urls.items() if k.startswith(part.name)), "")
-        url = _hide_password(url)
+        if part is proxy:
+            count = len(proxy.mapping)
+            url = f"{proxy.latency_ms:g} ms round trip in front of {count} port{'s' if count != 1 else ''}"
+        else:
+            url = _hide_password(next((u for k, u in urls.items() if k.startswith(part.name)), ""))
         rows.append(PartStatus(part.name, problem is None, problem or url))
     return rows
+
+
+def _advertised(ctx: StackContext) -> dict[str, str]:
+    """The parts' addresses as env.yaml gives them: through the latency proxy when there is one."""
+    from opsready_stack.latency_proxy import LatencyPart
+
+    proxy = LatencyPart.of(ctx)
+    return dict(ctx.urls) if proxy is None else proxy.advertised(dict(ctx.urls))
 
 
 def active(dir: Path | str | None = None) -> list[str]:

@@ -4,6 +4,7 @@ same verdicts as the healthy run at 0 ms."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -94,6 +95,30 @@ def test_env_addresses_move_to_the_proxy_ports() -> None:
     assert forward_ports("http://localhost:9000/x", mapping) == "http://localhost:40002/x"
     assert forward_ports("http://127.0.0.1:8080/", mapping) == "http://127.0.0.1:8080/"
     assert forward_ports("https://example.com:9000/", mapping) == "https://example.com:9000/"
+
+
+def test_summary_and_status_show_the_proxied_addresses_and_check_the_proxy(tmp_path: Path) -> None:
+    """What `stack up` prints is what env.yaml holds, and `stack status` notices a dead proxy."""
+    import io
+
+    from opsready_stack.grafana_fake import GrafanaPart
+    from opsready_stack.orchestrator import down, status
+
+    summary = up(tmp_path / "s", parts=[GrafanaPart()], latency_ms=20, out=io.StringIO())
+    try:
+        env = yaml.safe_load(summary.env_path.read_text())
+        assert summary.urls["grafana"] == env["grafana"]["url"]
+        state = json.loads((summary.dir / "state.json").read_text())
+        assert f":{state['ports']['grafana']}" not in env["grafana"]["url"]
+        rows = {r.name: r for r in status(summary.dir, parts=[GrafanaPart()])}
+        assert rows["grafana"].up and rows["grafana"].detail == env["grafana"]["url"]
+        assert rows["latency"].up and "20 ms round trip in front of 1 port" in rows["latency"].detail
+        kill_pidfile(summary.dir / "pids" / "latency.pid")
+        rows = {r.name: r for r in status(summary.dir, parts=[GrafanaPart()])}
+        assert not rows["latency"].up and "latency.log" in rows["latency"].detail
+        assert not rows["processes"].up and "latency" in rows["processes"].detail
+    finally:
+        down(summary.dir, out=io.StringIO())
 
 
 @pytest.mark.parametrize(("latency", "jitter", "says"), [
