@@ -461,6 +461,20 @@ def test_a_long_drill_says_where_it_is(stack: StartedStack) -> None:
     assert not [ln for ln in lines if "verified" in ln and f"of {total} tables" not in ln], lines
 
 
+# As above for the drill's restore (``-d``) only: the backup's inspection reads the dump with
+# the same pg_restore (``-f /dev/null``) and must not be mistaken for the drill.
+_SLOW_DRILL_PG_RESTORE = """#!/bin/sh
+case " $* " in
+  *" -d "*) ;;
+  *) exec pg_restore "$@" ;;
+esac
+echo $$ > "{marks}/pid"
+pg_restore "$@"
+touch "{marks}/restored"
+exec sleep 120
+"""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_during_the_background_drill_drops_its_database_before_the_run_ends(
         stack: StartedStack, tmp_path: Path, sig: int) -> None:
@@ -472,7 +486,7 @@ def test_a_stop_during_the_background_drill_drops_its_database_before_the_run_en
     spool = tmp_path / "tmp"
     spool.mkdir()
     wrapper = tmp_path / "slow-pg-restore"
-    wrapper.write_text(_SLOW_PG_RESTORE.format(marks=marks))
+    wrapper.write_text(_SLOW_DRILL_PG_RESTORE.format(marks=marks))
     wrapper.chmod(0o755)
     env = _env_copy(stack, tmp_path, pg_restore=str(wrapper))
     out = tmp_path / "run"
@@ -492,15 +506,19 @@ def test_a_stop_during_the_background_drill_drops_its_database_before_the_run_en
         assert len(_drill_databases(stack)) == 1
         proc.send_signal(sig)
         code, output = finish_process(proc, timeout=90)
+        assert code == 2, output
+        assert "Traceback" not in output, output
+        assert "starts in the background" in output, output
+        assert "stopping it and waiting up to" in output, output
+        assert _drill_databases(stack) == []
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert code == 2, output
-    assert "Traceback" not in output, output
-    assert "starts in the background" in output, output
-    assert "stopping it and waiting up to" in output, output
-    assert _drill_databases(stack) == []
+        # Should this test fail, what it left must not fail the later tests on this stack.
+        with psycopg.connect(stack.state["urls"]["postgres_dsn"], autocommit=True) as conn:
+            for name in _drill_databases(stack):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     child = int((marks / "pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)

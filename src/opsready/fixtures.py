@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from opsready.probes.grafana import GrafanaProbe
     from opsready.probes.http import ServiceProbe
     from opsready.probes.otel import OtelProbe
-    from opsready.probes.postgres import ScratchServer
+    from opsready.probes.postgres import BackgroundDrill, DumpSource, ScratchServer
     from opsready.probes.prometheus import PrometheusProbe
     from opsready.probes.railway import RailwayProbe
     from opsready.probes.runbooks import RunbookLibrary
@@ -161,7 +161,7 @@ def opsready_background_drill(request: pytest.FixtureRequest, opsready_prefetch:
         background.stop(reason, drill_cfg.statement_timeout_s + 10.0, signals.say)
 
 
-def _start_background_drill(request: pytest.FixtureRequest, env: Environment) -> Any:
+def _start_background_drill(request: pytest.FixtureRequest, env: Environment) -> BackgroundDrill | None:
     """The drill started in the background, or ``None`` where the drill criteria would not
     drill (not selected, not allowed, not configured): they then run as they would alone."""
     from opsready.plugin import PLAN_KEY, _ticket_of
@@ -192,10 +192,10 @@ def _start_background_drill(request: pytest.FixtureRequest, env: Environment) ->
     return server.drill_in_background(functools.partial(_newest_backup, backups), say)
 
 
-def _newest_backup(backups: BackupStore) -> Any:
+def _newest_backup(backups: BackupStore) -> tuple[DumpSource, float] | None:
     """The newest backup and its age in hours, or ``None`` when there is none; read as the
     read-ahead reads, so an error stays for the criterion that reads the same fact."""
-    found: list[Any] = []
+    found: list[tuple[DumpSource, float]] = []
 
     def read() -> None:
         if backups.bucket_exists():
