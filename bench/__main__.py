@@ -86,9 +86,13 @@ def verify(env_path: Path, out: Path, *extra: str) -> dict[str, Any]:
                   *allow, *extra])
     data = json.loads((out / "readiness.json").read_text()) if (out / "readiness.json").is_file() else {}
     criteria = [c for t in data.get("tickets", []) for c in t["criteria"]]
-    result["slowest_s"] = max((c.get("duration_s") or 0.0 for c in criteria), default=0.0)
     result["statuses"] = {t["id"]: t["status"] for t in data.get("tickets", [])}
     result["evidence"] = {e.get("name"): e.get("value") for c in criteria for e in c["evidence"]}
+    # A restore drill run in the background is only partly inside its criterion's time: the
+    # slowest is then the drill itself, from its guardrail to its drop.
+    drill = result["evidence"].get("drill")
+    drilled = drill.get("duration_s") if isinstance(drill, dict) else None
+    result["slowest_s"] = max([c.get("duration_s") or 0.0 for c in criteria] + [drilled or 0.0])
     return result
 
 

@@ -40,6 +40,8 @@ def test_a_read_only_run_names_what_it_did_not_check(stack: StartedStack, tmp_pa
         assert any(f"intrusive probe '{probe}'" in line and "not allowed" in line for line in lines), lines
         for line in lines:
             assert line in result.output, f"the console does not show {line!r}"
+    # A drill not allowed is not started in the background either.
+    assert "starts in the background" not in result.output, result.output
     # No ticket reads done while one of its intrusive criteria was not looked at.
     for t in result.readiness["tickets"]:
         if t["status"] == "done":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,15 @@ import psycopg
 import pytest
 import yaml
 
-from conftest import ROOT, StartedStack, VerifyResult, child_env, run_verify
+from conftest import (
+    ROOT,
+    StartedStack,
+    VerifyResult,
+    child_env,
+    finish_process,
+    opsready_command,
+    run_verify,
+)
 from opsready.config import load_environment
 from opsready.probes.postgres import CHUNK, DRILL_PREFIX, ScratchServer
 from opsready.probes.s3 import BackupStore
@@ -93,6 +102,9 @@ def test_healthy_stack_data_tickets_done(stack: StartedStack, healthy_run: Verif
     report = _evidence(drill, "drill-report.md")
     assert report["mime"] == "text/markdown"
     assert "# Restore drill: PASSED" in report["value"]
+    # In one process the drill ran in the background, and its evidence says so.
+    assert _evidence(rto, "measured_alongside_other_criteria")["value"] is True
+    assert "other read-only criteria of the run were running alongside" in report["value"]
     rows = _evidence(drill, "rows")["value"]
     assert set(rows) == {"workspaces", "api_keys", "audit_logs", "sessions"}
     assert all(n > 0 for n in rows.values())
@@ -279,6 +291,24 @@ def test_guardrail_refuses_source_as_scratch(stack: StartedStack, tmp_path: Path
     assert _drill_databases(stack) == []
 
 
+def test_a_refusal_in_the_background_reaches_the_criterion_as_a_drill_alone_gives_it(
+        stack: StartedStack, tmp_path: Path) -> None:
+    """In one process the drill runs in the background; with a worker each criterion drills
+    for itself. The guardrail's refusal reads the same either way."""
+    env = _env_copy(stack, tmp_path, scratch_dsn=_drill_dsn(stack, "localhost", "relay"))
+    found = {}
+    for workers in ("0", "1"):
+        result = run_verify(stack, tmp_path, "-n", workers, "--env", str(env),
+                            tickets=["P1-002"], allow_intrusive=["restore_drill"])
+        found[workers] = {c["title"]: (c["outcome"], c["message"])
+                          for c in result.criteria("P1-002")}
+        assert ("starts in the background" in result.output) == (workers == "0"), result.output
+    drill = found["0"][next(t for t in found["0"] if t.startswith("A drill restores"))]
+    assert drill[0] == "error" and "restore drill refused" in drill[1], drill
+    assert found["0"] == found["1"]
+    assert _drill_databases(stack) == []
+
+
 # ---- the drill's own safety -----------------------------------------------------------------
 
 
@@ -429,3 +459,74 @@ def test_a_long_drill_says_where_it_is(stack: StartedStack) -> None:
     assert "MiB" in said and "verified" in said, lines
     total = len(env.restore_drill.expected_tables)
     assert not [ln for ln in lines if "verified" in ln and f"of {total} tables" not in ln], lines
+
+
+# As above for the drill's restore (``-d``) only: the backup's inspection reads the dump with
+# the same pg_restore (``-f /dev/null``) and must not be mistaken for the drill.
+_SLOW_DRILL_PG_RESTORE = """#!/bin/sh
+case " $* " in
+  *" -d "*) ;;
+  *) exec pg_restore "$@" ;;
+esac
+echo $$ > "{marks}/pid"
+pg_restore "$@"
+touch "{marks}/restored"
+exec sleep 120
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_background_drill_drops_its_database_before_the_run_ends(
+        stack: StartedStack, tmp_path: Path, sig: int) -> None:
+    """The drill restores in the background while other criteria run; Ctrl-C or SIGTERM
+    then reaches the main thread only. The run cancels the drill, waits for it to drop its
+    scratch database, and ends as interrupted with its partial report."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    wrapper = tmp_path / "slow-pg-restore"
+    wrapper.write_text(_SLOW_DRILL_PG_RESTORE.format(marks=marks))
+    wrapper.chmod(0o755)
+    env = _env_copy(stack, tmp_path, pg_restore=str(wrapper))
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*opsready_command(), "verify", "--env", str(env), "--out", str(out),
+         "--reports-root", str(tmp_path), "--gate", "none", "-n", "0",
+         "--ticket", "P1-002", "--ticket", "P3-003", "--allow-intrusive", "restore_drill"],
+        cwd=ROOT, env={**child_env(), "TMPDIR": str(spool)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (marks / "restored").exists():
+            assert proc.poll() is None, f"the run ended early:\n{proc.communicate()[0]}"
+            assert time.monotonic() < deadline, "the drill never reached the restore"
+            time.sleep(0.05)
+        assert len(_drill_databases(stack)) == 1
+        proc.send_signal(sig)
+        code, output = finish_process(proc, timeout=90)
+        assert code == 2, output
+        assert "Traceback" not in output, output
+        assert "starts in the background" in output, output
+        assert "stopping it and waiting up to" in output, output
+        assert _drill_databases(stack) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # Should this test fail, what it left must not fail the later tests on this stack.
+        with psycopg.connect(stack.state["urls"]["postgres_dsn"], autocommit=True) as conn:
+            for name in _drill_databases(stack):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    child = int((marks / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+    assert list(spool.glob("opsready-drill-*")) == []
+    data = json.loads((out / "readiness.json").read_text())
+    assert data["run"]["interrupted"] is True
+    drills = [c for t in data["tickets"] if t["id"] == "P1-002" for c in t["criteria"]
+              if c["title"].startswith(("A drill restores", "The measured RTO"))]
+    assert len(drills) == 2
+    assert all(c["outcome"] == "skip" and c["message"].startswith("not run: ") for c in drills), drills
+    assert {t["id"]: t["status"] for t in data["tickets"]}["P1-002"] == "unverified"

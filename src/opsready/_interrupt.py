@@ -107,16 +107,18 @@ class StopSignals:
             if first:
                 self.reason = self._pending or _NAMES.get(signal.Signals(signum), f"signal {signum}")
         if not first:
-            self._say("opsready: already stopping; finishing the clean-up and the report")
+            self.say("opsready: already stopping; finishing the clean-up and the report")
             return
         if self.forward_to_children:
             _signal_children(signal.SIGINT)
         if self._writing:
-            self._say(f"opsready: {self.reason}: finishing the report, then exiting as interrupted")
+            self.say(f"opsready: {self.reason}: finishing the report, then exiting as interrupted")
             return
         raise KeyboardInterrupt(self.reason)
 
-    def _say(self, line: str) -> None:
+    def say(self, line: str) -> None:
+        """Write a line to the terminal's standard error, past pytest's capture, from any
+        thread (a drill running in the background says where it is)."""
         with contextlib.suppress(OSError):
             os.write(self._stderr if self._stderr is not None else 2, (line + "\n").encode())
 

@@ -8,6 +8,7 @@ environment file is valid and every criterion says why it did not run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from opsready.probes.grafana import GrafanaProbe
     from opsready.probes.http import ServiceProbe
     from opsready.probes.otel import OtelProbe
-    from opsready.probes.postgres import ScratchServer
+    from opsready.probes.postgres import BackgroundDrill, DumpSource, ScratchServer
     from opsready.probes.prometheus import PrometheusProbe
     from opsready.probes.railway import RailwayProbe
     from opsready.probes.runbooks import RunbookLibrary
@@ -39,6 +40,7 @@ __all__ = [
     "github",
     "grafana",
     "intrusive_allowed",
+    "opsready_background_drill",
     "opsready_env",
     "opsready_prefetch",
     "otel",
@@ -124,6 +126,90 @@ def opsready_prefetch(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         del config.stash[PREFETCH_KEY]
         prefetch.close(interrupted=stop_signals().stopped)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def opsready_background_drill(request: pytest.FixtureRequest, opsready_prefetch: None) -> Iterator[None]:
+    """Start the restore drill at session start, on a thread of its own, when a drill
+    criterion is selected and ``restore_drill`` is allowed: it writes only to its own scratch
+    database, so the read-only criteria run alongside it. The drill criteria then take its
+    result (``ScratchServer.restore_drill``). Only in one process, like the read-ahead, which
+    starts first so that both read the newest backup's listing once.
+
+    When the session ends, a drill still running (Ctrl-C, SIGTERM, the deadline, or a run
+    that ended before its criteria) is cancelled, and the session waits, bounded by the
+    drill's statement timeout, until it has dropped its scratch database."""
+    config = request.config
+    env = config.stash.get(ENV_KEY, None)
+    if env is None or hasattr(config, "workerinput") or config.getoption("numprocesses", None):
+        yield
+        return
+    background = _start_background_drill(request, env)
+    if background is None:
+        yield
+        return
+    from opsready._interrupt import stop_signals
+
+    signals = stop_signals()
+    try:
+        yield
+    finally:
+        drill_cfg = env.restore_drill
+        assert drill_cfg is not None
+        reason = (f"the run was stopped ({signals.reason})" if signals.stopped
+                  else "the run ended before the drill criteria took its result")
+        background.stop(reason, drill_cfg.statement_timeout_s + 10.0, signals.say)
+
+
+def _start_background_drill(request: pytest.FixtureRequest, env: Environment) -> BackgroundDrill | None:
+    """The drill started in the background, or ``None`` where the drill criteria would not
+    drill (not selected, not allowed, not configured): they then run as they would alone."""
+    from opsready.plugin import PLAN_KEY, _ticket_of
+
+    if "restore_drill" not in request.config.stash.get(INTRUSIVE_KEY, ()):
+        return None
+    drills = [item for item in request.session.items
+              if getattr(item.stash.get(PLAN_KEY, None), "intrusive", None) == "restore_drill"]
+    if not drills:
+        return None
+    drill_cfg, backups_cfg = env.restore_drill, env.backups
+    # The drill fixture's own preconditions; where one fails the criteria say so themselves.
+    if drill_cfg is None or backups_cfg is None or drill_cfg.source_dsn is None \
+            or not drill_cfg.expected_tables:
+        return None
+    try:
+        backups: BackupStore = request.getfixturevalue("backups")
+        server: ScratchServer = request.getfixturevalue("scratch_server")
+    except (Exception, pytest.skip.Exception):
+        return None
+    if backups.pattern is None:
+        return None
+    from opsready._interrupt import stop_signals
+
+    say = stop_signals().say
+    say(f"[opsready] {_ticket_of(drills[0])}: the intrusive probe 'restore_drill' starts in the "
+        f"background, alongside the read-only criteria")
+    return server.drill_in_background(functools.partial(_newest_backup, backups), say)
+
+
+def _newest_backup(backups: BackupStore) -> tuple[DumpSource, float] | None:
+    """The newest backup and its age in hours, or ``None`` when there is none; read as the
+    read-ahead reads, so an error stays for the criterion that reads the same fact."""
+    found: list[tuple[DumpSource, float]] = []
+
+    def read() -> None:
+        if backups.bucket_exists():
+            newest = backups.latest().newest
+            if newest is not None:
+                found.append((backups.source(newest), newest.age_hours()))
+
+    shared = getattr(backups, "shared", None)
+    if shared is not None:
+        shared.ahead(read)
+    else:
+        with contextlib.suppress(Exception):
+            read()
+    return found[0] if found else None
 
 
 @pytest.fixture

@@ -273,12 +273,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+    _drill_criteria_last(config, state, items)
     if not hasattr(config, "workerinput"):
         # In one process the controller collects: what never reports an end is "not run".
         for item in items:
             state.expect(item.nodeid, _ticket_of(item), _title(item))
     if state.options.plan:
         _print_plan(config, state, items)
+
+
+def _drill_criteria_last(config: pytest.Config, state: _run.RunState, items: list[pytest.Item]) -> None:
+    """In one process the restore drill runs in the background from the session's start
+    (``fixtures.opsready_background_drill``); its criteria come last, so the other criteria
+    run while it restores instead of waiting for it."""
+    if (state.options.plan or hasattr(config, "workerinput") or config.getoption("numprocesses", None)
+            or "restore_drill" not in state.options.allow_intrusive):
+        return
+    drills = [i for i in items if getattr(i.stash.get(PLAN_KEY, None), "intrusive", None) == "restore_drill"]
+    if drills:
+        items[:] = [i for i in items if i not in drills] + drills
 
 
 def _print_plan(config: pytest.Config, state: _run.RunState, items: list[pytest.Item]) -> None:

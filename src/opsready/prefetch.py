@@ -18,7 +18,8 @@ What stays as it was:
 - Intrusive probes are never overlapped, except the restore drill (it writes only to its own
   scratch database): before any other intrusive criterion the lanes pause and the facts being
   read are finished; they resume after its teardown. So the rate-limit burst and the rollback
-  drill run alone, as before.
+  drill run alone, as before. The restore drill itself runs in the background from the start
+  (``fixtures.opsready_background_drill``), alongside the lanes and the criteria.
 - Only one process reads ahead: an xdist worker does not know which criteria it will get, so
   there each criterion reads for itself.
 - The lanes end with the session: facts not started are dropped, a read in flight is bounded

@@ -27,6 +27,11 @@ swept, a new one is created, the backup is streamed in (1 MiB chunks), the expec
 and their rows are checked, and the database is dropped in a ``finally`` block, on SIGINT
 and SIGTERM too.
 
+A drill may also run on a thread of its own (``BackgroundDrill``), alongside read-only
+probes: it writes only to its own database. A thread hears no signal, so there the run stops
+it explicitly (``DrillCancel``): the tools are killed at once, the drill stops at its next
+step, and the ``finally`` drops its database as above.
+
 Passwords reach the client tools through ``PGPASSWORD``, never argv, and never a message.
 """
 
@@ -45,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -77,6 +83,9 @@ from opsready.probes.dumps import (
 __all__ = [
     "DRILL_PREFIX",
     "PRIVILEGED_ROLES",
+    "BackgroundDrill",
+    "DrillCancel",
+    "DrillCancelled",
     "DrillRefused",
     "DrillResult",
     "DumpSource",
@@ -103,6 +112,10 @@ _STDERR_LIMIT = 1 << 20
 
 class DrillRefused(ProbeError):
     """The guardrail refused to run the drill against this target."""
+
+
+class DrillCancelled(ProbeError):
+    """The run stopped a drill running on its own thread (Ctrl-C, SIGTERM, the deadline)."""
 
 
 class ToolTooOld(MissingInput):
@@ -219,6 +232,11 @@ class DrillResult:
     started_at: str = ""
     # Set when the drill was stopped for running past its budget (twice the RTO target).
     overrun_s: float | None = None
+    # Set when the drill ran in the background while other read-only criteria ran: the RTO
+    # was measured with them sharing the machine and the network.
+    alongside: bool = False
+    # From the guardrail's first question to the drop: the whole drill, on its own clock.
+    duration_s: float | None = None
 
     @property
     def verified(self) -> bool:
@@ -237,6 +255,8 @@ class DrillResult:
             "problems": self.problems, "refused": self.refused,
             "psql_restricted_mode": self.restricted_mode, "target": self.target,
             "dump": self.dump, "dropped": self.dropped, "swept": self.swept,
+            "measured_alongside_other_criteria": self.alongside,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
         }
 
     def report_markdown(self, *, rto_target_s: float, rpo_hours: float | None,
@@ -257,6 +277,9 @@ class DrillResult:
             f"- RTO: {rto} (target {rto_target_s:g} s)",
             f"- RPO (backup age at drill time): {rpo}",
         ]
+        if self.alongside:
+            lines.append("- measured in the background, while other read-only criteria of the "
+                         "run were running alongside")
         allowed = self.target.get("privileged_role_allowed")
         if allowed:
             lines.append(f"- restored as the privileged role `{allowed}`, allowed by name in "
@@ -337,6 +360,116 @@ class _SignalGuard:
         raise ProbeError(f"restore drill interrupted by signal {self.pending}")
 
 
+# ---- a drill on a thread of its own ---------------------------------------------------------
+
+
+class DrillCancel:
+    """Stops a drill that runs on another thread. The drill checks it between its steps and
+    while it streams the backup; ``cancel`` also kills its client tools at once, so a
+    restore in progress ends now rather than at its next step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._tools: _Children | None = None
+        self.reason = ""
+        # The drill's scratch database, once named: what the clean-up drops.
+        self.database: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            self.reason = reason
+            self._event.set()
+            tools = self._tools
+        if tools is not None:
+            tools.kill_all()
+
+    def attach(self, tools: _Children) -> None:
+        with self._lock:
+            self._tools = tools
+
+    def check(self) -> None:
+        """Raise ``DrillCancelled`` once a cancel was asked for."""
+        if self._event.is_set():
+            raise DrillCancelled(f"restore drill cancelled: {self.reason}")
+
+
+class BackgroundDrill:
+    """One drill run on a thread of its own while the rest of the run goes on, for the drill
+    criteria to take its result when they come to it (``take``).
+
+    ``find`` names the backup to restore and its age in hours, or ``None`` when there is none
+    to drill (the criteria then find out why themselves). The drill is the very drill a
+    criterion runs (``ScratchServer.restore_drill``): its guardrail refusal or error is
+    raised by ``take`` with its own message. ``stop`` cancels a drill still running and waits,
+    bounded, for it to drop its scratch database."""
+
+    def __init__(self, server: ScratchServer,
+                 find: Callable[[], tuple[DumpSource, float] | None],
+                 progress: Callable[[str], None] | None) -> None:
+        self.server, self._find, self._progress = server, find, progress
+        self._cancel = DrillCancel()
+        self._outcome: Future[tuple[str, DrillResult] | None] = Future()
+        self._thread = threading.Thread(target=self._run, name="opsready-restore-drill",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._outcome.set_running_or_notify_cancel()
+        try:
+            found = self._find()
+            if found is None or self._cancel.requested:
+                self._outcome.set_result(None)
+                return
+            source, age_hours = found
+            result = self.server.drill(source, backup_age_hours=age_hours,
+                                       progress=self._progress, cancel=self._cancel)
+            result.alongside = True
+            self._outcome.set_result((source.key, result))
+        except BaseException as exc:  # handed to the criterion that takes the result
+            self._outcome.set_exception(exc)
+
+    def take(self, key: str) -> DrillResult | None:
+        """The drill's result when it restored the backup ``key`` (waiting for it to end),
+        ``None`` when it drilled no backup or another one; its error is raised here."""
+        while True:
+            try:
+                # In slices, so Ctrl-C reaches the waiting thread promptly.
+                outcome = self._outcome.result(timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+        if outcome is None or outcome[0] != key:
+            return None
+        return outcome[1]
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, reason: str, wait_s: float, say: Callable[[str], None]) -> bool:
+        """Cancel the drill if it still runs and wait up to ``wait_s`` for its clean-up,
+        saying what it waits for; whether the drill has ended."""
+        if not self._thread.is_alive():
+            return True
+        self._cancel.cancel(reason)
+        db = self._cancel.database or f"{DRILL_PREFIX}*"
+        say(f"[opsready] restore drill: {reason}; stopping it and waiting up to {wait_s:g}s "
+            f"for it to drop its scratch database {db} on {self.server.scratch}")
+        self._thread.join(wait_s)
+        if self._thread.is_alive():
+            say(f"[opsready] restore drill: still running after {wait_s:g}s; drop the database "
+                f"{db} on {self.server.scratch} by hand if it is left")
+            return False
+        return True
+
+
 # ---- the scratch server ------------------------------------------------------------------
 
 
@@ -353,6 +486,8 @@ class ScratchServer:
         # Where a long drill says where it is, and how often (see ``restore_drill``).
         self.progress: Callable[[str], None] | None = None
         self.progress_interval_s = 10.0
+        # A drill started ahead on its own thread (``drill_in_background``), if any.
+        self.background: BackgroundDrill | None = None
 
     def close(self) -> None:
         return None
@@ -488,6 +623,14 @@ class ScratchServer:
 
     # ---- the drill ----------------------------------------------------------------------
 
+    def drill_in_background(self, find: Callable[[], tuple[DumpSource, float] | None],
+                            progress: Callable[[str], None] | None) -> BackgroundDrill:
+        """Start the drill of the backup ``find`` names on a thread of its own; the next
+        ``restore_drill`` of that backup takes its result instead of drilling again."""
+        self.background = BackgroundDrill(self, find, progress)
+        self.background.start()
+        return self.background
+
     def restore_drill(
         self,
         source: DumpSource,
@@ -502,9 +645,35 @@ class ScratchServer:
         (a refused or broken backup, restore errors, missing rows) land in
         ``DrillResult.problems``; ``ProbeError`` is raised only when the drill could not
         judge (refused target, unreachable server, missing or too old tools). ``progress``
-        gets a line now and then while a long drill runs (see ``DrillProgress``)."""
+        gets a line now and then while a long drill runs (see ``DrillProgress``).
+
+        When this backup's drill was started ahead (``drill_in_background``), its result
+        (or its error) is taken instead, once; ``DrillResult.alongside`` says so."""
+        background, self.background = self.background, None
+        if background is not None:
+            taken = background.take(source.key)
+            if taken is not None:
+                return taken
+        return self.drill(source, backup_age_hours=backup_age_hours, on_phase=on_phase,
+                          progress=progress)
+
+    def drill(
+        self,
+        source: DumpSource,
+        *,
+        backup_age_hours: float | None = None,
+        on_phase: Callable[[str, float], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+        cancel: DrillCancel | None = None,
+    ) -> DrillResult:
+        """The drill itself (see ``restore_drill``); ``cancel`` stops it from another thread."""
+        begun = time.monotonic()
         db = drill_database_name()
+        checkpoint = cancel.check if cancel is not None else _nothing
+        if cancel is not None:
+            cancel.database = db
         check = self.check_target(db)
+        checkpoint()
         dsn = check.pinned_dsn
         result = DrillResult(database=db, key=source.key, backup_age_hours=backup_age_hours,
                              started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -517,7 +686,8 @@ class ScratchServer:
 
         result.swept = self.sweep(dsn)
         result.source_counts = self._source_counts()
-        tools = _Children()
+        checkpoint()
+        tools = _Children(cancel)
         say = progress if progress is not None else self.progress
         ticker = DrillProgress(result, source.size or 0, len(self.cfg.expected_tables), say,
                                interval=self.progress_interval_s) if say is not None else None
@@ -540,8 +710,10 @@ class ScratchServer:
                     created = True
                     conn.execute(f'CREATE DATABASE "{db}"')
                 phase("create", started)
+                checkpoint()
                 _Load(self, source, db, dsn, check.scratch, result, tools, phase,
                       deadline).run()
+                checkpoint()
                 if result.restore_exit_code is not None and not result.problems:
                     t = time.monotonic()
                     self._verify(dsn, db, result)
@@ -563,6 +735,7 @@ class ScratchServer:
                     self._drop(dsn, db)
                     result.dropped = True
                     phase("drop", t)
+                result.duration_s = time.monotonic() - begun
         return result
 
     def _drill_budget(self) -> float:
@@ -745,6 +918,12 @@ class _Load:
                 f"downloaded {self.result.size_bytes} bytes of {self.source.key}, the object "
                 f"has {self.source.size}; the download was cut short")
 
+    def _check(self) -> None:
+        """Between chunks: past the budget, or asked to stop, the drill ends here."""
+        _check_deadline(self.deadline, self.result)
+        if self.tools.cancel is not None:
+            self.tools.cancel.check()
+
     # ---- formats ----------------------------------------------------------------------
 
     def _single(self, body: Readable, t: float) -> None:
@@ -818,7 +997,7 @@ class _Load:
                         for chunk in _chunks(body):
                             fh.write(chunk)
                             result.size_bytes += len(chunk)
-                            _check_deadline(self.deadline, result)
+                            self._check()
                 finally:
                     close = getattr(body, "close", None)
                     if close is not None:
@@ -855,7 +1034,7 @@ class _Load:
                 for piece in script:
                     for _ in guard.feed(piece):
                         pass
-                    _check_deadline(self.deadline, result)
+                    self._check()
                 if gz is not None:
                     for _ in guard.feed(gz.finish()):
                         pass
@@ -902,7 +1081,7 @@ class _Load:
                         for piece in pieces:
                             for out in replay.feed(piece):
                                 proc.stdin.write(out)
-                        _check_deadline(self.deadline, result)
+                        self._check()
                     if gz2 is not None:
                         for out in replay.feed(gz2.finish()):
                             proc.stdin.write(out)
@@ -950,7 +1129,7 @@ class _Load:
         try:
             for piece in data:
                 write(piece)
-                _check_deadline(self.deadline, self.result)
+                self._check()
             if gz is not None:
                 write(gz.finish())
         except DumpProblem as exc:
@@ -971,6 +1150,8 @@ class _Load:
     def _wait(self, proc: subprocess.Popen[bytes]) -> int:
         try:
             code = proc.wait(timeout=max(self.deadline - time.monotonic(), 0.1))
+            if self.tools.cancel is not None:
+                self.tools.cancel.check()  # the tool was killed by the cancel
             if time.monotonic() > self.deadline:
                 raise subprocess.TimeoutExpired(proc.args, 0)  # killed by the watchdog
         except subprocess.TimeoutExpired:
@@ -1120,11 +1301,16 @@ class _Children:
     """The client tools of one drill: each in its own session (Ctrl-C reaches us, not
     them), stderr to a temp file (no pipe to fill up), killed as a group on clean-up."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancel: DrillCancel | None = None) -> None:
         self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self.cancel = cancel
+        if cancel is not None:
+            cancel.attach(self)
 
     def start(self, argv: list[str], env: dict[str, str],
               stdin: int | None) -> subprocess.Popen[bytes]:
+        if self.cancel is not None:
+            self.cancel.check()
         err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
         try:
             proc = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
@@ -1134,6 +1320,8 @@ class _Children:
             err.close()
             raise MissingInput(f"restore drill: could not start {argv[0]}: {exc}") from None
         self.procs.append((proc, err))
+        if self.cancel is not None and self.cancel.requested:
+            self.kill_all()  # the cancel came while the tool started
         return proc
 
     def stderr_lines(self, proc: subprocess.Popen[bytes]) -> list[str]:
@@ -1228,6 +1416,10 @@ def _gunzipped(chunks: Iterator[bytes], gz: GzipStream) -> Iterator[bytes]:
 def _prepend_pieces(pieces: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from pieces
     yield from rest
+
+
+def _nothing() -> None:
+    return None
 
 
 def _check_deadline(deadline: float, result: DrillResult) -> None:
