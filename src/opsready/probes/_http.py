@@ -57,6 +57,8 @@ __all__ = [
 USER_AGENT = "opsready/0.1 (ops-readiness verification)"
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
 GATEWAY_STATUSES = (502, 503, 504)
+# RFC 9110's safe methods: sent again after a connection dropped without an answer.
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _CHUNK = 64 * 1024
 # How much of an unexpected body a message quotes.
 _EXCERPT = 200
@@ -195,8 +197,7 @@ class HttpTarget:
         limit = self.max_body if self.max_body is not None else body_limit()
         begun = time.monotonic()
         try:
-            request = self.client.build_request(method, url, **kwargs)
-            resp = self.client.send(request, stream=True)
+            resp = self._send(method, url, begun + seconds, **kwargs)
             try:
                 _read_bounded(resp, limit, begun + seconds, self.name, shown)
             finally:
@@ -219,6 +220,18 @@ class HttpTarget:
         if resp.status_code in GATEWAY_STATUSES and not gateway_as_data:
             raise status_error(self.name, shown, resp.status_code, resp.content, (200,))
         return resp
+
+    def _send(self, method: str, url: str, deadline: float, **kwargs: Any) -> httpx.Response:
+        """Send and return the streamed response. A kept-alive connection that the server
+        closes just as it is reused ("Server disconnected without sending a response") is a
+        race, not an answer: a safe request is sent once more, on a new connection, within its
+        time. A server that drops every request still fails."""
+        try:
+            return self.client.send(self.client.build_request(method, url, **kwargs), stream=True)
+        except httpx.RemoteProtocolError:
+            if method not in _SAFE or time.monotonic() >= deadline:
+                raise
+        return self.client.send(self.client.build_request(method, url, **kwargs), stream=True)
 
     def get_json(self, url: str, *, params: Any = None, ok: tuple[int, ...] = (200,),
                  headers: dict[str, str] | None = None) -> Any:
