@@ -303,6 +303,9 @@ def test_a_refusal_in_the_background_reaches_the_criterion_as_a_drill_alone_give
         found[workers] = {c["title"]: (c["outcome"], c["message"])
                           for c in result.criteria("P1-002")}
         assert ("starts in the background" in result.output) == (workers == "0"), result.output
+        # The criterion says it takes the background drill's result rather than running one.
+        assert ("taking the result of the intrusive probe 'restore_drill'" in result.output) \
+            == (workers == "0"), result.output
     drill = found["0"][next(t for t in found["0"] if t.startswith("A drill restores"))]
     assert drill[0] == "error" and "restore drill refused" in drill[1], drill
     assert found["0"] == found["1"]

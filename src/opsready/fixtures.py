@@ -67,6 +67,8 @@ DENIED_INTRUSIVE_KEY = pytest.StashKey[list[str]]()
 PREFETCH_KEY: pytest.StashKey[Prefetch] = pytest.StashKey()
 # Set while an intrusive criterion that nothing may overlap runs: the read-ahead is paused.
 PREFETCH_PAUSED_KEY = pytest.StashKey[bool]()
+# Set while a restore drill started with the session runs in the background.
+BACKGROUND_DRILL_KEY = pytest.StashKey[bool]()
 
 
 def section(env: Environment, name: str) -> Any:
@@ -151,9 +153,11 @@ def opsready_background_drill(request: pytest.FixtureRequest, opsready_prefetch:
     from opsready._interrupt import stop_signals
 
     signals = stop_signals()
+    config.stash[BACKGROUND_DRILL_KEY] = True
     try:
         yield
     finally:
+        del config.stash[BACKGROUND_DRILL_KEY]
         drill_cfg = env.restore_drill
         assert drill_cfg is not None
         reason = (f"the run was stopped ({signals.reason})" if signals.stopped

@@ -23,7 +23,13 @@ from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.config import INTRUSIVE_PROBES
 from opsready.evidence import redactor
-from opsready.fixtures import DENIED_INTRUSIVE_KEY, EVIDENCE_KEY, PREFETCH_KEY, PREFETCH_PAUSED_KEY
+from opsready.fixtures import (
+    BACKGROUND_DRILL_KEY,
+    DENIED_INTRUSIVE_KEY,
+    EVIDENCE_KEY,
+    PREFETCH_KEY,
+    PREFETCH_PAUSED_KEY,
+)
 
 STATE = pytest.StashKey[_run.RunState]()
 SESSION = pytest.StashKey[pytest.Session]()
@@ -174,8 +180,10 @@ def pytest_runtest_protocol(item: pytest.Item) -> None:
     for mark in item.iter_markers("intrusive"):
         name = str(mark.args[0]) if mark.args else ""
         if reporter is not None and name in state.options.allow_intrusive:
-            reporter.write_line(f"[opsready] {_ticket_of(item)}: running the intrusive probe '{name}' "
-                                f"({_title(item)})")
+            doing = ("taking the result of the intrusive probe 'restore_drill', started in the background"
+                     if name == "restore_drill" and item.config.stash.get(BACKGROUND_DRILL_KEY, False)
+                     else f"running the intrusive probe '{name}'")
+            reporter.write_line(f"[opsready] {_ticket_of(item)}: {doing} ({_title(item)})")
 
 
 class _TicketModule(pytest.Module):
