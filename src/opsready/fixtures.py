@@ -168,7 +168,7 @@ def opsready_background_drill(request: pytest.FixtureRequest, opsready_prefetch:
 def _start_background_drill(request: pytest.FixtureRequest, env: Environment) -> BackgroundDrill | None:
     """The drill started in the background, or ``None`` where the drill criteria would not
     drill (not selected, not allowed, not configured): they then run as they would alone."""
-    from opsready.plugin import PLAN_KEY, _ticket_of
+    from opsready.plugin import PLAN_KEY, ticket_of
 
     if "restore_drill" not in request.config.stash.get(INTRUSIVE_KEY, ()):
         return None
@@ -191,7 +191,7 @@ def _start_background_drill(request: pytest.FixtureRequest, env: Environment) ->
     from opsready._interrupt import stop_signals
 
     say = stop_signals().say
-    say(f"[opsready] {_ticket_of(drills[0])}: the intrusive probe 'restore_drill' starts in the "
+    say(f"[opsready] {ticket_of(drills[0])}: the intrusive probe 'restore_drill' starts in the "
         f"background, alongside the read-only criteria")
     return server.drill_in_background(functools.partial(_newest_backup, backups), say)
 

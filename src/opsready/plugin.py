@@ -183,7 +183,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> None:
             doing = ("taking the result of the intrusive probe 'restore_drill', started in the background"
                      if name == "restore_drill" and item.config.stash.get(BACKGROUND_DRILL_KEY, False)
                      else f"running the intrusive probe '{name}'")
-            reporter.write_line(f"[opsready] {_ticket_of(item)}: {doing} ({_title(item)})")
+            reporter.write_line(f"[opsready] {ticket_of(item)}: {doing} ({_title(item)})")
 
 
 class _TicketModule(pytest.Module):
@@ -277,7 +277,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keep: list[pytest.Item] = []
         drop: list[pytest.Item] = []
         for item in items:
-            (keep if _ticket_of(item) in state.options.selected else drop).append(item)
+            (keep if ticket_of(item) in state.options.selected else drop).append(item)
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
@@ -285,7 +285,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not hasattr(config, "workerinput"):
         # In one process the controller collects: what never reports an end is "not run".
         for item in items:
-            state.expect(item.nodeid, _ticket_of(item), _title(item))
+            state.expect(item.nodeid, ticket_of(item), _title(item))
     if state.options.plan:
         _print_plan(config, state, items)
 
@@ -313,7 +313,7 @@ def _print_plan(config: pytest.Config, state: _run.RunState, items: list[pytest.
             continue
         mark = item.get_closest_marker("intrusive")
         marked = str(mark.args[0]) if mark is not None and mark.args else None
-        lines.append(plan_line(_ticket_of(item), item.nodeid, _title(item), entry, opts.env,
+        lines.append(plan_line(ticket_of(item), item.nodeid, _title(item), entry, opts.env,
                                opts.allow_intrusive, marked))
     state.plan_text = render_plan(lines, opts.env, body_limit=opts.env.body_limit_bytes,
                                   deadline_s=opts.deadline_s)
@@ -375,7 +375,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     kind, judgeable_from = skip_kind(call.excinfo.value if call.excinfo is not None else None)
     intrusive, denied = _intrusive(item, item.config.stash[STATE].options.allow_intrusive)
     report.opsready = {
-        "ticket": _ticket_of(item),
+        "ticket": ticket_of(item),
         "title": _title(item),
         "outcome": outcome,
         "message": redactor.text(message),
@@ -479,7 +479,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         stop_signals().uninstall()
 
 
-def _ticket_of(item: pytest.Item) -> str:
+def ticket_of(item: pytest.Item) -> str:
+    """The ticket a criterion belongs to: its ``ticket`` marker, else its module's name."""
     mark = item.get_closest_marker("ticket")
     if mark is not None and mark.args:
         return str(mark.args[0])
