@@ -56,6 +56,16 @@ def _evidence(criterion: dict[str, Any], name: str) -> Any:
     raise AssertionError(f"criterion {criterion['title']!r} recorded no {name!r}")
 
 
+def _wait_for_restore(proc: subprocess.Popen[str], marks: Path, timeout: float) -> None:
+    """Until the slowed pg_restore marks that the drill reached its restore; fails when the
+    child ended first or the mark is late."""
+    deadline = time.monotonic() + timeout
+    while not (marks / "restored").exists():
+        assert proc.poll() is None, f"the run ended early:\n{proc.communicate()[0]}"
+        assert time.monotonic() < deadline, "the drill never reached the restore"
+        time.sleep(0.05)
+
+
 def _drill_databases(stack: StartedStack) -> list[str]:
     with psycopg.connect(stack.state["urls"]["postgres_dsn"], connect_timeout=5) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
@@ -360,11 +370,7 @@ def test_signal_mid_restore_leaves_no_scratch_database(stack: StartedStack, tmp_
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (marks / "restored").exists():
-            assert proc.poll() is None, f"the drill ended early:\n{proc.communicate()[0]}"
-            assert time.monotonic() < deadline, "the drill never reached the restore"
-            time.sleep(0.05)
+        _wait_for_restore(proc, marks, 60)
         during = _drill_databases(stack)
         assert len(during) == 1, during
         proc.send_signal(sig)
@@ -501,11 +507,7 @@ def test_a_stop_during_the_background_drill_drops_its_database_before_the_run_en
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while not (marks / "restored").exists():
-            assert proc.poll() is None, f"the run ended early:\n{proc.communicate()[0]}"
-            assert time.monotonic() < deadline, "the drill never reached the restore"
-            time.sleep(0.05)
+        _wait_for_restore(proc, marks, 90)
         assert len(_drill_databases(stack)) == 1
         proc.send_signal(sig)
         code, output = finish_process(proc, timeout=90)
