@@ -18,16 +18,44 @@ from typing import Protocol
 __all__ = ["DrillProgress", "Heartbeat"]
 
 
-class Heartbeat:
-    def __init__(self, write: Callable[[str], None], interval: float = 15.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._write = write
-        self._interval = interval
-        self._clock = clock
-        self._running: dict[str, float] = {}
-        self._lock = threading.Lock()
+class _Ticker:
+    """Writes ``lines()`` every ``interval`` seconds from a daemon thread, until ``stop``."""
+
+    thread_name = "opsready-ticker"
+
+    def __init__(self, write: Callable[[str], None], interval: float,
+                 clock: Callable[[], float]) -> None:
+        self._write, self._interval, self._clock = write, interval, clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            for line in self.lines():
+                self._write(line)
+
+
+class Heartbeat(_Ticker):
+    thread_name = "opsready-heartbeat"
+
+    def __init__(self, write: Callable[[str], None], interval: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(write, interval, clock)
+        self._running: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def started(self, nodeid: str) -> None:
         with self._lock:
@@ -45,23 +73,11 @@ class Heartbeat:
                           reverse=True)
         return [f"[opsready] still running after {age:.0f}s: {nodeid}" for age, nodeid in slow]
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="opsready-heartbeat", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            for line in self.due():
-                self._write(line)
+    def lines(self) -> list[str]:
+        return self.due()
 
 
-class DrillProgress:
+class DrillProgress(_Ticker):
     """Progress of a long restore drill, so an operator can see it is not hung: the bytes
     downloaded out of the total, how long the restore has run, the tables verified.
 
@@ -69,14 +85,14 @@ class DrillProgress:
     ``tables``) and writes a line every ``interval`` seconds from a thread of its own, the
     first only once the drill has run that long, so a short drill stays quiet."""
 
+    thread_name = "opsready-drill-progress"
+
     def __init__(self, result: _DrillState, total_bytes: int, tables: int,
                  write: Callable[[str], None], interval: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(write, interval, clock)
         self.result, self.total, self.tables = result, total_bytes, tables
-        self._write, self._interval, self._clock = write, interval, clock
         self._started = clock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def line(self) -> str:
         """Where the drill is now, in one line."""
@@ -96,18 +112,8 @@ class DrillProgress:
             detail = f"verified {len(self.result.tables or {})} of {self.tables} tables"
         return f"[opsready] restore drill, {elapsed:.0f}s: {detail}"
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="opsready-drill-progress", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._write(self.line())
+    def lines(self) -> list[str]:
+        return [self.line()]
 
 
 class _DrillState(Protocol):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -197,27 +197,29 @@ def count_panels(board: dict[str, Any]) -> int:
     return len(_panel_titles(board))
 
 
-def _panel_titles(board: dict[str, Any]) -> list[str]:
-    found: list[str] = []
+def _panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every visualisation panel of ``board``: rows are walked, not counted (a collapsed row
+    carries its panels inside it, and dashboards of the pre-5.0 schema keep them in ``rows``)."""
 
-    def walk(panels: Any) -> None:
+    def walk(panels: Any) -> Iterator[dict[str, Any]]:
         if not isinstance(panels, list):
             return
         for panel in panels:
             if not isinstance(panel, dict):
                 continue
             if panel.get("type") == "row":
-                # A collapsed row carries its panels inside it.
-                walk(panel.get("panels"))
+                yield from walk(panel.get("panels"))
                 continue
-            found.append(str(panel.get("title", "")))
+            yield panel
 
-    walk(board.get("panels"))
-    # Dashboards of the pre-5.0 schema keep panels in rows.
+    yield from walk(board.get("panels"))
     for row in board.get("rows") or []:
         if isinstance(row, dict):
-            walk(row.get("panels"))
-    return found
+            yield from walk(row.get("panels"))
+
+
+def _panel_titles(board: dict[str, Any]) -> list[str]:
+    return [str(panel.get("title", "")) for panel in _panels(board)]
 
 
 def resolve_datasources(board: Dashboard,
@@ -288,32 +290,19 @@ def _datasource_refs(board: dict[str, Any]) -> list[DatasourceRef]:
                                  type=str(kind) if kind else None)
         return None
 
-    def walk(panels: Any) -> None:
-        if not isinstance(panels, list):
-            return
-        for panel in panels:
-            if not isinstance(panel, dict):
-                continue
-            if panel.get("type") == "row":
-                walk(panel.get("panels"))
-                continue
-            targets = [t for t in panel.get("targets") or [] if isinstance(t, dict)]
-            if not targets and "datasource" not in panel:
-                continue  # a text panel or a library panel: it queries nothing we can see
-            own = ref(panel.get("datasource"), panel)
-            mixed = own is not None and (own.uid or "").lower() == _MIXED
-            if own is not None and not (targets and mixed):
-                found[own] = None
-            for target in targets:
-                if "datasource" in target:
-                    inner = ref(target.get("datasource"), panel)
-                    if inner is not None:
-                        found[inner] = None
-
-    walk(board.get("panels"))
-    for row in board.get("rows") or []:
-        if isinstance(row, dict):
-            walk(row.get("panels"))
+    for panel in _panels(board):
+        targets = [t for t in panel.get("targets") or [] if isinstance(t, dict)]
+        if not targets and "datasource" not in panel:
+            continue  # a text panel or a library panel: it queries nothing we can see
+        own = ref(panel.get("datasource"), panel)
+        mixed = own is not None and (own.uid or "").lower() == _MIXED
+        if own is not None and not (targets and mixed):
+            found[own] = None
+        for target in targets:
+            if "datasource" in target:
+                inner = ref(target.get("datasource"), panel)
+                if inner is not None:
+                    found[inner] = None
     return list(found)
 
 
