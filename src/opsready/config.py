@@ -15,11 +15,12 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -84,6 +85,16 @@ INTRUSIVE_PROBES: dict[str, str] = {
 WRITE_ACTIONS: dict[str, str] = {
     "tracker_sync": "opsready sync creates, labels, comments on, closes and reopens tracker issues",
 }
+
+
+def _check_url(v: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError("expected an http:// or https:// URL")
+    return v.rstrip("/")
+
+
+# An http(s) URL, kept without its trailing slash.
+HttpUrlText = Annotated[str, AfterValidator(_check_url)]
 
 
 class _Section(BaseModel):
@@ -177,7 +188,7 @@ class MetricsAuthConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    base_url: str
+    base_url: HttpUrlText
     health_path: str = "/health"
     # The health body's field that says whether the service is healthy, and the values that
     # mean it is (compared case-insensitively); a body without the field is judged by status.
@@ -200,10 +211,6 @@ class ServiceConfig(_Section):
     # one of them, so counters and gauges are judged per instance from Prometheus.
     metrics_per_instance: bool = False
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v)
 
 
 HostileVariant = Literal["suffix", "prefix", "scheme", "subdomain", "null"]
@@ -276,7 +283,7 @@ PoolGaugeRole = Literal["size", "in_use", "available", "waiting"]
 
 
 class PrometheusConfig(_Section):
-    url: str
+    url: HttpUrlText
     bearer_token: SecretStr | None = None
     # The scrape job of the service. Empty: the criteria that need it are not covered.
     service_job: str | None = None
@@ -297,10 +304,6 @@ class PrometheusConfig(_Section):
     # Longest wait for a change on the service to show in Prometheus (the next scrape).
     scrape_wait_s: float = Field(default=15.0, ge=0, le=300)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v)
 
     @field_validator("series_may_be_empty")
     @classmethod
@@ -319,16 +322,12 @@ class PrometheusConfig(_Section):
 
 
 class GrafanaConfig(_Section):
-    url: str
+    url: HttpUrlText
     token: SecretStr | None = None
     dashboards: list[str] = []
     # The datasource types the dashboards' panels must query (Grafana's plugin ids).
     datasource_types: list[str] = ["prometheus"]
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v)
 
 
 class OtelConfig(_Section):
@@ -557,7 +556,7 @@ class RunbooksConfig(_Section):
 class TrackerGithubConfig(_Section):
     """The GitHub repository whose issues ``opsready sync --tracker github`` keeps in step."""
 
-    api_url: str = "https://api.github.com"
+    api_url: HttpUrlText = "https://api.github.com"
     repo: str
     # Its own token, apart from github.token: a fine-grained token with Issues read and write.
     token: SecretStr | None = None
@@ -565,10 +564,6 @@ class TrackerGithubConfig(_Section):
     # GitHub asks for a pause of at least a second between POST/PATCH/DELETE requests.
     write_interval_s: float = Field(default=1.0, ge=0, le=60)
 
-    @field_validator("api_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _check_url(v)
 
     @field_validator("repo")
     @classmethod
@@ -664,12 +659,6 @@ class Environment(_Section):
                 extra = f"did you mean '{hint[0]}'? " if hint else ""
                 raise ValueError(f"unknown write '{name}'; {extra}known: {known}")
         return v
-
-
-def _check_url(v: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", v):
-        raise ValueError("expected an http:// or https:// URL")
-    return v.rstrip("/")
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
