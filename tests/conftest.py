@@ -20,12 +20,13 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -296,6 +297,29 @@ class Project:
         path = out_dir / "readiness.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
         return result, data
+
+
+def evidence_value(criterion: dict[str, Any], name: str) -> Any:
+    """What a criterion of readiness.json recorded under ``name``: a table's rows, any other
+    item's value; fails naming what it did record."""
+    for item in criterion["evidence"]:
+        if item.get("name") == name:
+            return item["rows"] if item.get("kind") == "table" else item.get("value")
+    raise AssertionError(f"{criterion.get('id', criterion.get('title'))} recorded no {name!r}: "
+                         f"{[i.get('name') for i in criterion['evidence']]}")
+
+
+def env_variant(stack: StartedStack, tmp_path: Path, name: str,
+                change: Callable[[dict[str, Any]], None]) -> StartedStack:
+    """The stack's env.yaml changed by ``change``, in a directory of its own (mode 0600, as
+    the stack writes it), as a stack to run verify against."""
+    env = yaml.safe_load(stack.env_path.read_text())
+    change(env)
+    copy = tmp_path / name
+    copy.mkdir()
+    (copy / "env.yaml").write_text(yaml.safe_dump(env))
+    (copy / "env.yaml").chmod(0o600)
+    return StartedStack(dir=copy, up_seconds=0.0, output="")
 
 
 def finish_process(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:

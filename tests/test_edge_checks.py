@@ -10,14 +10,13 @@ schemes run end to end against a second service.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import StartedStack, VerifyResult, run_verify
+from conftest import StartedStack, VerifyResult, env_variant, evidence_value, run_verify
 from opsready_stack.part import StackContext, free_port
 from opsready_stack.service.app import load_settings, serve_in_thread
 from opsready_stack.service.part import ServicePart
@@ -39,64 +38,45 @@ def _criterion(result: Any, ticket: str, title: str) -> dict[str, Any]:
                          f"{[c['title'] for c in result.criteria(ticket)]}")
 
 
-def _evidence(criterion: dict[str, Any], name: str) -> Any:
-    for item in criterion["evidence"]:
-        if item["name"] == name:
-            # A table carries its rows; every other kind of evidence its value.
-            return item["rows"] if item["kind"] == "table" else item["value"]
-    raise AssertionError(f"no evidence {name!r} in {criterion['title']!r}: {criterion['evidence']}")
-
-
-def _env_variant(stack: StartedStack, tmp_path: Path, name: str,
-                 change: Callable[[dict[str, Any]], None]) -> StartedStack:
-    """The stack's env.yaml, changed by ``change``, in a directory of its own."""
-    env = yaml.safe_load(stack.env_path.read_text())
-    change(env)
-    copied = tmp_path / name
-    copied.mkdir()
-    (copied / "env.yaml").write_text(yaml.safe_dump(env))
-    return StartedStack(copied, 0.0, "")
-
-
 def test_edge_tickets_done_on_the_healthy_stack(stack: StartedStack, healthy_run: VerifyResult) -> None:
     result = healthy_run
     assert {t: result.status[t] for t in EDGE} == dict.fromkeys(EDGE, "done"), result.explain(EDGE)
 
     preflight = _criterion(result, "P2-002", "Access-Control-Allow-Origin equals the origin, "
                                              "never * with credentials")
-    rows = _evidence(preflight, "cors_exchanges")
+    rows = evidence_value(preflight, "cors_exchanges")
     assert {r["origin"] for r in rows} == {"https://relay-studio-one.vercel.app",
                                            "http://localhost:3000"}
     assert {r["method"] for r in rows} == {"POST", "DELETE"}
     assert all(r["allow_origin"] == r["origin"] and r["kind"] == "preflight" for r in rows)
     hostile = _criterion(result, "P2-002", "Hostile and disallowed origins get no "
                                            "Access-Control-Allow-Origin")
-    variants = {h["variant"] for h in _evidence(hostile, "hostile_origins")}
+    variants = {h["variant"] for h in evidence_value(hostile, "hostile_origins")}
     assert variants == {"suffix", "prefix", "scheme", "subdomain", "null", "configured"}
-    assert all(r["allow_origin"] is None for r in _evidence(hostile, "cors_exchanges"))
+    assert all(r["allow_origin"] is None for r in evidence_value(hostile, "cors_exchanges"))
 
     delivery = _criterion(result, "P1-004", "A real receiver gets the triggered event within the "
                                             "delivery timeout")
-    assert 0 < _evidence(delivery, "delivery_latency") < 10
-    run = _evidence(delivery, "webhook_e2e")
+    assert 0 < evidence_value(delivery, "delivery_latency") < 10
+    run = evidence_value(delivery, "webhook_e2e")
     headers = run["delivery"]["headers"]
     assert headers["x-signature"] == "[redacted]"
     assert run["delivery"]["event_id"] == run["expected_event_id"]
     timestamp = _criterion(result, "P1-004", "The delivery's signed timestamp is within the "
                                              "tolerance")
-    assert _evidence(timestamp, "timestamp")["source"] == "body field created"
+    assert evidence_value(timestamp, "timestamp")["source"] == "body field created"
 
     headers_seen = _criterion(result, "P0-001", "The security headers meet the configured policy "
                                                 "on every configured path")
-    assert "protects nobody" in _evidence(headers_seen, "hsts_note")
-    assert len(_evidence(headers_seen, "security_headers")) == 2
+    assert "protects nobody" in evidence_value(headers_seen, "hsts_note")
+    assert len(evidence_value(headers_seen, "security_headers")) == 2
     health = _criterion(result, "P0-001", "/health returns 200 and reports itself healthy")
-    assert _evidence(health, "health")["reported_status"] == "ok"
+    assert evidence_value(health, "health")["reported_status"] == "ok"
     burst = _criterion(result, "P0-001", "Rate limiting answers a bounded burst with 429 and a "
                                          "valid Retry-After")
-    took = _evidence(burst, "requests_to_429")
+    took = evidence_value(burst, "requests_to_429")
     assert 1 <= took <= 300
-    assert _evidence(burst, "burst")["retry_after"]["form"] == "delay-seconds"
+    assert evidence_value(burst, "burst")["retry_after"]["form"] == "delay-seconds"
 
     secrets = [v for v in stack.state["secrets"].values() if len(v) >= 8]
     text = json.dumps(result.readiness)
@@ -118,7 +98,7 @@ def test_no_rate_limit_fails_both_bursts_even_after_earlier_breaches(
         result.explain(["P0-001", "P2-003"])
     counted = _criterion(result, "P2-003", "rate_limit_breaches_total increases after a breach")
     assert counted["outcome"] == "fail" and "got no 429" in counted["message"]
-    burst = _evidence(counted, "burst")
+    burst = evidence_value(counted, "burst")
     assert burst["requests_sent"] == 300 and burst["stopped_by"] == "max_requests"
 
 
@@ -137,7 +117,7 @@ def test_disallowed_intrusive_probes_skip_with_their_reason(stack: StartedStack,
     # counted yet it skips for the same reason.
     counted = _criterion(result, "P2-003", "rate_limit_breaches_total increases after a breach")
     if counted["outcome"] == "pass":
-        found = _evidence(counted, "breach_found_already")
+        found = evidence_value(counted, "breach_found_already")
         assert found["counter_now"] > 0 or any(
             (v or 0) > 0 for k, v in found.items() if k.startswith("prometheus_increase")), found
     else:
@@ -148,7 +128,7 @@ def test_unreachable_service_is_unverified_not_open(stack: StartedStack, tmp_pat
     def unreachable(env: dict[str, Any]) -> None:
         env["service"]["base_url"] = f"http://127.0.0.1:{free_port()}"
 
-    result = run_verify(_env_variant(stack, tmp_path, "unreachable", unreachable), tmp_path,
+    result = run_verify(env_variant(stack, tmp_path, "unreachable", unreachable), tmp_path,
                         *SERIAL, tickets=EDGE, allow_intrusive=EDGE_PROBES)
     assert {t: result.status[t] for t in EDGE} == dict.fromkeys(EDGE, "unverified"), \
         result.explain(EDGE)
@@ -164,7 +144,7 @@ def test_unreachable_receiver_url_is_unverified_not_open(stack: StartedStack,
     def dead_receiver(env: dict[str, Any]) -> None:
         env["webhooks"]["receiver_public_url"] = f"http://127.0.0.1:{free_port()}/hook"
 
-    result = run_verify(_env_variant(stack, tmp_path, "dead-receiver", dead_receiver), tmp_path,
+    result = run_verify(env_variant(stack, tmp_path, "dead-receiver", dead_receiver), tmp_path,
                         *SERIAL, tickets=["P1-004"], allow_intrusive=EDGE_PROBES)
     assert result.status["P1-004"] == "unverified", result.explain(["P1-004"])
     delivery = _criterion(result, "P1-004", DELIVERY)
@@ -177,7 +157,7 @@ def test_refused_keys_are_unverified_not_open(stack: StartedStack, tmp_path: Pat
         env["service"]["admin_key"] = "not-an-admin-key-either"
 
     tickets = ["P0-001", "P1-004"]
-    result = run_verify(_env_variant(stack, tmp_path, "refused", wrong_keys), tmp_path, *SERIAL,
+    result = run_verify(env_variant(stack, tmp_path, "refused", wrong_keys), tmp_path, *SERIAL,
                         tickets=tickets, allow_intrusive=EDGE_PROBES)
     assert {t: result.status[t] for t in tickets} == dict.fromkeys(tickets, "unverified"), \
         result.explain(tickets)
@@ -195,7 +175,7 @@ def test_cors_without_credentials_is_not_applicable_not_open(stack: StartedStack
     def no_credentials(env: dict[str, Any]) -> None:
         env["cors"]["credentials"] = False
 
-    result = run_verify(_env_variant(stack, tmp_path, "no-credentials", no_credentials),
+    result = run_verify(env_variant(stack, tmp_path, "no-credentials", no_credentials),
                         tmp_path, *SERIAL, tickets=["P2-002"], allow_intrusive=EDGE_PROBES)
     skipped = _criterion(result, "P2-002", "Access-Control-Allow-Credentials is exactly true")
     assert skipped["outcome"] == "skip" and skipped["skip_kind"] == "not_applicable"
@@ -210,7 +190,7 @@ def test_empty_platform_keys_leave_their_criteria_not_covered(stack: StartedStac
         env["cors"] = {"allowed_origins": env["cors"]["allowed_origins"]}
         del env["webhooks"]["event_id_field"]
 
-    result = run_verify(_env_variant(stack, tmp_path, "forgotten", forget), tmp_path, *SERIAL,
+    result = run_verify(env_variant(stack, tmp_path, "forgotten", forget), tmp_path, *SERIAL,
                         tickets=["P0-001", "P2-002", "P1-004"], allow_intrusive=EDGE_PROBES)
     for ticket, title, key in [
         ("P0-001", HEADERS, "service.security_headers.paths"),
@@ -234,7 +214,7 @@ def test_hex_timestamp_header_is_not_covered(stack: StartedStack, tmp_path: Path
         del env["webhooks"]["timestamp_field"]
         env["webhooks"]["timestamp_header"] = "X-Webhook-Timestamp"
 
-    result = run_verify(_env_variant(stack, tmp_path, "ts-header", header_only), tmp_path,
+    result = run_verify(env_variant(stack, tmp_path, "ts-header", header_only), tmp_path,
                         *SERIAL, tickets=["P1-004"], allow_intrusive=EDGE_PROBES)
     timestamp = _criterion(result, "P1-004", "The delivery's signed timestamp is within the "
                                              "tolerance")

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import ROOT, StartedStack, VerifyResult, run_verify
+from conftest import ROOT, StartedStack, VerifyResult, evidence_value, run_verify
 from opsready.catalogue import load_catalogue
 from opsready.config import INTRUSIVE_PROBES
 from opsready.probes.postgres import DRILL_PREFIX
@@ -106,14 +106,6 @@ def _criterion(result: VerifyResult, ticket: str, key: str) -> dict[str, Any]:
     raise AssertionError(f"{ticket} has no criterion {key!r}: {result.explain([ticket])}")
 
 
-def _evidence(criterion: dict[str, Any], name: str) -> Any:
-    for item in criterion["evidence"]:
-        if item.get("name") == name:
-            # A table carries its rows; every other kind of evidence its value.
-            return item["rows"] if item.get("kind") == "table" else item.get("value")
-    raise AssertionError(f"{criterion['id']} recorded no {name!r}: {criterion['evidence']}")
-
-
 @dataclass(frozen=True)
 class Fails:
     """Under the fault, this criterion fails and its message quotes ``fragment``."""
@@ -140,7 +132,7 @@ class Shows:
 
     def check(self, result: VerifyResult, fault: str) -> None:
         __tracebackhide__ = True
-        value = _evidence(_criterion(result, self.ticket, self.criterion), self.name)
+        value = evidence_value(_criterion(result, self.ticket, self.criterion), self.name)
         assert self.holds(value), (fault, value)
 
 

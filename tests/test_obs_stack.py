@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from conftest import StartedStack, VerifyResult, run_verify
+from conftest import StartedStack, VerifyResult, env_variant, evidence_value, run_verify
 from opsready_stack.part import free_port
 
 pytestmark = [pytest.mark.stack]
@@ -31,23 +29,8 @@ def _outcomes(result: VerifyResult, ticket: str) -> dict[str, str]:
 def _evidence(result: VerifyResult, ticket: str, criterion: str, name: str) -> Any:
     for c in result.criteria(ticket):
         if c["id"].split("::")[-1] == criterion:
-            for item in c["evidence"]:
-                if item.get("name") == name:
-                    # A table carries its rows; every other kind of evidence its value.
-                    return item.get("rows") if item.get("kind") == "table" else item.get("value")
-    raise AssertionError(f"{ticket} {criterion} recorded no {name}\n{result.explain([ticket])}")
-
-
-def _env_copy(stack: StartedStack, tmp_path: Path, name: str,
-              change: Callable[[dict[str, Any]], None]) -> StartedStack:
-    """The stack's environment with ``change`` applied, as a stack to run verify against."""
-    env = yaml.safe_load(stack.env_path.read_text())
-    change(env)
-    copy = tmp_path / name
-    copy.mkdir()
-    (copy / "env.yaml").write_text(yaml.safe_dump(env))
-    (copy / "env.yaml").chmod(0o600)
-    return StartedStack(dir=copy, up_seconds=0.0, output="")
+            return evidence_value(c, name)
+    raise AssertionError(f"{ticket} has no criterion {criterion}\n{result.explain([ticket])}")
 
 
 def test_observability_tickets_done_on_healthy_stack(healthy_run: VerifyResult) -> None:
@@ -82,7 +65,7 @@ def test_metrics_behind_auth_without_credentials_is_unverified(stack: StartedSta
     def forget(env: dict[str, Any]) -> None:
         env["service"].pop("metrics_auth")
 
-    bare = _env_copy(stack, tmp_path, "no-metrics-auth", forget)
+    bare = env_variant(stack, tmp_path, "no-metrics-auth", forget)
     with stack.fault("metrics-bearer-auth"):
         result = run_verify(bare, tmp_path, *SERIAL, tickets=("P2-003", "P2-004"),
                             allow_intrusive=[])
@@ -99,7 +82,7 @@ def test_per_instance_judgement_from_prometheus(stack: StartedStack, tmp_path: P
     def behind_a_balancer(env: dict[str, Any]) -> None:
         env["service"]["metrics_per_instance"] = True
 
-    spread = _env_copy(stack, tmp_path, "per-instance", behind_a_balancer)
+    spread = env_variant(stack, tmp_path, "per-instance", behind_a_balancer)
     result = run_verify(spread, tmp_path, *SERIAL, tickets=("P2-003", "P2-004"),
                         allow_intrusive=["rate_limit_burst"])
     assert {t: result.status[t] for t in ("P2-003", "P2-004")} == \
@@ -121,7 +104,7 @@ def test_a_quiet_sli_window_is_unverified(stack: StartedStack, tmp_path: Path) -
         env["slo"]["current_window"] = "5s"
         env["slo"]["slos"] = [s for s in env["slo"]["slos"] if s["name"] == "webhook p95 latency"]
 
-    quiet_env = _env_copy(stack, tmp_path, "quiet", quiet)
+    quiet_env = env_variant(stack, tmp_path, "quiet", quiet)
     time.sleep(6)
     result = run_verify(quiet_env, tmp_path, *SERIAL, tickets=("P3-001",), allow_intrusive=[])
     assert result.status["P3-001"] == "unverified", result.explain(["P3-001"])
@@ -134,7 +117,7 @@ def test_prometheus_down_is_unverified(stack: StartedStack, tmp_path: Path) -> N
     def close(env: dict[str, Any]) -> None:
         env["prometheus"]["url"] = f"http://127.0.0.1:{free_port()}"
 
-    down = _env_copy(stack, tmp_path, "prometheus-down", close)
+    down = env_variant(stack, tmp_path, "prometheus-down", close)
     needs = ("P0-001", "P2-003", "P2-004", "P3-001", "P3-002")
     result = run_verify(down, tmp_path, *SERIAL, tickets=needs, allow_intrusive=[])
     assert {t: result.status[t] for t in needs} == dict.fromkeys(needs, "unverified"), \
@@ -152,7 +135,7 @@ def test_empty_platform_keys_are_not_covered(stack: StartedStack, tmp_path: Path
         env["slo"].pop("slos")
         env["runbooks"].pop("paths")
 
-    bare = _env_copy(stack, tmp_path, "blank", blank)
+    bare = env_variant(stack, tmp_path, "blank", blank)
     needs = ("P0-001", "P2-003", "P2-004", "P3-001", "P3-002")
     result = run_verify(bare, tmp_path, *SERIAL, tickets=needs, allow_intrusive=[])
     assert {t: result.status[t] for t in needs} == dict.fromkeys(needs, "unverified"), \
