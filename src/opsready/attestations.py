@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from opsready._errors import ConfigError
+from opsready._yaml import safe_load
 from opsready.catalogue import Catalogue
 
 __all__ = ["Attestation", "AttestationSet", "load_attestations"]
@@ -85,7 +86,7 @@ def load_attestations(path: Path | None, catalogue: Catalogue, today: dt.date) -
         return AttestationSet([], [])
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError):
         raise ConfigError(file, "", "is not valid YAML", "fix the syntax") from None
     entries = raw.get("attestations", []) if isinstance(raw, dict) else None

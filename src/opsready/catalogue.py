@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opsready._errors import ConfigError
+from opsready._yaml import safe_load
 
 __all__ = ["PRIORITIES", "Action", "Catalogue", "Ticket", "load_catalogue", "module_ticket_id"]
 
@@ -112,7 +113,7 @@ class Catalogue(BaseModel):
 def load_catalogue(path: Path) -> Catalogue:
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(file, "", "the ticket catalogue is missing",
                           "run from the project root or pass --catalogue PATH") from None

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from opsready._errors import ConfigError
+from opsready._yaml import SafeLoader
 
 __all__ = [
     "HOSTILE_ORIGIN_VARIANTS",
@@ -746,22 +747,31 @@ def load_yaml(path: Path, file: str | None = None) -> Any:
         raise ConfigError(file, where, "is not valid YAML", "fix the syntax at that line") from None
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(SafeLoader):  # type: ignore[misc,valid-type]
     """The safe loader; ``_check_nodes`` has refused duplicate keys before it constructs."""
 
 
 def _check_nesting(text: str, file: str) -> None:
     """Walk the event stream (the parser is not recursive, the composer is) for the depth."""
+    def too_deep(line: int) -> ConfigError:
+        return ConfigError(file, f"line {line}", f"nests deeper than {MAX_CONFIG_DEPTH} levels",
+                           "flatten the structure; no opsready key is nested that deep")
+
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_CONFIG_DEPTH:
-                line = event.start_mark.line + 1 if event.start_mark else 0
-                raise ConfigError(file, f"line {line}", f"nests deeper than {MAX_CONFIG_DEPTH} levels",
-                                  "flatten the structure; no opsready key is nested that deep")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_CONFIG_DEPTH:
+                    raise too_deep(event.start_mark.line + 1 if event.start_mark else 0)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        # libyaml's scanner reads ahead and stops at its own limit (1,000 levels) before the
+        # parser hands over the event that crosses ours.
+        if "nesting depth" in str(exc.problem):
+            raise too_deep(exc.problem_mark.line + 1 if exc.problem_mark else 0) from None
+        raise
 
 
 def _check_nodes(root: yaml.Node, file: str) -> None:

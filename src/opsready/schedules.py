@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from opsready._yaml import safe_load
+
 __all__ = [
     "WorkflowFile",
     "WorkflowStep",
@@ -130,7 +132,7 @@ def parse_workflow(text: str) -> WorkflowFile | None:
     """The triggers, schedules, push path filters and steps of a workflow file, or ``None``
     when the text is not a workflow (not YAML, or not a mapping)."""
     try:
-        doc = yaml.safe_load(text)
+        doc = safe_load(text)
     except yaml.YAMLError:
         return None
     if not isinstance(doc, dict):

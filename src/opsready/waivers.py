@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from opsready._errors import ConfigError
+from opsready._yaml import safe_load
 
 __all__ = ["Waiver", "WaiverSet", "load_waivers"]
 
@@ -73,7 +74,7 @@ def load_waivers(path: Path | None, known_tickets: list[str], today: dt.date) ->
         return WaiverSet([], [])
     file = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         raise ConfigError(file, "", "is not valid YAML", "fix the syntax") from None
     entries = raw.get("waivers", []) if isinstance(raw, dict) else None
