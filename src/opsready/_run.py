@@ -32,11 +32,8 @@ from opsready._options import ExitCode, RunOptions
 from opsready._progress import Heartbeat
 from opsready.catalogue import module_ticket_id
 from opsready.evidence import redactor
-from opsready.report import files, html, junit
+from opsready.report import files
 from opsready.report import history as history_file
-from opsready.report.carry_forward import EarlierPasses
-from opsready.report.charts import baseline_series
-from opsready.report.evidence_files import bound_evidence
 from opsready.report.model import (
     CriterionResult,
     Hashes,
@@ -46,7 +43,6 @@ from opsready.report.model import (
     SkippedCriterion,
     build_readiness,
 )
-from opsready.report.signing import sign_manifest
 
 __all__ = ["MODULE_ERROR_PREFIX", "NOT_RUN", "Recorder", "RunState"]
 
@@ -155,6 +151,10 @@ class RunState:
                 result.intrusive_denied = False
 
     def finish(self, exitstatus: int) -> ExitCode:
+        # The writers are imported here: an xdist worker never writes the report.
+        from opsready.report import junit
+        from opsready.report.carry_forward import EarlierPasses
+
         opts = self.options
         signals = stop_signals()
         signals.writing_report()
@@ -213,6 +213,8 @@ class RunState:
         return self.exit_code
 
     def _bound_evidence(self) -> None:
+        from opsready.report.evidence_files import bound_evidence
+
         self.readiness = bound_evidence(self.readiness_model, self.out_dir,
                                         self.options.env.evidence_item_max_bytes)
 
@@ -274,6 +276,10 @@ class RunState:
         whose gate passed then exits 4: a bundle with a missing part never reads as complete."""
         if self.readiness is None or self.published:
             return
+        from opsready.report import html, manifest, metrics
+        from opsready.report.charts import baseline_series
+        from opsready.report.signing import sign_manifest
+
         self.published = True
         readiness = self.readiness
         before = len(self.write_failures)
@@ -282,8 +288,6 @@ class RunState:
             history = self.history
             self._write("index.html", lambda: html.inject(index, html.render_section(
                 readiness, baseline_series(history_file.entries(history), readiness, self.options.env))))
-        from opsready.report import manifest, metrics
-
         if self.write_failures:
             self._write("incomplete.txt", self._write_incomplete)
         files.release_report_dir(self.out_dir)

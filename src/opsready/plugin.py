@@ -7,6 +7,7 @@ test report; only the controller builds the readiness model and writes files.
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 from pathlib import Path
@@ -477,6 +478,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             state.publish(config.stash.get(SESSION, None))
     finally:
         stop_signals().uninstall()
+        if hasattr(config, "workerinput"):
+            # An xdist worker's process ends after this, and the controller waits for it: its
+            # last garbage collections would walk every object of the run for nothing.
+            gc.freeze()
 
 
 def ticket_of(item: pytest.Item) -> str:
