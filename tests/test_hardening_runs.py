@@ -154,6 +154,53 @@ def test_an_interrupted_criterion_never_reads_as_passed(tmp_path: Path) -> None:
     _assert_interrupted_report(run, code, output, "interrupted")
 
 
+THREE = """
+import pytest
+pytestmark = [pytest.mark.ticket("P1-002")]
+
+def test_quick():
+    '''Holds.'''
+
+def test_breaks_a_plugin():
+    '''Holds, but a plugin fails on its report.'''
+
+def test_after():
+    '''Never runs.'''
+"""
+
+# A plugin whose hook fails mid-run: pytest reports INTERNALERROR and stops.
+BROKEN_PLUGIN = """
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.nodeid.endswith("test_breaks_a_plugin"):
+        raise RuntimeError("a plugin broke")
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_internal_error_ends_the_run_as_interrupted_never_as_passed(tmp_path: Path, workers: str) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "broken_hook.py").write_text(BROKEN_PLUGIN)
+    path = os.pathsep.join(p for p in (str(plugins), os.environ.get("PYTHONPATH", "")) if p)
+    run = Run(tmp_path, "-n", workers, module=THREE,
+              environ={"PYTHONPATH": path, "PYTEST_ADDOPTS": "-p broken_hook"})
+    code, output = run.finish()
+    assert "INTERNALERROR" in output and "a plugin broke" in output, output
+    # The gate is off, yet the run did not finish: exit 2, never 0.
+    assert code == 2, output
+    # pytest prints no summary after an internal error; the table and the report path still show.
+    assert "interrupted: an internal error" in output and "report: " in output, output
+    data = run.readiness()
+    assert data["run"]["interrupted"] is True
+    crit = _criteria(data, "P1-002")
+    assert crit["test_quick"]["outcome"] == "pass"
+    after = crit["test_after"]
+    assert after["outcome"] == "skip" and after["skip_kind"] == "not_covered", after
+    assert after["message"].startswith("not run: an internal error"), after["message"]
+    assert _status(data, "P1-002") == "unverified"
+    assert verify_bundle(run.out).ok, verify_bundle(run.out).describe()
+
+
 HOSTILE_TEXT = """
 import os, pytest
 from pathlib import Path

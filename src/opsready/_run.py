@@ -83,6 +83,11 @@ class RunState:
     write_failures: list[str] = field(default_factory=list)
     # ``--plan``: the rendered plan, printed at the end instead of a report.
     plan_text: list[str] | None = None
+    # Why the run ended early when no signal or deadline ended it (pytest's internal error).
+    stopped_by: str | None = None
+    # Whether the readiness table reached the console (pytest skips its summary after an
+    # internal error).
+    summary_shown: bool = False
 
     @property
     def out_dir(self) -> Path:
@@ -137,7 +142,8 @@ class RunState:
 
     def _not_run(self, interrupted: bool) -> None:
         """Criteria collected but never finished become not-covered skips saying so."""
-        why = stop_signals().reason or ("the run was interrupted" if interrupted else "its worker stopped")
+        why = stop_signals().reason or self.stopped_by or (
+            "the run was interrupted" if interrupted else "its worker stopped")
         message = f"{NOT_RUN}: {why} before this criterion finished"
         for nodeid, (ticket, title) in self.collected.items():
             if nodeid not in self.results:
@@ -159,6 +165,11 @@ class RunState:
         signals = stop_signals()
         signals.writing_report()
         if signals.stopped:
+            exitstatus = ExitCode.INTERRUPTED
+        elif exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            # pytest or a plugin failed mid-run: what did not finish is not run, and the run
+            # ends as an interrupted one, never as a passed gate.
+            self.stopped_by = "an internal error (the INTERNALERROR lines above)"
             exitstatus = ExitCode.INTERRUPTED
         finished = _clock.now()
         history = self.history
@@ -262,7 +273,8 @@ class RunState:
             lines.append("--fail-on-regression: exit 1")
         lines.extend(f"collection rule broken: {e}" for e in self.module_errors)
         if self.readiness.run.interrupted:
-            lines.append(f"interrupted: {stop_signals().reason or 'the run did not finish'}; criteria that "
+            why = stop_signals().reason or self.stopped_by or "the run did not finish"
+            lines.append(f"interrupted: {why}; criteria that "
                          f"did not finish are listed as not run")
         lines.extend(f"report file not written: {f}" for f in self.write_failures)
         lines.append(f"report: {_shown(self.out_dir / 'index.html')}")

@@ -460,6 +460,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "opsready readiness")
     for line in state.console_lines():
         terminalreporter.write_line(line)
+    state.summary_shown = True
 
 
 @pytest.hookimpl(trylast=True)
@@ -476,6 +477,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             sys.stdout.flush()
         elif not hasattr(config, "workerinput"):
             state.publish(config.stash.get(SESSION, None))
+            if state.readiness is not None and not state.summary_shown:
+                # pytest shows no summary after an internal error; the table still says where
+                # the report is and what did not run.
+                sys.stdout.write("\n".join(["opsready readiness", *state.console_lines()]) + "\n")
+                sys.stdout.flush()
     finally:
         stop_signals().uninstall()
         if hasattr(config, "workerinput"):
