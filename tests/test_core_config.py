@@ -57,8 +57,13 @@ def test_interpolation_with_defaults_and_secrets(tmp_path: Path) -> None:
          ["service.rate_limit.max_requests", "99999"]),
         ("gate: [P5]\n", {}, ["gate", "P5"]),
         ("a: [\n", {}, ["line", "not valid YAML"]),
+        ("github:\n  repo: o/r\n  api_url: api.github.com\n", {}, ["github.api_url", "http://"]),
+        ("railway:\n  api_url: ftp://backboard.railway.com/graphql/v2\n", {}, ["railway.api_url", "http://"]),
+        ("otel:\n  otlp_http_url: 127.0.0.1:4318\n", {}, ["otel.otlp_http_url", "http://"]),
+        ("otel:\n  trace_api_url: jaeger:16686\n", {}, ["otel.trace_api_url", "http://"]),
     ],
-    ids=["missing-var", "typo", "bad-url", "missing-field", "unknown-intrusive", "burst-bound", "gate", "yaml"],
+    ids=["missing-var", "typo", "bad-url", "missing-field", "unknown-intrusive", "burst-bound", "gate", "yaml",
+         "github-api-url", "railway-api-url", "otlp-url", "trace-api-url"],
 )
 def test_config_errors_name_file_field_and_fix(tmp_path: Path, text: str, env: dict[str, str],
                                                fragments: list[str]) -> None:
@@ -70,6 +75,18 @@ def test_config_errors_name_file_field_and_fix(tmp_path: Path, text: str, env: d
     assert message.startswith(str(path))
     for fragment in fragments:
         assert fragment in message
+
+
+def test_api_endpoints_are_kept_as_written(tmp_path: Path) -> None:
+    """An endpoint that is posted to as it is keeps its trailing slash; a base URL loses it."""
+    path = write(tmp_path, "github:\n  repo: o/r\n  api_url: https://ghe.example/api/v3/\n"
+                           "railway:\n  api_url: https://railway.example/graphql/v2/\n  token: t0ken-value\n"
+                           "  project_id: p\n  environment_id: e\n  service_id: s\n"
+                           "service:\n  base_url: https://relay.example/\n")
+    env = load_environment(str(path), tmp_path, env={})
+    assert env.github is not None and env.github.api_url == "https://ghe.example/api/v3/"
+    assert env.railway is not None and env.railway.api_url == "https://railway.example/graphql/v2/"
+    assert env.service is not None and env.service.base_url == "https://relay.example"
 
 
 def test_a_secret_value_is_never_echoed_in_a_config_error(tmp_path: Path) -> None:

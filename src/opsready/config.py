@@ -88,14 +88,20 @@ WRITE_ACTIONS: dict[str, str] = {
 }
 
 
-def _check_url(v: str) -> str:
+def _check_scheme(v: str) -> str:
     if not re.match(r"^https?://[^\s/]+", v):
         raise ValueError("expected an http:// or https:// URL")
-    return v.rstrip("/")
+    return v
+
+
+def _check_url(v: str) -> str:
+    return _check_scheme(v).rstrip("/")
 
 
 # An http(s) URL, kept without its trailing slash.
 HttpUrlText = Annotated[str, AfterValidator(_check_url)]
+# An http(s) URL, kept exactly as written: an API endpoint that is posted to as it is.
+HttpEndpoint = Annotated[str, AfterValidator(_check_scheme)]
 
 
 class _Section(BaseModel):
@@ -333,16 +339,16 @@ class GrafanaConfig(_Section):
 
 class OtelConfig(_Section):
     collector_health_url: str | None = None
-    otlp_http_url: str | None = None
+    otlp_http_url: HttpEndpoint | None = None
     trace_backend: Literal["jaeger", "tempo"] = "jaeger"
-    trace_api_url: str | None = None
+    trace_api_url: HttpEndpoint | None = None
     service_name: str = "relay-api"
     traced_path: str = "/api/v1/actions"
     read_back_timeout_s: float = Field(default=15.0, gt=0, le=300)
 
 
 class GithubConfig(_Section):
-    api_url: str = "https://api.github.com"
+    api_url: HttpEndpoint = "https://api.github.com"
     token: SecretStr | None = None
     repo: str
     branch: str = "main"
@@ -397,7 +403,7 @@ class GithubConfig(_Section):
 
 
 class RailwayConfig(_Section):
-    api_url: str = "https://backboard.railway.com/graphql/v2"
+    api_url: HttpEndpoint = "https://backboard.railway.com/graphql/v2"
     token: SecretStr
     token_kind: Literal["project", "account", "team"] = "project"
     project_id: str
