@@ -5,6 +5,8 @@ authors' shortcuts (pytest.fail, a scalar pytestmark)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -315,6 +317,50 @@ def test_a_tampered_earlier_bundle_is_not_carried_forward(project: Project) -> N
     drill = criteria(nightly, "P1-002")["test_drill"]
     assert drill["outcome"] == "skip"
     assert "run monthly is not used: its bundle fails verify-bundle (changed: readiness.json)" in drill["message"]
+
+
+def test_a_signing_environment_carries_only_passes_its_own_key_signed(
+        project: Project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsready.report.manifest import write_manifest
+    from opsready.report.signing import KEY_FILE_VARIABLE, generate_key_pair
+
+    keys = tmp_path_factory.mktemp("keys")
+    ours, _, _ = generate_key_pair(keys / "ours")
+    theirs, _, _ = generate_key_pair(keys / "theirs")
+    project.check("test_p1_002_x.py", DRILL_MODULE)
+    # Earlier passes: one from before signing was set up, one signed with another key.
+    project.run("--opsready-gate", "none", *ALL, out="unsigned")
+    monkeypatch.setenv(KEY_FILE_VARIABLE, str(theirs))
+    project.run("--opsready-gate", "none", *ALL, out="theirs")
+    monkeypatch.setenv(KEY_FILE_VARIABLE, str(ours))
+    _, nightly = project.run("--opsready-gate", "none", *NONE, out="nightly")
+    assert statuses(nightly)["P1-002"] == "unverified"
+    drill = criteria(nightly, "P1-002")["test_drill"]
+    assert drill["outcome"] == "skip" and drill["carried_forward"] is None
+    assert "run unsigned is not used: this run signs with key SHA256:" in drill["message"]
+    assert "MANIFEST.sha256.sig is missing" in drill["message"]
+    assert "run theirs is not used" in drill["message"] and "was made with key" in drill["message"]
+
+    # A pass signed with this run's key is carried.
+    project.run("--opsready-gate", "none", *ALL, out="ours")
+    _, later = project.run("--opsready-gate", "none", *NONE, out="later")
+    assert statuses(later)["P1-002"] == "done"
+    assert criteria(later, "P1-002")["test_drill"]["carried_forward"]["run_id"] == "ours"
+
+    # Whoever can write the reports directory can forge a pass and hash it again; the
+    # signature then no longer holds, and nothing is carried.
+    forged = project.root / "reports" / "ours"
+    data = json.loads((forged / "readiness.json").read_text())
+    for crit in (c for t in data["tickets"] for c in t["criteria"]):
+        crit["message"] = "forged"
+    (forged / "readiness.json").write_text(json.dumps(data))
+    write_manifest(forged)
+    for name in ("nightly", "later"):
+        shutil.rmtree(project.root / "reports" / name)
+    _, after = project.run("--opsready-gate", "none", *NONE, out="after")
+    assert statuses(after)["P1-002"] == "unverified"
+    message = criteria(after, "P1-002")["test_drill"]["message"]
+    assert "run ours is not used" in message and "does not verify" in message, message
 
 
 def test_nothing_is_carried_across_environments(project: Project) -> None:

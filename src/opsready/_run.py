@@ -210,7 +210,8 @@ class RunState:
             gate=list(opts.gate), previous=previous, previous_run=previous_id,
             selected=list(opts.selected) if opts.selected is not None else None, scope=scope,
             modules=self.modules(),
-            carry=EarlierPasses(history, opts.env.name, opts.today, freshness, self.out_dir),
+            carry=EarlierPasses(history, opts.env.name, opts.today, freshness, self.out_dir,
+                                signed_by=opts.signing_key.public if opts.signing_key is not None else None),
             attestations=opts.attestations,
         )
         # Everything a target sent back passed redaction already; this is the last net.

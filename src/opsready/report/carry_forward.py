@@ -9,6 +9,10 @@ freshness window (``freshness_days`` in the environment). The earlier runs come 
 from a bundle that ``verify-bundle`` finds intact. Only a pass judged in that run counts: a
 pass that was itself carried forward is never carried again, so the age is always the age
 of a real observation.
+
+Hashes prove only that a bundle is whole: anyone who can write the reports directory can
+write a bundle with a pass and hash it. Where runs are signed (``OPSREADY_SIGNING_KEY``), a
+pass is carried only from a bundle whose manifest this run's own key signed.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from opsready.report import history as history_file
 from opsready.report.manifest import verify_bundle
 from opsready.report.model import CarriedForward, CriterionResult, Readiness
+from opsready.report.signing import check_signature, fingerprint
 
 __all__ = ["EarlierPasses"]
 
@@ -42,8 +48,10 @@ class EarlierPasses:
     """Finds the pass that may stand in for a not-covered criterion (``CarryLookup``)."""
 
     def __init__(self, history: Path, environment: str, today: dt.date,
-                 freshness_days: Mapping[str, float], out_dir: Path) -> None:
+                 freshness_days: Mapping[str, float], out_dir: Path,
+                 signed_by: Ed25519PublicKey | None = None) -> None:
         self.environment = environment
+        self.signed_by = signed_by
         self.today = today
         self.freshness_days = dict(freshness_days)
         self.out_dir = out_dir
@@ -85,6 +93,12 @@ class EarlierPasses:
         if not check.ok:
             run.problem = f"its bundle fails verify-bundle ({'; '.join(check.describe())})"
             return None
+        if self.signed_by is not None:
+            signature = check_signature(run.report_dir, self.signed_by)
+            if not signature.ok:
+                run.problem = (f"this run signs with key {fingerprint(self.signed_by)} and that bundle's "
+                               f"signature does not hold ({signature.problem})")
+                return None
         try:
             readiness = Readiness.model_validate_json((run.report_dir / "readiness.json").read_bytes())
         except (OSError, ValidationError) as exc:
