@@ -201,6 +201,50 @@ def test_an_internal_error_ends_the_run_as_interrupted_never_as_passed(tmp_path:
     assert verify_bundle(run.out).ok, verify_bundle(run.out).describe()
 
 
+CRASHES_ITS_WORKER = """
+import os, pytest
+from pathlib import Path
+
+pytestmark = [pytest.mark.ticket("P1-002")]
+
+def test_quick():
+    '''Holds.'''
+
+@pytest.mark.intrusive("restore_drill")
+def test_drill():
+    '''Kills the process it runs in.'''
+    with (Path(os.environ["OPSREADY_TEST_MARKS"]) / "drill-runs").open("a") as fh:
+        fh.write("x")
+    os._exit(3)
+
+def test_after():
+    '''Never runs.'''
+"""
+
+
+def test_a_crashed_worker_is_not_replaced_and_the_run_ends_as_interrupted(tmp_path: Path) -> None:
+    other = tmp_path / "checks" / "test_p3_002_other.py"
+    other.parent.mkdir(parents=True)
+    other.write_text(QUICK.replace("P2-002", "P3-002"))
+    write_plan(other, default_plan(QUICK))
+    run = Run(tmp_path, "-n", "2", module=CRASHES_ITS_WORKER)
+    code, output = run.finish()
+    # Once: xdist would otherwise hand the module, the drill included, to a new worker.
+    assert (run.marks / "drill-runs").read_text() == "x", output
+    assert code == 2, output
+    assert re.search(r"interrupted: worker gw\d crashed", output), output
+    data = run.readiness()
+    assert data["run"]["interrupted"] is True
+    crit = _criteria(data, "P1-002")
+    assert crit["test_quick"]["outcome"] == "pass"
+    for name in ("test_drill", "test_after"):
+        assert crit[name]["outcome"] == "skip" and crit[name]["skip_kind"] == "not_covered", crit[name]
+        assert re.match(r"not run: worker gw\d crashed", crit[name]["message"]), crit[name]["message"]
+    assert _status(data, "P1-002") == "unverified"
+    # The other worker's module is judged as usual.
+    assert _criteria(data, "P3-002")["test_a"]["outcome"] == "pass"
+
+
 HOSTILE_TEXT = """
 import os, pytest
 from pathlib import Path

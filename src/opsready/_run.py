@@ -83,7 +83,8 @@ class RunState:
     write_failures: list[str] = field(default_factory=list)
     # ``--plan``: the rendered plan, printed at the end instead of a report.
     plan_text: list[str] | None = None
-    # Why the run ended early when no signal or deadline ended it (pytest's internal error).
+    # Why the run ended early when no signal or deadline ended it (pytest's internal error,
+    # a crashed xdist worker).
     stopped_by: str | None = None
     # Whether the readiness table reached the console (pytest skips its summary after an
     # internal error).
@@ -171,6 +172,8 @@ class RunState:
             # ends as an interrupted one, never as a passed gate.
             self.stopped_by = "an internal error (the INTERNALERROR lines above)"
             exitstatus = ExitCode.INTERRUPTED
+        elif self.stopped_by is not None:
+            exitstatus = ExitCode.INTERRUPTED  # a worker crashed
         finished = _clock.now()
         history = self.history
         previous, previous_id = files.previous_run(history, opts.env.name)
@@ -338,6 +341,15 @@ class Recorder:
         for nodeid in ids:
             path = self.rootpath / nodeid.split("::", 1)[0]
             self.state.expect(nodeid, module_ticket_id(path.name) or "unknown", _title_from_source(path, nodeid))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """xdist: a worker that ended with an error crashed; it is not replaced (a criterion
+        that crashed it, perhaps an intrusive probe, must not run again), so the run cannot
+        finish."""
+        if error:
+            name = getattr(getattr(node, "gateway", None), "id", "?")
+            self.state.stopped_by = f"worker {name} crashed ({redactor.excerpt(str(error), 120)})"
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

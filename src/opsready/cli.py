@@ -289,7 +289,9 @@ def _run_verify(args: argparse.Namespace) -> int:
         # (and does not warn that it is too late to rewrite its asserts).
         plugins.insert(0, opsready_plugin)
     if workers > 0:
-        pytest_args += ["-n", str(workers), "--dist", "loadfile"]
+        # A crashed worker is not replaced: xdist would hand its module, the criterion that
+        # crashed it included (an intrusive probe perhaps), to a new worker, again and again.
+        pytest_args += ["-n", str(workers), "--dist", "loadfile", "--max-worker-restart", "0"]
     else:
         pytest_args += ["-p", "no:xdist"]
     return int(pytest.main(pytest_args, plugins=plugins))
