@@ -302,7 +302,10 @@ def listing_figures() -> dict[str, Any]:
 
     from opsready.config import BackupsConfig
     from opsready.probes.s3 import BackupStore
+    from opsready_stack import s3_index
 
+    # The reference stack's S3 pages from a key-name index, as S3 does: what grows here is ours.
+    s3_index.install()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True,
                          request_handler=MotoRequestHandler)

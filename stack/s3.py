@@ -719,10 +719,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     from werkzeug.serving import make_server
 
+    from opsready_stack import s3_index
+
+    # Listing pages from a sorted index of key names, as S3 does (see s3_index).
+    indexed = s3_index.install()
     app = _with_backdoor(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", args.port, app, threaded=True,
                          request_handler=MotoRequestHandler)
-    print(f"moto S3 listening on http://127.0.0.1:{args.port}", flush=True)
+    print(f"moto S3 listening on http://127.0.0.1:{args.port}; key-name index for listings: "
+          f"{'on' if indexed else 'off (unexpected moto version)'}", flush=True)
     server.serve_forever()
     return 0
 
