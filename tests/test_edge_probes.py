@@ -99,7 +99,9 @@ def test_burst_stops_at_the_first_429_and_keeps_its_headers() -> None:
 
     result = _mock(handler, max_requests=300, concurrency=4).burst()
     assert result.limited and result.stopped_by == "429"
-    assert 26 <= (result.took or 0) <= 30
+    # `took` counts responses back when the first 429 came back: with four in flight, up to
+    # three of the 25 answers before it may still be on their way.
+    assert 26 - 3 <= (result.took or 0) <= 30
     assert result.sent <= 26 + 4
     assert result.limited_headers["retry-after"] == "1"
     assert result.retry_after is not None and result.retry_after.delay_s == 1
