@@ -102,6 +102,10 @@ def verify(env_path: Path, out: Path, *extra: str) -> dict[str, Any]:
     # slowest is then the drill itself, from its guardrail to its drop.
     drill = result["evidence"].get("drill")
     drilled = drill.get("duration_s") if isinstance(drill, dict) else None
+    # Intrusive criteria run one at a time, with nothing else alongside (the restore drill
+    # aside, which runs in the background): time no overlap can hide.
+    result["alone_s"] = sum(c.get("duration_s") or 0.0 for c in criteria
+                            if c.get("intrusive") and c.get("intrusive") != "restore_drill")
     result["slowest_s"] = max([c.get("duration_s") or 0.0 for c in criteria] + [drilled or 0.0])
     return result
 
@@ -187,6 +191,11 @@ def verify_figures(env0: Path, env50: Path, out: Path, rounds: int) -> dict[str,
         "n4_vs_n0_0ms": pairwise("n4_0ms", "n0_0ms"),
         "n2_vs_n0_50ms": pairwise("n2_50ms", "n0_50ms"),
         "wall_per_slowest_n2_50ms": per_slowest("n2_50ms"),
+        # The best wall / slowest one process can reach at 0 ms: its fixed cost (a run of one
+        # trivial check) plus the intrusive criteria, which run alone.
+        "floor_per_slowest_n0_0ms": ((median([x["wall_s"] for x in raw["trivial_n0"]])
+                                      + median([x["alone_s"] for x in raw["n0_0ms"]]))
+                                     / median([x["slowest_s"] for x in raw["n0_0ms"]])),
         "trivial_n4_minus_n0_s": median([x["wall_s"] - y["wall_s"] for x, y in
                                          zip(raw["trivial_n4"], raw["trivial_n0"], strict=True)]),
         "same_verdicts_0_and_50ms": all(x["statuses"] == raw["n0_0ms"][0]["statuses"]
@@ -379,17 +388,21 @@ def _du(path: Path) -> int:
 
 def table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     v, small, big = res["verify"], res["drill_small"], res.get("drill_big")
+    # When the default is -n 0, both sides run the same command: any difference is noise.
+    same = " (the same setting)" if v["default_workers"] == 0 else ""
     rows = [
         ("full verify on the stack, wall / slowest criterion, -n 0, 0 ms",
          f"{v['wall_per_slowest_n0_0ms']:.2f}×", "≤ 2.0×"),
+        ("  its floor: fixed cost + intrusive criteria, which run alone", f"{v['floor_per_slowest_n0_0ms']:.2f}×",
+         "(bounds the figure above)"),
         ("the same at 50 ms round trip, -n 0", f"{v['wall_per_slowest_n0_50ms']:.2f}×", "≤ 1.3×"),
         (f"the same at 50 ms, default -n {v['default_workers']}", f"{v['wall_per_slowest_default_50ms']:.2f}×",
          "≤ 1.3×"),
-        (f"default -n {v['default_workers']} / -n 0, wall, 0 ms", f"{v['default_vs_n0_0ms']:.2f}×", "≤ 1.0×"),
-        (f"default -n {v['default_workers']} / -n 0, wall, 50 ms", f"{v['default_vs_n0_50ms']:.2f}×", "≤ 1.0×"),
+        (f"default -n {v['default_workers']} / -n 0, wall, 0 ms", f"{v['default_vs_n0_0ms']:.2f}×{same}", "≤ 1.0×"),
+        (f"default -n {v['default_workers']} / -n 0, wall, 50 ms", f"{v['default_vs_n0_50ms']:.2f}×{same}", "≤ 1.0×"),
         ("-n 4 / -n 0, wall, 0 ms", f"{v['n4_vs_n0_0ms']:.2f}×", "(informs the default)"),
         ("-n 2 / -n 0, wall, 50 ms", f"{v['n2_vs_n0_50ms']:.2f}×", "(informs the default)"),
-        ("-n 2 at 50 ms, wall / slowest criterion", f"{v['wall_per_slowest_n2_50ms']:.2f}×", "≤ 1.3×"),
+        ("-n 2 at 50 ms, wall / slowest criterion", f"{v['wall_per_slowest_n2_50ms']:.2f}×", "(informs the default)"),
         ("fixed cost of -n 4 over -n 0, one trivial check", f"{v['trivial_n4_minus_n0_s']:+.2f} s", "≤ +0.5 s"),
         ("verdicts at 50 ms equal those at 0 ms", str(v["same_verdicts_0_and_50ms"]).lower(), "true"),
         (f"drill RTO / by hand, {small['dump_bytes'] / (1 << 20):.2f} MiB dump", f"{small['rto_vs_by_hand']:.2f}",
