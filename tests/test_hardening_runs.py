@@ -245,6 +245,38 @@ def test_a_crashed_worker_is_not_replaced_and_the_run_ends_as_interrupted(tmp_pa
     assert _criteria(data, "P3-002")["test_a"]["outcome"] == "pass"
 
 
+DOES_NOT_IMPORT = """
+import pytest
+pytestmark = [pytest.mark.ticket("P3-002")]
+
+def test_a(:
+    '''Never collected.'''
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_module_that_does_not_import_is_named_and_the_others_still_run(tmp_path: Path, workers: str) -> None:
+    broken = tmp_path / "checks" / "test_p3_002_broken.py"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(DOES_NOT_IMPORT)
+    write_plan(broken, {"test_a": {"contacts": []}})
+    run = Run(tmp_path, "-n", workers, module=QUICK, name="test_p2_002_quick.py")
+    code, output = run.finish()
+    assert code == 4, output
+    assert ("check module not used: test_p3_002_broken.py: could not be collected (SyntaxError: "
+            "invalid syntax); none of its criteria ran") in output, output
+    data = run.readiness()
+    assert data["run"]["interrupted"] is False
+    assert any("test_p3_002_broken.py" in e for e in data["scope"]["module_errors"])
+    assert _criteria(data, "P2-002")["test_a"]["outcome"] == "pass"
+    assert _status(data, "P3-002") == "unverified"
+    # --plan says the same, and exits 4 too.
+    plan = subprocess.run([*run.command[:-2], "--plan", "--out", str(tmp_path / "plan")], capture_output=True,
+                          text=True, cwd=ROOT, env=child_env(), timeout=120)
+    assert plan.returncode == 4, plan.stdout + plan.stderr
+    assert "check module not used: test_p3_002_broken.py: could not be collected" in plan.stdout
+
+
 HOSTILE_TEXT = """
 import os, pytest
 from pathlib import Path

@@ -251,7 +251,6 @@ class RunState:
         if self.module_errors or exitstatus == ExitCode.USAGE:
             return ExitCode.USAGE
         if exitstatus == ExitCode.INTERRUPTED:
-            # Errors during collection (a check module that does not import) also land here.
             return ExitCode.INTERRUPTED
         if not self.readiness.gate.passed or (self.options.fail_on_regression and self.readiness.diff.regressed):
             return ExitCode.FAILED
@@ -275,7 +274,7 @@ class RunState:
         lines = files.console_table(self.readiness)
         if self.options.fail_on_regression and self.readiness.diff.regressed:
             lines.append("--fail-on-regression: exit 1")
-        lines.extend(f"collection rule broken: {e}" for e in self.module_errors)
+        lines.extend(f"check module not used: {e}" for e in self.module_errors)
         if self.readiness.run.interrupted:
             why = stop_signals().reason or self.stopped_by or "the run did not finish"
             lines.append(f"interrupted: {why}; criteria that "
@@ -373,9 +372,21 @@ class Recorder:
             self.heartbeat.stop()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if report.failed and MODULE_ERROR_PREFIX in str(report.longrepr):
-            line = next((ln for ln in str(report.longrepr).splitlines() if MODULE_ERROR_PREFIX in ln), "")
+        if not report.failed:
+            return
+        text = str(report.longrepr)
+        if MODULE_ERROR_PREFIX in text:
+            line = next((ln for ln in text.splitlines() if MODULE_ERROR_PREFIX in ln), "")
             self.state.module_errors.append(line.split(MODULE_ERROR_PREFIX, 1)[1].strip())
+            return
+        # A check module that does not import (a syntax error, a missing name): the other
+        # modules still run (--continue-on-collection-errors), its ticket is unverified.
+        errors = [ln.strip()[1:].strip() for ln in text.splitlines() if ln.strip().startswith("E ")]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        why = errors[-1] if errors else (lines[-1] if lines else "no detail")
+        where = report.nodeid or str(report.fspath)
+        self.state.module_errors.append(
+            f"{where}: could not be collected ({redactor.excerpt(why, 200)}); none of its criteria ran")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         payload = getattr(report, "opsready", None)

@@ -472,7 +472,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if state.options.plan and not hasattr(config, "workerinput"):
             # Printed here, after pytest's own output (``opsready verify --plan`` has none).
             lines = list(state.plan_text or [])
-            lines += [f"collection rule broken: {e}" for e in state.module_errors]
+            lines += [f"check module not used: {e}" for e in state.module_errors]
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
         elif not hasattr(config, "workerinput"):
