@@ -193,8 +193,12 @@ def test_cli_lists_the_tickets() -> None:
         (["verify", "--env", "{empty}", "--ticket", "P9-999"], "P9-999"),
         (["verify", "--env", "{empty}", "--allow-intrusive", "drop_tables"], "drop_tables"),
         (["verify", "--env", "{empty}", "--checks", "/nonexistent/checks"], "checks directory does not exist"),
+        (["verify", "--env", "{empty}", "--out", "{empty}"], "is a file, not a directory"),
+        (["verify", "--env", "{empty}", "--out", "{empty}/sub/run"], "cannot be created: {empty} is a file"),
+        (["verify", "--env", "{empty}", "--reports-root", "{empty}/reports"], "cannot be created: {empty} is a file"),
     ],
-    ids=["unknown-env", "bad-config", "bad-gate", "unknown-ticket", "unknown-intrusive", "no-checks"],
+    ids=["unknown-env", "bad-config", "bad-gate", "unknown-ticket", "unknown-intrusive", "no-checks",
+         "out-is-a-file", "out-under-a-file", "reports-root-under-a-file"],
 )
 def test_cli_config_errors_are_one_line_and_exit_4(tmp_path: Path, args: list[str], fragment: str) -> None:
     bad = write(tmp_path, "service:\n  base_url: nope\n", "bad.yaml")
@@ -206,7 +210,7 @@ def test_cli_config_errors_are_one_line_and_exit_4(tmp_path: Path, args: list[st
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("opsready: config error:")
-    assert fragment in lines[0]
+    assert fragment.format(bad=bad, empty=empty) in lines[0]
 
 
 def test_cli_done_when_scenario(tmp_path: Path) -> None:

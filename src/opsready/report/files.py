@@ -43,6 +43,11 @@ def claim_report_dir(path: Path, run_id: str, source: str = "--out") -> None:
     if path.exists() and not path.is_dir():
         raise ConfigError(source, str(path), "is a file, not a directory",
                           "pass a new directory for the report")
+    for parent in (path, *path.parents):
+        # mkdir's FileExistsError would read like another run's claim.
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(source, str(path), f"cannot be created: {parent} is a file, not a directory",
+                              "pass a directory under a directory this user can write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
