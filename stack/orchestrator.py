@@ -341,13 +341,20 @@ class _Waiter(threading.Thread):
 def _prepare_dir(dir: Path, parts: Sequence[Part], out: TextIO) -> bool:
     """Make ``dir`` ready for a new stack; returns whether ``up`` created it."""
     marker = dir / MARKER
+    if dir.exists() and not dir.is_dir():
+        raise UsageError(f"{dir} is a file, not a directory; pick another --dir")
     if not dir.exists():
-        dir.mkdir(parents=True)
+        try:
+            dir.mkdir(parents=True)
+        except OSError as exc:
+            raise UsageError(f"{dir} cannot be created ({exc.strerror or type(exc).__name__}); "
+                             f"pick another --dir") from None
         return True
     if marker.exists():
         alive = [p.stem for p in pidfiles(dir) if pidfile_alive(p)]
         if alive:
-            raise StackError(
+            # Nothing was started, and nothing of the running stack is touched.
+            raise UsageError(
                 f"a stack is already running in {dir} ({', '.join(alive)}); "
                 f"stop it with `opsready stack down --dir {dir}` or pick another --dir"
             )

@@ -101,6 +101,10 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_an_openssh_public_
     # A second keygen to the same path refuses rather than destroy a key in use.
     again, _, err = cli("keygen", str(target))
     assert again == 4 and "exists already" in err
+    # Under a file: one line that names it, no traceback.
+    blocked, _, err = cli("keygen", str(target / "nested"))
+    assert blocked == 4 and err.strip() == (f"opsready keygen: {target / 'nested'}: cannot be written: {target} is "
+                                            "a file, not a directory; choose a path in a directory this user can write")
 
 
 def test_the_fingerprint_is_the_one_ssh_keygen_prints(keys: tuple[Path, Path]) -> None:

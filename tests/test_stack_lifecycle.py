@@ -171,6 +171,28 @@ def test_unknown_fault_is_a_usage_error(own: StartedStack) -> None:
     assert all(name in lines[0] for name in orchestrator.all_faults())
 
 
+def test_up_where_a_stack_runs_is_a_usage_error_that_touches_nothing(own: StartedStack) -> None:
+    """`up` in the directory of a running stack starts nothing and stops nothing."""
+    before = pids_of(own.dir)
+    proc = stack_cli("up", "--dir", str(own.dir))
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a stack is already running in" in lines[0], proc.stderr
+    assert pids_of(own.dir) == before and all(group_alive(p) for p in before.values())
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_up_in_a_directory_that_cannot_be_one_is_a_usage_error(tmp_path: Path, where: str) -> None:
+    blocking = tmp_path / "a-file"
+    blocking.write_text("x")
+    target = blocking if where == "file" else blocking / "stack"
+    proc = stack_cli("up", "--dir", str(target))
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(target) in lines[0] and "pick another --dir" in lines[0]
+
+
 def test_promtool_accepts_the_rule_files() -> None:
     """`promtool check rules` passes on every rule file of stack/prometheus/."""
     promtool = shutil.which("promtool")

@@ -26,6 +26,7 @@ __all__ = [
     "append_history",
     "claim_report_dir",
     "console_table",
+    "file_in_the_way",
     "previous_run",
     "release_report_dir",
     "update_latest",
@@ -36,6 +37,12 @@ __all__ = [
 CLAIM_NAME = ".opsready-run"
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest ancestor of ``path`` that exists and is not a directory, if any: creating
+    ``path`` would fail there with an error that does not say so."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def claim_report_dir(path: Path, run_id: str, source: str = "--out") -> None:
     """Make ``path`` this run's report directory, or raise ``ConfigError`` (one line): it is a
     file, it cannot be created or written, or it already holds something (another run's
@@ -43,11 +50,11 @@ def claim_report_dir(path: Path, run_id: str, source: str = "--out") -> None:
     if path.exists() and not path.is_dir():
         raise ConfigError(source, str(path), "is a file, not a directory",
                           "pass a new directory for the report")
-    for parent in (path, *path.parents):
+    blocking = file_in_the_way(path)
+    if blocking is not None:
         # mkdir's FileExistsError would read like another run's claim.
-        if parent.exists() and not parent.is_dir():
-            raise ConfigError(source, str(path), f"cannot be created: {parent} is a file, not a directory",
-                              "pass a directory under a directory this user can write")
+        raise ConfigError(source, str(path), f"cannot be created: {blocking} is a file, not a directory",
+                          "pass a directory under a directory this user can write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from opsready._errors import ConfigError
 from opsready._options import ExitCode
+from opsready.report.files import file_in_the_way
 from opsready.report.manifest import MANIFEST_NAME, SIGNATURE_NAME, verify_bundle
 
 __all__ = [
@@ -332,11 +333,19 @@ def generate_key_pair(path: Path, comment: str = PRINCIPAL) -> tuple[Path, Path,
                                      serialization.NoEncryption())
     public_text = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                 serialization.PublicFormat.OpenSSH)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_text)
-    pub.write_text(f"{public_text.decode()} {comment}\n", encoding="ascii")
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise ConfigError(str(path), "", f"cannot be written: {blocking} is a file, not a directory",
+                          "choose a path in a directory this user can write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private_text)
+        pub.write_text(f"{public_text.decode()} {comment}\n", encoding="ascii")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot be written ({exc.strerror or type(exc).__name__})",
+                          "choose a path in a directory this user can write") from None
     return path, pub, fingerprint(key.public_key())
 
 
