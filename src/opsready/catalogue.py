@@ -116,7 +116,8 @@ def load_catalogue(path: Path) -> Catalogue:
         raw = safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(file, "", "the ticket catalogue is missing",
-                          "run from the project root or pass --catalogue PATH") from None
+                          "run from the project root, or pass --root DIR (the project that holds "
+                          "config/tickets.yaml)") from None
     except yaml.YAMLError:
         raise ConfigError(file, "", "is not valid YAML", "fix the syntax") from None
     try:
