@@ -114,6 +114,16 @@ def _assert_interrupted_report(run: Run, code: int, output: str, why: str) -> No
     assert _history(run.tmp)[-1]["statuses"]["P1-002"] == "unverified"
     assert verify_bundle(run.out).ok, verify_bundle(run.out).describe()
     assert (run.marks / "cleaned").exists(), "the criterion's clean-up did not run"
+    _assert_the_page_says_it_is_partial(run, "This run did not finish: 1 criterion did not run")
+
+
+def _assert_the_page_says_it_is_partial(run: Run, notice: str) -> None:
+    """The HTML report says, before its table, that the run is partial."""
+    page = (run.out / "index.html").read_text(encoding="utf-8")
+    verdict = re.search(r'<p class="verdict" id="verdict">([^<]*)</p>', page)
+    assert verdict is not None and ("the run did not finish" in verdict.group(1)
+                                    or "not used" in verdict.group(1)), page[:2000]
+    assert notice in page and page.index(notice) < page.index("<h2>Readiness</h2>")
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
@@ -199,6 +209,7 @@ def test_an_internal_error_ends_the_run_as_interrupted_never_as_passed(tmp_path:
     assert after["message"].startswith("not run: an internal error"), after["message"]
     assert _status(data, "P1-002") == "unverified"
     assert verify_bundle(run.out).ok, verify_bundle(run.out).describe()
+    _assert_the_page_says_it_is_partial(run, "This run did not finish: 1 criterion did not run")
 
 
 CRASHES_ITS_WORKER = """
@@ -243,6 +254,7 @@ def test_a_crashed_worker_is_not_replaced_and_the_run_ends_as_interrupted(tmp_pa
     assert _status(data, "P1-002") == "unverified"
     # The other worker's module is judged as usual.
     assert _criteria(data, "P3-002")["test_a"]["outcome"] == "pass"
+    _assert_the_page_says_it_is_partial(run, "This run did not finish: 2 criteria did not run")
 
 
 DOES_NOT_IMPORT = """
@@ -270,6 +282,7 @@ def test_a_module_that_does_not_import_is_named_and_the_others_still_run(tmp_pat
     assert any("test_p3_002_broken.py" in e for e in data["scope"]["module_errors"])
     assert _criteria(data, "P2-002")["test_a"]["outcome"] == "pass"
     assert _status(data, "P3-002") == "unverified"
+    _assert_the_page_says_it_is_partial(run, "Check module not used: test_p3_002_broken.py: could not be collected")
     # --plan says the same, and exits 4 too.
     plan = subprocess.run([*run.command[:-2], "--plan", "--out", str(tmp_path / "plan")], capture_output=True,
                           text=True, cwd=ROOT, env=child_env(), timeout=120)

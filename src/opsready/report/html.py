@@ -227,7 +227,26 @@ def verdict_line(r: Readiness) -> str:
         parts.append("no gate")
     else:
         parts.append(f"gate {','.join(gate.priorities)} {'passed' if gate.passed else 'FAILED'}")
+    if r.run.interrupted:
+        parts.append("the run did not finish")
+    if r.scope.module_errors:
+        n = len(r.scope.module_errors)
+        parts.append(f"{n} check module{'s' if n != 1 else ''} not used")
     return " · ".join(parts)
+
+
+def _partial_run(r: Readiness) -> list[str]:
+    """What makes this report partial, said before the table: an auditor must not read a run
+    that stopped early, or that could not use a check module, as a whole one."""
+    notes = []
+    if r.run.interrupted:
+        not_run = sum(1 for t in r.tickets for c in t.criteria
+                      if c.outcome == "skip" and c.message.startswith("not run: "))
+        what = "1 criterion" if not_run == 1 else f"{not_run} criteria"
+        notes.append(f"This run did not finish: {what} did not run (each says why, under its ticket), so "
+                     f"their tickets cannot be done in this report.")
+    notes += [f"Check module not used: {e}" for e in r.scope.module_errors]
+    return [f'<p class="warn partial">{_e(n)}</p>' for n in notes]
 
 
 def render_section(r: Readiness, charts: list[Series] | None = None) -> str:
@@ -247,6 +266,7 @@ def render_section(r: Readiness, charts: list[Series] | None = None) -> str:
         ])
     out = [f"<style>{_CSS}</style>", '<section id="opsready">', '<div class="report-head">']
     out.append(f'<p class="verdict" id="verdict">{_e(verdict_line(r))}</p>')
+    out.extend(_partial_run(r))
     out.append("<h2>Readiness</h2>")
     out.append(_table(["ticket", "title", "priority", "status", "criteria passed", "evidence"], rows))
     out.append("</div>")
