@@ -26,10 +26,12 @@ def test_a():
 
 
 
-def run(base: Path, environment: str, out: str, *, failing: bool = False, key: Path | None = None) -> Path:
+def run(base: Path, environment: str, out: str, *, failing: bool = False, key: Path | None = None,
+        body: str | None = None) -> Path:
     checks = base / f"checks-{out}"
     checks.mkdir()
-    (checks / "test_p2_002_x.py").write_text(CHECK.format(body="assert False, 'ACAO *'" if failing else "pass"))
+    body = body or ("assert False, 'ACAO *'" if failing else "pass")
+    (checks / "test_p2_002_x.py").write_text(CHECK.format(body=body))
     write_plan(checks / "test_p2_002_x.py", default_plan((checks / "test_p2_002_x.py").read_text()))
     env_file = base / f"{environment}.yaml"
     env_file.write_text(f"name: {environment}\n")
@@ -59,6 +61,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "old": run(base, "production", "prod-old", failing=True, key=key),
         "production": run(base, "production", "prod-new", key=key),
         "staging": run(base, "staging", "staging", failing=True),
+        # A run stopped by Ctrl-C inside its only criterion: a partial report.
+        "canary": run(base, "canary", "canary", body="raise KeyboardInterrupt"),
         "public": public,
     }
 
@@ -95,6 +99,17 @@ def test_one_row_per_environment_each_cell_a_badge_linking_into_its_bundle(fleet
     assert "every bundle verified" in page and "min old" in page
     assert "<script" not in page and "http" not in page.lower()
     assert text.splitlines()[-1] == f"summary: {out / 'summary.html'}"
+
+
+def test_a_partial_run_is_marked_on_its_row(fleet: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "fleet"
+    code, text, err = cli("summary", str(fleet["production"]), str(fleet["canary"]), "--out", str(out))
+    assert (code, err) == (0, ""), text + err
+    rows = {r["environment"]: r for r in json.loads((out / "summary.json").read_text())["environments"]}
+    assert rows["canary"]["partial"] == "the run did not finish"
+    assert rows["production"]["partial"] is None
+    assert "partial: the run did not finish" in (out / "summary.html").read_text()
+    assert "canary: run canary, " in text and "bundle verified; partial: the run did not finish" in text
 
 
 def test_a_bundle_that_fails_verification_is_marked_and_not_trusted(fleet: dict[str, Path], tmp_path: Path) -> None:

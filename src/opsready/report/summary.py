@@ -46,6 +46,9 @@ class FleetRow:
     gate: str = ""
     statuses: dict[str, str] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
+    # Why the run's statuses are not the whole picture (it stopped early, or could not use a
+    # check module), or None.
+    partial: str | None = None
 
     def age_text(self, now: dt.datetime) -> str:
         if self.finished_at is None:
@@ -79,6 +82,11 @@ def _row(report_dir: Path, public_key: Any) -> FleetRow:
     row.gate = (f"{','.join(readiness.gate.priorities)} {'passed' if readiness.gate.passed else 'FAILED'}"
                 if readiness.gate.priorities else "none")
     row.statuses = {t.id: t.status for t in readiness.tickets}
+    gaps = ["the run did not finish"] if run.interrupted else []
+    if readiness.scope.module_errors:
+        n = len(readiness.scope.module_errors)
+        gaps.append(f"{n} check module{'s' if n != 1 else ''} not used")
+    row.partial = "; ".join(gaps) or None
     row.titles = {t.id: t.title for t in readiness.tickets}
     row.verified = not row.problems
     return row
@@ -157,7 +165,9 @@ def render_html(rows: list[FleetRow], out_dir: Path, now: dt.datetime) -> str:
                              f"{_e(_SYMBOL.get(status, ''))} {_e(status)}</a></td>")
         body.append(f"<tr><th>{env}<br><small>run {_e(row.run_id or 'unknown')}, "
                     f"{_e(row.age_text(now))} old; gate {_e(row.gate or 'unknown')}</small>"
-                    f"<br><small{cls}>{_e(state)}</small></th>{''.join(cells)}</tr>")
+                    f"<br><small{cls}>{_e(state)}</small>"
+                    + (f'<br><small class="failed">partial: {_e(row.partial)}</small>' if row.partial else "")
+                    + f"</th>{''.join(cells)}</tr>")
     verdict = (f"{len(rows)} environment{'s' if len(rows) != 1 else ''} · "
                + (f"{len(failed)} bundle{'s' if len(failed) != 1 else ''} FAILED verification"
                   if failed else "every bundle verified"))
@@ -183,7 +193,7 @@ def render_json(rows: list[FleetRow], out_dir: Path, now: dt.datetime) -> str:
                 "finished_at": r.finished_at.isoformat() if r.finished_at else None,
                 "age_hours": round((now - r.finished_at).total_seconds() / 3600, 2) if r.finished_at else None,
                 "verified": r.verified, "problems": r.problems, "signed_by": r.signed_by, "gate": r.gate or None,
-                "statuses": r.statuses,
+                "statuses": r.statuses, "partial": r.partial,
             }
             for r in rows
         ],
@@ -226,6 +236,8 @@ def summary_command(report_dirs: list[Path], out_dir: Path, public_key_path: Pat
         for status in row.statuses.values():
             counts[status] = counts.get(status, 0) + 1
         shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        print(f"{row.environment}: run {row.run_id or 'unknown'}, {shown or 'no tickets'}; bundle {state}", file=out)
+        partial = f"; partial: {row.partial}" if row.partial else ""
+        print(f"{row.environment}: run {row.run_id or 'unknown'}, {shown or 'no tickets'}; bundle {state}{partial}",
+              file=out)
     print(f"summary: {out_dir / 'summary.html'}", file=out)
     return ExitCode.FAILED if any(not r.verified for r in rows) else ExitCode.OK
