@@ -125,7 +125,7 @@ def test_promtool_accepts_the_rendering_without_lint_warnings(rto: float | None)
 def test_every_family_has_help_and_type_and_every_series_an_env_label() -> None:
     text = render_prom(sample_readiness(412.75))
     for name in ("opsready_ticket_status", "opsready_tickets", "opsready_gate_passed",
-                 "opsready_run_timestamp_seconds", "opsready_evidence_measure"):
+                 "opsready_run_timestamp_seconds", "opsready_run_complete", "opsready_evidence_measure"):
         assert f"# HELP {name} " in text
         assert f"# TYPE {name} gauge" in text
     for name, series in samples(text).items():
@@ -152,6 +152,16 @@ def test_run_timestamp_comes_from_finished_at() -> None:
     series = samples(render_prom(sample_readiness(None)))["opsready_run_timestamp_seconds"]
     expected = datetime.fromisoformat("2025-03-04T02:04:30.250000+00:00").timestamp()
     assert series == [({"env": "production"}, expected)]
+
+
+def test_a_partial_run_is_not_complete() -> None:
+    whole = sample_readiness(None)
+    assert samples(render_prom(whole))["opsready_run_complete"] == [({"env": "production"}, 1)]
+    stopped = whole.model_copy(update={"run": whole.run.model_copy(update={"interrupted": True})})
+    assert samples(render_prom(stopped))["opsready_run_complete"] == [({"env": "production"}, 0)]
+    broken = whole.model_copy(update={"scope": whole.scope.model_copy(
+        update={"module_errors": ["test_p2_002_x.py: could not be collected (SyntaxError)"]})})
+    assert samples(render_prom(broken))["opsready_run_complete"] == [({"env": "production"}, 0)]
 
 
 def test_every_measure_is_a_series_and_nothing_else_is() -> None:

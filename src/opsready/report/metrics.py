@@ -13,6 +13,10 @@ Every series carries an ``env`` label (the run's environment). The families:
     1 when the run's gate passed, else 0.
 ``opsready_run_timestamp_seconds{env}``
     When the run finished, in Unix seconds.
+``opsready_run_complete{env}``
+    1 when every selected criterion ran and every check module could be used; 0 for a
+    partial run (interrupted, a crashed worker, a check module that does not import), whose
+    statuses are true but not the whole picture.
 ``opsready_evidence_measure{env,ticket,criterion,name,unit}``
     Every number a criterion measured in this run (``evidence.measure``), such as the
     restore drill's RTO (``name="rto_seconds"``); absent when nothing was measured.
@@ -97,6 +101,12 @@ def render_prom(readiness: Readiness) -> str:
     ts_family = _Family("opsready_run_timestamp_seconds", "When the opsready run finished, in Unix seconds.")
     ts_family.add({"env": env}, readiness.run.finished_at.timestamp())
 
+    complete_family = _Family(
+        "opsready_run_complete",
+        "1 when every selected criterion ran and every check module could be used, 0 for a partial run.",
+    )
+    complete_family.add({"env": env}, 0.0 if readiness.run.interrupted or readiness.scope.module_errors else 1.0)
+
     measure_family = _Family(
         "opsready_evidence_measure",
         "A number a criterion measured in this run (e.g. the restore drill's RTO), in its unit label.",
@@ -117,7 +127,8 @@ def render_prom(readiness: Readiness) -> str:
                                criterion.carried_forward.passed_at.timestamp())
 
     lines: list[str] = []
-    for family in (status_family, count_family, gate_family, ts_family, measure_family, age_family):
+    for family in (status_family, count_family, gate_family, ts_family, complete_family, measure_family,
+                   age_family):
         if family.samples:
             lines.extend(family.render())
     return "\n".join(lines) + "\n"
