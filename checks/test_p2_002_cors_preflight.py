@@ -5,7 +5,10 @@ For every configured path, allowed origin and method, a preflight as a browser s
 ``Access-Control-Request-Headers``, no credentials); then the actual request
 (``cors.actual_method`` with ``Origin``), whose response is what browsers and caches use.
 Hostile origins are derived from every allowed origin (a suffix and a prefix trick, the other
-scheme, a subdomain, ``null``) and sent with the configured ``disallowed_origins``.
+scheme, a subdomain, ``null``) and sent with the configured ``disallowed_origins``. They must
+get no ``Access-Control-Allow-Origin`` at all, ``*`` included: the environment lists the
+origins it allows. A public API (``cors.any_origin``, without credentials) allows every origin
+by design; there a hostile origin fails only when it is granted credentials.
 
 What the criteria can and cannot tell: they see the headers a browser would judge, and judge
 them as Fetch does (an ok status is any 2xx; ``Access-Control-Allow-Credentials`` must be the
@@ -216,19 +219,31 @@ def test_hostile_origins_refused(service: ServiceProbe, cors_config: CorsConfig,
     _record(evidence, results)
     evidence.record("hostile_origins", [vars(h) for h in hostile])
 
+    # A public API answers every origin; what it must never do is grant one credentials.
+    def granted(p: CorsResponse) -> bool:
+        return p.allow_credentials == "true" if cfg.any_origin else p.allow_origin is not None
+
     leaked: dict[str, list[CorsResponse]] = {}
     for p in results:
-        if p.allow_origin is not None:
+        if granted(p):
             leaked.setdefault(p.origin, []).append(p)
     bad = []
     for origin, hits in leaked.items():
         h, first = kinds[origin], hits[0]
         made = h.variant + (f" of {h.derived_from}" if h.derived_from else "")
         others = f" and {len(hits) - 1} more exchanges" if len(hits) > 1 else ""
-        bad.append(f"{origin} [{made}] got Access-Control-Allow-Origin {first.allow_origin!r} "
-                   f"on {_shown(first)} ({first.status}){others}")
+        got = (f"Access-Control-Allow-Credentials 'true' with Access-Control-Allow-Origin {first.allow_origin!r}"
+               if cfg.any_origin else f"Access-Control-Allow-Origin {first.allow_origin!r}")
+        bad.append(f"{origin} [{made}] got {got} on {_shown(first)} ({first.status}){others}")
+    if cfg.any_origin:
+        assert not bad, (
+            f"{_some(bad)}; expected no credentials for any origin (cors.any_origin: a public API "
+            f"is read without them); stop sending Access-Control-Allow-Credentials, or list the "
+            f"allowed origins and set cors.any_origin: false"
+        )
     assert not bad, (
         f"{_some(bad)}; expected no Access-Control-Allow-Origin for an origin outside the "
         f"allow-list; compare the Origin with the allow-list exactly, never by prefix, suffix "
-        f"or pattern, and never reflect it"
+        f"or pattern, and never reflect it (a public API read without credentials: set "
+        f"cors.any_origin: true)"
     )

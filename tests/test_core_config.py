@@ -61,9 +61,10 @@ def test_interpolation_with_defaults_and_secrets(tmp_path: Path) -> None:
         ("railway:\n  api_url: ftp://backboard.railway.com/graphql/v2\n", {}, ["railway.api_url", "http://"]),
         ("otel:\n  otlp_http_url: 127.0.0.1:4318\n", {}, ["otel.otlp_http_url", "http://"]),
         ("otel:\n  trace_api_url: jaeger:16686\n", {}, ["otel.trace_api_url", "http://"]),
+        ("cors:\n  any_origin: true\n", {}, ["cors", "any_origin needs credentials: false"]),
     ],
     ids=["missing-var", "typo", "bad-url", "missing-field", "unknown-intrusive", "burst-bound", "gate", "yaml",
-         "github-api-url", "railway-api-url", "otlp-url", "trace-api-url"],
+         "github-api-url", "railway-api-url", "otlp-url", "trace-api-url", "public-cors-with-credentials"],
 )
 def test_config_errors_name_file_field_and_fix(tmp_path: Path, text: str, env: dict[str, str],
                                                fragments: list[str]) -> None:

@@ -182,6 +182,46 @@ def test_cors_without_credentials_is_not_applicable_not_open(stack: StartedStack
     assert result.status["P2-002"] == "done", result.explain(["P2-002"])
 
 
+HOSTILE = "Hostile and disallowed origins get no Access-Control-Allow-Origin"
+
+
+def test_a_public_api_is_done_where_the_environment_says_any_origin(stack: StartedStack,
+                                                                    tmp_path: Path) -> None:
+    """`cors-public` (* for every origin, no credentials) is how a public API does CORS right.
+    Done where the environment says so; where it lists the allowed origins, the hostile ones
+    let through open P2-002; and a public API that grants a hostile origin credentials opens
+    it too."""
+    def public(env: dict[str, Any]) -> None:
+        env["cors"].update(credentials=False, any_origin=True)
+
+    def allow_list(env: dict[str, Any]) -> None:
+        env["cors"]["credentials"] = False
+
+    args = (*SERIAL,)
+    with stack.fault("cors-public"):
+        done = run_verify(env_variant(stack, tmp_path, "public", public), tmp_path, *args,
+                          tickets=["P2-002"], allow_intrusive=EDGE_PROBES)
+        listed = run_verify(env_variant(stack, tmp_path, "allow-list", allow_list), tmp_path, *args,
+                            tickets=["P2-002"], allow_intrusive=EDGE_PROBES)
+    assert done.status["P2-002"] == "done", done.explain(["P2-002"])
+    assert evidence_value(_criterion(done, "P2-002", HOSTILE), "cors_exchanges")[0]["allow_origin"] == "*"
+    assert listed.status["P2-002"] == "open", listed.explain(["P2-002"])
+    refused = _criterion(listed, "P2-002", HOSTILE)
+    assert refused["outcome"] == "fail" and "got Access-Control-Allow-Origin '*'" in refused["message"]
+    assert "set cors.any_origin: true" in refused["message"]
+
+    # The fault for a public API: a hostile origin granted credentials (reflected, with
+    # Access-Control-Allow-Credentials: true).
+    with stack.fault("cors-reflect-any"):
+        leaky = run_verify(env_variant(stack, tmp_path, "public-leaky", public), tmp_path, *args,
+                           tickets=["P2-002"], allow_intrusive=EDGE_PROBES)
+    assert leaky.status["P2-002"] == "open", leaky.explain(["P2-002"])
+    granted = _criterion(leaky, "P2-002", HOSTILE)
+    assert granted["outcome"] == "fail", granted
+    assert "got Access-Control-Allow-Credentials 'true'" in granted["message"]
+    assert "expected no credentials for any origin" in granted["message"]
+
+
 def test_empty_platform_keys_leave_their_criteria_not_covered(stack: StartedStack,
                                                               tmp_path: Path) -> None:
     def forget(env: dict[str, Any]) -> None:

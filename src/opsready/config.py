@@ -238,9 +238,19 @@ class CorsConfig(_Section):
     methods: list[str] = Field(default=["GET"], min_length=1)
     request_headers: list[str] = []
     credentials: bool = True
+    # A public API: every origin may read it without credentials, so "*" is its policy and a
+    # hostile origin is judged only on whether it is granted credentials.
+    any_origin: bool = False
     max_age_min_s: int = Field(default=1, ge=1)
     # The method of the actual (non-preflight) CORS request; keep it safe (GET or HEAD).
     actual_method: str = "GET"
+
+    @model_validator(mode="after")
+    def _public_without_credentials(self) -> CorsConfig:
+        if self.any_origin and self.credentials:
+            raise ValueError("any_origin needs credentials: false (Fetch never lets * through on a "
+                             "credentialed request); set credentials: false, or any_origin: false")
+        return self
 
     @field_validator("allowed_origins", "disallowed_origins")
     @classmethod

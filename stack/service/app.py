@@ -64,6 +64,7 @@ from opsready_stack.service.faults import (
     CORS_MAX_AGE_ZERO,
     CORS_METHODS_SAFELISTED_ONLY,
     CORS_PREFLIGHT_204,
+    CORS_PUBLIC,
     CORS_REFLECT_ANY,
     CORS_STARTSWITH_MATCH,
     CORS_WILDCARD,
@@ -546,7 +547,8 @@ class SecurityHeaders:
 class Cors:
     """The CORS allow-list with credentials. Faults: ``cors-wildcard``, ``cors-reflect-any``,
     ``cors-startswith-match``, ``cors-credentials-casing``, ``cors-max-age-zero``,
-    ``cors-methods-safelisted-only``, ``cors-actual-no-vary``; variant: ``cors-preflight-204``."""
+    ``cors-methods-safelisted-only``, ``cors-actual-no-vary``, ``cors-public`` (right for a
+    public API's environment); variant: ``cors-preflight-204``."""
 
     def __init__(self, app: ASGIApp, service: RelayService) -> None:
         self.app = app
@@ -555,7 +557,7 @@ class Cors:
         self.headers = {h.lower() for h in ALLOW_HEADERS}
 
     def _allow_origin(self, origin: str, faults: set[str]) -> str | None:
-        if CORS_WILDCARD.name in faults:
+        if CORS_WILDCARD.name in faults or CORS_PUBLIC.name in faults:
             return "*"
         if CORS_REFLECT_ANY.name in faults:
             return origin
@@ -586,7 +588,8 @@ class Cors:
                     out.add_vary_header("Origin")
                 if allow is not None:
                     out["access-control-allow-origin"] = allow
-                    out["access-control-allow-credentials"] = _credentials(faults)
+                    if CORS_PUBLIC.name not in faults:
+                        out["access-control-allow-credentials"] = _credentials(faults)
                     out["access-control-expose-headers"] = ", ".join(EXPOSE_HEADERS)
             await send(message)
 
@@ -616,12 +619,14 @@ class Cors:
         elif echo:
             # Another correct answer: echo what was asked for, as many frameworks do.
             methods = method
+        answer = {"Access-Control-Allow-Origin": allow}
+        if CORS_PUBLIC.name not in faults:
+            answer["Access-Control-Allow-Credentials"] = _credentials(faults)
         return Response(
             None if echo else b"OK",
             status_code=204 if echo else 200,
             headers={
-                "Access-Control-Allow-Origin": allow,
-                "Access-Control-Allow-Credentials": _credentials(faults),
+                **answer,
                 "Access-Control-Allow-Methods": methods,
                 "Access-Control-Allow-Headers": ", ".join(requested) if echo
                 else ", ".join(ALLOW_HEADERS),

@@ -42,6 +42,14 @@ CORS_ACTUAL_NO_VARY = Fault(
     "actual CORS responses lack Vary: Origin",
     frozenset({"P2-002"}),
 )
+# A public API's CORS: right for an environment with cors.any_origin and no credentials (a test
+# proves it stays done there), a fault under the stack's own environment, which expects
+# credentials and an allow-list.
+CORS_PUBLIC = Fault(
+    "cors-public",
+    "CORS serves every origin as a public API: Access-Control-Allow-Origin: * and no credentials",
+    frozenset({"P2-002"}),
+)
 CORS_PREFLIGHT_204 = Fault(
     "cors-preflight-204",
     "preflights answer 204 and echo the requested method and headers",
@@ -182,6 +190,7 @@ SERVICE_FAULTS = (
     CORS_MAX_AGE_ZERO,
     CORS_METHODS_SAFELISTED_ONLY,
     CORS_ACTUAL_NO_VARY,
+    CORS_PUBLIC,
     CORS_PREFLIGHT_204,
     NO_HSTS,
     HSTS_SHORT,
