@@ -290,6 +290,21 @@ def test_a_module_that_does_not_import_is_named_and_the_others_still_run(tmp_pat
     assert "check module not used: test_p3_002_broken.py: could not be collected" in plan.stdout
 
 
+def test_with_ticket_a_module_of_another_ticket_is_not_imported(tmp_path: Path) -> None:
+    """``--ticket P2-002`` does not import P3-002's module, so its breakage stops nothing."""
+    broken = tmp_path / "checks" / "test_p3_002_broken.py"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(DOES_NOT_IMPORT)
+    write_plan(broken, {"test_a": {"contacts": []}})
+    run = Run(tmp_path, "-n", "0", "--ticket", "P2-002", module=QUICK, name="test_p2_002_quick.py")
+    code, output = run.finish()
+    assert code == 0, output
+    assert "not used" not in output and "SyntaxError" not in output, output
+    data = run.readiness()
+    assert data["scope"]["module_errors"] == [] and data["scope"]["selected"] == ["P2-002"]
+    assert _criteria(data, "P2-002")["test_a"]["outcome"] == "pass"
+
+
 HOSTILE_TEXT = """
 import os, pytest
 from pathlib import Path

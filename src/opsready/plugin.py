@@ -263,6 +263,19 @@ def _module_problem(module: pytest.Module, state: _run.RunState) -> str | None:
     return None
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``--ticket``, a check module of another ticket is not even imported (its file name
+    carries its ticket, a collection rule): it costs nothing, and if it is broken it cannot
+    stop the tickets asked for."""
+    state = config.stash.get(STATE, None)
+    if state is None or not state.options.selected or collection_path.suffix != ".py":
+        return None
+    ticket = module_ticket_id(collection_path.name)
+    if ticket is not None and ticket not in state.options.selected:
+        return True
+    return None
+
+
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
     if STATE not in parent.config.stash:
         return None
