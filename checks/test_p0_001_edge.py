@@ -16,8 +16,10 @@ What each criterion can and cannot tell:
   evidence says that it protects nobody there. It reads only the configured paths.
 - Rate limiting (intrusive): a bounded burst gets a 429 whose ``Retry-After`` is valid per
   RFC 9110 §10.2.3: delay-seconds of at least ``service.rate_limit.retry_after_min_s``, or an
-  HTTP-date after the response's own ``Date``. It cannot tell whether the limit is the one
-  the platform intends, only that one exists within the bound.
+  HTTP-date after the response's own ``Date``. RFC 6585 makes ``Retry-After`` optional on a
+  429; it is required unless ``service.rate_limit.retry_after_required`` is false, and one
+  that is sent is judged either way. It cannot tell whether the limit is the one the platform
+  intends, only that one exists within the bound.
 
 The deployed version is compared with main's head in ``test_p0_001_delivery.py``.
 """
@@ -141,9 +143,14 @@ def test_rate_limit_burst(service: ServiceProbe, evidence: Evidence) -> None:
     )
     retry = burst.retry_after
     where = f"the 429 after {burst.took} requests to {service.base_url}{burst.path}"
+    if retry is None and not service.cfg.rate_limit.retry_after_required:
+        evidence.record("retry_after", "absent: RFC 6585 makes it optional, and "
+                        "service.rate_limit.retry_after_required is false")
+        return
     assert retry is not None, (
         f"{where} carried no Retry-After; expected one so clients know when to come back; "
-        f"set it on every 429"
+        f"set it on every 429 (RFC 6585 makes it optional: where the platform's 429s carry "
+        f"none by design, set service.rate_limit.retry_after_required: false)"
     )
     minimum = service.cfg.rate_limit.retry_after_min_s
     if retry.form == "delay-seconds":

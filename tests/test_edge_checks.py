@@ -182,6 +182,34 @@ def test_cors_without_credentials_is_not_applicable_not_open(stack: StartedStack
     assert result.status["P2-002"] == "done", result.explain(["P2-002"])
 
 
+BURST = "Rate limiting answers a bounded burst with 429 and a valid Retry-After"
+
+
+def test_a_bare_429_is_done_where_the_environment_makes_retry_after_optional(stack: StartedStack,
+                                                                             tmp_path: Path) -> None:
+    """RFC 6585 lets a 429 omit Retry-After (nginx's and Envoy's defaults do). Required by
+    default, and the failure names the key; optional where the environment says so; and a
+    Retry-After that is sent is judged either way."""
+    def optional(env: dict[str, Any]) -> None:
+        env["service"]["rate_limit"]["retry_after_required"] = False
+
+    relaxed = env_variant(stack, tmp_path, "retry-after-optional", optional)
+    with stack.fault("retry-after-missing"):
+        done = run_verify(relaxed, tmp_path, *SERIAL, tickets=["P0-001"], allow_intrusive=EDGE_PROBES)
+        strict = run_verify(stack, tmp_path, *SERIAL, tickets=["P0-001"], allow_intrusive=EDGE_PROBES)
+    assert done.status["P0-001"] == "done", done.explain(["P0-001"])
+    assert "absent: RFC 6585 makes it optional" in evidence_value(_criterion(done, "P0-001", BURST), "retry_after")
+    missing = _criterion(strict, "P0-001", BURST)
+    assert missing["outcome"] == "fail" and "carried no Retry-After" in missing["message"]
+    assert "service.rate_limit.retry_after_required: false" in missing["message"]
+
+    with stack.fault("retry-after-invalid"):
+        invalid = run_verify(relaxed, tmp_path, *SERIAL, tickets=["P0-001"], allow_intrusive=EDGE_PROBES)
+    judged = _criterion(invalid, "P0-001", BURST)
+    assert judged["outcome"] == "fail" and "neither delay-seconds" in judged["message"], judged
+    assert invalid.status["P0-001"] == "open"
+
+
 HOSTILE = "Hostile and disallowed origins get no Access-Control-Allow-Origin"
 
 

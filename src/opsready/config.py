@@ -159,6 +159,9 @@ class RateLimitConfig(_Section):
     concurrency: int = Field(default=8, ge=1, le=64)
     # The smallest acceptable delay-seconds of the 429's Retry-After (RFC 9110 §10.2.3).
     retry_after_min_s: int = Field(default=1, ge=0)
+    # RFC 6585 lets a 429 omit Retry-After; false accepts a 429 without one (one that is sent
+    # is still judged).
+    retry_after_required: bool = True
     # Where the burst is not allowed, a breach already counted within this window (a PromQL
     # duration) still shows the breach metric at work.
     found_breach_window: str = Field(default="24h", pattern=r"^(\d+(ms|s|m|h|d|w|y))+$")

@@ -84,6 +84,7 @@ from opsready_stack.service.faults import (
     REFERRER_UNSAFE_URL,
     RETRY_AFTER_HTTP_DATE,
     RETRY_AFTER_INVALID,
+    RETRY_AFTER_MISSING,
     SECURITY_HEADERS_ALTERNATIVE,
     UNSIGNED_WEBHOOK,
     WEBHOOK_PING_FIRST,
@@ -673,10 +674,12 @@ class ApiGuard:
         }
         if not allowed:
             svc.metrics.breaches.labels(workspace=workspace).inc()
+            faults = svc.faults()
+            retry = {} if RETRY_AFTER_MISSING.name in faults else {"Retry-After": _retry_after(wait, faults)}
             resp = JSONResponse(
                 {"error": "rate limit exceeded", "workspace": workspace},
                 status_code=429,
-                headers={**limit_headers, "Retry-After": _retry_after(wait, svc.faults())},
+                headers={**limit_headers, **retry},
             )
             await resp(scope, receive, send)
             return

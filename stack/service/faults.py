@@ -104,6 +104,14 @@ RETRY_AFTER_INVALID = Fault(
     "429 responses carry a fractional Retry-After (0.040)",
     frozenset({"P0-001"}),
 )
+# A bare 429, as nginx's and Envoy's rate limits answer by default: right for an environment
+# with retry_after_required: false (a test proves it stays done there), a fault under the
+# stack's own environment, which requires Retry-After.
+RETRY_AFTER_MISSING = Fault(
+    "retry-after-missing",
+    "429 responses carry no Retry-After",
+    frozenset({"P0-001"}),
+)
 RETRY_AFTER_HTTP_DATE = Fault(
     "retry-after-http-date",
     "429 responses carry Retry-After as an HTTP-date",
@@ -201,6 +209,7 @@ SERVICE_FAULTS = (
     HEALTH_DRAFT_FORMAT,
     NO_RATE_LIMIT,
     RETRY_AFTER_INVALID,
+    RETRY_AFTER_MISSING,
     RETRY_AFTER_HTTP_DATE,
     BAD_SIGNATURE,
     UNSIGNED_WEBHOOK,
