@@ -8,7 +8,8 @@ Hostile origins are derived from every allowed origin (a suffix and a prefix tri
 scheme, a subdomain, ``null``) and sent with the configured ``disallowed_origins``. They must
 get no ``Access-Control-Allow-Origin`` at all, ``*`` included: the environment lists the
 origins it allows. A public API (``cors.any_origin``, without credentials) allows every origin
-by design; there a hostile origin fails only when it is granted credentials.
+by design; there a hostile origin fails only when it is granted credentials (its own origin
+echoed with ``Access-Control-Allow-Credentials: true``).
 
 What the criteria can and cannot tell: they see the headers a browser would judge, and judge
 them as Fetch does (an ok status is any 2xx; ``Access-Control-Allow-Credentials`` must be the
@@ -219,9 +220,12 @@ def test_hostile_origins_refused(service: ServiceProbe, cors_config: CorsConfig,
     _record(evidence, results)
     evidence.record("hostile_origins", [vars(h) for h in hostile])
 
-    # A public API answers every origin; what it must never do is grant one credentials.
+    # A public API answers every origin; what it must never do is grant one credentials, which
+    # Fetch does only for the origin echoed with Access-Control-Allow-Credentials: true.
     def granted(p: CorsResponse) -> bool:
-        return p.allow_credentials == "true" if cfg.any_origin else p.allow_origin is not None
+        if cfg.any_origin:
+            return p.allow_credentials == "true" and p.allow_origin == p.origin
+        return p.allow_origin is not None
 
     leaked: dict[str, list[CorsResponse]] = {}
     for p in results:
