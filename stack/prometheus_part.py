@@ -242,7 +242,7 @@ class PrometheusPart(BasePart):
                 for round_ in range(2):
                     self._traffic(client, dev, sink, rounds=round_)
                     # Wait for a scrape that saw this round before the next one.
-                    _wait_scraped(prometheus, deadline)
+                    wait_scraped(prometheus, deadline)
             finally:
                 if receiver:
                     client.delete(f"/api/v1/webhooks/endpoints/{receiver}", headers=admin)
@@ -415,7 +415,7 @@ def _finite(prometheus: str, query: str) -> bool:
     return value == value and abs(value) != float("inf")
 
 
-def _wait_scraped(prometheus: str, deadline: float) -> None:
+def wait_scraped(prometheus: str, deadline: float) -> None:
     """Until Prometheus has scraped the service after this moment."""
     since = time.time()
 

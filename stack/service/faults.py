@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opsready_stack.part import Fault
 
-__all__ = ["METRICS_FAULTS", "SERVICE_FAULTS"]
+__all__ = ["METRICS_FAULTS", "SCRAPED_FAULT_NAMES", "SERVICE_FAULTS"]
 
 CORS_WILDCARD = Fault(
     "cors-wildcard",
@@ -190,6 +190,9 @@ METRICS_FAULTS = (
     METRICS_OPENMETRICS,
     METRICS_BEARER_AUTH,
 )
+# Every fault that changes what Prometheus scrapes from /metrics: a flip takes effect there
+# only at the next scrape.
+SCRAPED_FAULT_NAMES = frozenset(f.name for f in (*METRICS_FAULTS, NO_BREACH_METRIC, NO_POOL_METRICS))
 SERVICE_FAULTS = (
     CORS_WILDCARD,
     CORS_REFLECT_ANY,

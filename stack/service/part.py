@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from opsready_stack.part import BasePart, StackContext, wait_until
 from opsready_stack.service.app import ALLOWED_ORIGINS
-from opsready_stack.service.faults import SERVICE_FAULTS
+from opsready_stack.service.faults import SCRAPED_FAULT_NAMES, SERVICE_FAULTS
 from opsready_stack.service.signing import configured_secret
 
 __all__ = ["ServicePart"]
@@ -20,6 +21,8 @@ _SIGNATURE_HEADERS: dict[str, str] = {
     "standard-webhooks": "webhook-signature",
 }
 _ACTIONS = "/api/v1/actions"
+# Prometheus scrapes every second; a few scrapes' worth.
+SCRAPE_WAIT_S = 10.0
 
 
 class ServicePart(BasePart):
@@ -103,8 +106,13 @@ class ServicePart(BasePart):
         }
 
     def set_fault(self, ctx: StackContext, name: str, on: bool) -> None:
-        # Every service fault is read from faults.json per request.
-        return None
+        # Every service fault is read from faults.json per request. What /metrics exposes
+        # reaches Prometheus only at its next scrape: wait for one, so that a check run right
+        # after the flip does not read the series of before it.
+        if name in SCRAPED_FAULT_NAMES and "prometheus" in ctx.urls:
+            from opsready_stack.prometheus_part import wait_scraped
+
+            wait_scraped(ctx.urls["prometheus"], time.monotonic() + SCRAPE_WAIT_S)
 
     def stop(self, ctx: StackContext) -> None:
         return None
