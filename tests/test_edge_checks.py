@@ -250,6 +250,23 @@ def test_a_public_api_is_done_where_the_environment_says_any_origin(stack: Start
     assert "expected no credentials for any origin" in granted["message"]
 
 
+def test_the_lenient_settings_leave_an_unreachable_service_unverified(stack: StartedStack,
+                                                                     tmp_path: Path) -> None:
+    """cors.any_origin and retry_after_required: false relax what is judged, never whether it
+    was looked at: an unreachable service is still an error, not a pass."""
+    def lenient_and_unreachable(env: dict[str, Any]) -> None:
+        env["cors"].update(credentials=False, any_origin=True)
+        env["service"]["rate_limit"]["retry_after_required"] = False
+        env["service"]["base_url"] = f"http://127.0.0.1:{free_port()}"
+
+    result = run_verify(env_variant(stack, tmp_path, "lenient-unreachable", lenient_and_unreachable),
+                        tmp_path, *SERIAL, tickets=["P0-001", "P2-002"], allow_intrusive=EDGE_PROBES)
+    for ticket, title in (("P0-001", BURST), ("P2-002", HOSTILE)):
+        judged = _criterion(result, ticket, title)
+        assert judged["outcome"] == "error" and "could not be reached" in judged["message"], judged
+        assert result.status[ticket] == "unverified", result.explain([ticket])
+
+
 def test_empty_platform_keys_leave_their_criteria_not_covered(stack: StartedStack,
                                                               tmp_path: Path) -> None:
     def forget(env: dict[str, Any]) -> None:

@@ -100,21 +100,31 @@ def _history(tmp: Path) -> list[dict[str, Any]]:
 
 
 def _assert_interrupted_report(run: Run, code: int, output: str, why: str) -> None:
-    assert code == 2, output
+    _assert_partial_run(run, code, output, why, ("test_drill",))
     assert "Traceback" not in output, output
+    assert (run.marks / "cleaned").exists(), "the criterion's clean-up did not run"
+
+
+def _assert_partial_run(run: Run, code: int, output: str, why: str, not_run: tuple[str, ...]) -> dict[str, Any]:
+    """Exit 2; P1-002's test_quick passed and each of ``not_run`` is a not-covered "not run"
+    whose reason matches ``why`` (a regular expression); the ticket is unverified in the report
+    and the history, the bundle intact, and the page says the run is partial."""
+    assert code == 2, output
     data = run.readiness()
     assert data["run"]["interrupted"] is True
     crit = _criteria(data, "P1-002")
     assert crit["test_quick"]["outcome"] == "pass"
-    drill = crit["test_drill"]
-    assert drill["outcome"] == "skip" and drill["skip_kind"] == "not_covered", drill
-    assert drill["message"].startswith("not run: ") and why in drill["message"], drill["message"]
+    for name in not_run:
+        skipped = crit[name]
+        assert skipped["outcome"] == "skip" and skipped["skip_kind"] == "not_covered", skipped
+        assert re.match(rf"not run: .*{why}", skipped["message"]), skipped["message"]
     # A ticket missing a criterion is never done, in the report and in the history.
     assert _status(data, "P1-002") == "unverified"
     assert _history(run.tmp)[-1]["statuses"]["P1-002"] == "unverified"
     assert verify_bundle(run.out).ok, verify_bundle(run.out).describe()
-    assert (run.marks / "cleaned").exists(), "the criterion's clean-up did not run"
-    _assert_the_page_says_it_is_partial(run, "This run did not finish: 1 criterion did not run")
+    what = "1 criterion" if len(not_run) == 1 else f"{len(not_run)} criteria"
+    _assert_the_page_says_it_is_partial(run, f"This run did not finish: {what} did not run")
+    return data
 
 
 def _assert_the_page_says_it_is_partial(run: Run, notice: str) -> None:
@@ -196,20 +206,10 @@ def test_an_internal_error_ends_the_run_as_interrupted_never_as_passed(tmp_path:
               environ={"PYTHONPATH": path, "PYTEST_ADDOPTS": "-p broken_hook"})
     code, output = run.finish()
     assert "INTERNALERROR" in output and "a plugin broke" in output, output
-    # The gate is off, yet the run did not finish: exit 2, never 0.
-    assert code == 2, output
     # pytest prints no summary after an internal error; the table and the report path still show.
     assert "interrupted: an internal error" in output and "report: " in output, output
-    data = run.readiness()
-    assert data["run"]["interrupted"] is True
-    crit = _criteria(data, "P1-002")
-    assert crit["test_quick"]["outcome"] == "pass"
-    after = crit["test_after"]
-    assert after["outcome"] == "skip" and after["skip_kind"] == "not_covered", after
-    assert after["message"].startswith("not run: an internal error"), after["message"]
-    assert _status(data, "P1-002") == "unverified"
-    assert verify_bundle(run.out).ok, verify_bundle(run.out).describe()
-    _assert_the_page_says_it_is_partial(run, "This run did not finish: 1 criterion did not run")
+    # The gate is off, yet the run did not finish: exit 2, never 0.
+    _assert_partial_run(run, code, output, "an internal error", ("test_after",))
 
 
 CRASHES_ITS_WORKER = """
@@ -242,19 +242,10 @@ def test_a_crashed_worker_is_not_replaced_and_the_run_ends_as_interrupted(tmp_pa
     code, output = run.finish()
     # Once: xdist would otherwise hand the module, the drill included, to a new worker.
     assert (run.marks / "drill-runs").read_text() == "x", output
-    assert code == 2, output
     assert re.search(r"interrupted: worker gw\d crashed", output), output
-    data = run.readiness()
-    assert data["run"]["interrupted"] is True
-    crit = _criteria(data, "P1-002")
-    assert crit["test_quick"]["outcome"] == "pass"
-    for name in ("test_drill", "test_after"):
-        assert crit[name]["outcome"] == "skip" and crit[name]["skip_kind"] == "not_covered", crit[name]
-        assert re.match(r"not run: worker gw\d crashed", crit[name]["message"]), crit[name]["message"]
-    assert _status(data, "P1-002") == "unverified"
+    data = _assert_partial_run(run, code, output, r"worker gw\d crashed", ("test_drill", "test_after"))
     # The other worker's module is judged as usual.
     assert _criteria(data, "P3-002")["test_a"]["outcome"] == "pass"
-    _assert_the_page_says_it_is_partial(run, "This run did not finish: 2 criteria did not run")
 
 
 DOES_NOT_IMPORT = """

@@ -35,6 +35,7 @@ from opsready.evidence import redactor
 from opsready.report import files
 from opsready.report import history as history_file
 from opsready.report.model import (
+    NOT_RUN,
     CriterionResult,
     Hashes,
     Readiness,
@@ -47,7 +48,6 @@ from opsready.report.model import (
 __all__ = ["MODULE_ERROR_PREFIX", "NOT_RUN", "Recorder", "RunState"]
 
 MODULE_ERROR_PREFIX = "opsready collection rule:"
-NOT_RUN = "not run"
 
 
 def _sha256(path: Path | None) -> str | None:

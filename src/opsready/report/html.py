@@ -23,7 +23,7 @@ from typing import Any
 
 from opsready.evidence import AttachmentItem, EvidenceItem, MeasureItem, TableItem
 from opsready.report.charts import Series, render_series
-from opsready.report.model import ActionResult, Criterion, Readiness, Ticket
+from opsready.report.model import NOT_RUN, ActionResult, Criterion, Readiness, Ticket
 
 __all__ = ["inject", "render_section", "verdict_line"]
 
@@ -227,12 +227,7 @@ def verdict_line(r: Readiness) -> str:
         parts.append("no gate")
     else:
         parts.append(f"gate {','.join(gate.priorities)} {'passed' if gate.passed else 'FAILED'}")
-    if r.run.interrupted:
-        parts.append("the run did not finish")
-    if r.scope.module_errors:
-        n = len(r.scope.module_errors)
-        parts.append(f"{n} check module{'s' if n != 1 else ''} not used")
-    return " · ".join(parts)
+    return " · ".join(parts + r.gaps())
 
 
 def _partial_run(r: Readiness) -> list[str]:
@@ -241,7 +236,7 @@ def _partial_run(r: Readiness) -> list[str]:
     notes = []
     if r.run.interrupted:
         not_run = sum(1 for t in r.tickets for c in t.criteria
-                      if c.outcome == "skip" and c.message.startswith("not run: "))
+                      if c.outcome == "skip" and c.message.startswith(f"{NOT_RUN}: "))
         what = "1 criterion" if not_run == 1 else f"{not_run} criteria"
         notes.append(f"This run did not finish: {what} did not run (each says why, under its ticket), so "
                      f"their tickets cannot be done in this report.")

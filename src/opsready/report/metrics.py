@@ -105,7 +105,7 @@ def render_prom(readiness: Readiness) -> str:
         "opsready_run_complete",
         "1 when every selected criterion ran and every check module could be used, 0 for a partial run.",
     )
-    complete_family.add({"env": env}, 0.0 if readiness.run.interrupted or readiness.scope.module_errors else 1.0)
+    complete_family.add({"env": env}, 0.0 if readiness.gaps() else 1.0)
 
     measure_family = _Family(
         "opsready_evidence_measure",

@@ -28,6 +28,7 @@ from opsready.waivers import Waiver, WaiverSet
 
 __all__ = [
     "ACTION_STATUSES",
+    "NOT_RUN",
     "NOT_SELECTED",
     "OUTCOMES",
     "SCHEMA",
@@ -67,6 +68,9 @@ OUTCOMES: tuple[Outcome, ...] = ("pass", "fail", "error", "skip", "waived")
 STATUSES: tuple[Status, ...] = ("done", "open", "unverified", "waived")
 ActionStatus = Literal["done", "open", "unverified", "waived", "attested", "not_covered"]
 ACTION_STATUSES: tuple[ActionStatus, ...] = ("done", "open", "unverified", "waived", "attested", "not_covered")
+# How the message of a criterion that was collected but never finished begins (the run was
+# interrupted, a worker crashed): "not run: <why> before this criterion finished".
+NOT_RUN = "not run"
 NO_CHECK = "no automated check: add a module checks/test_{slug}_*.py for this ticket"
 NOT_SELECTED = "not selected in this run (--ticket)"
 NO_CRITERION_RAN = "no criterion ran"
@@ -293,6 +297,15 @@ class Readiness(_Model):
 
     def ticket(self, ticket_id: str) -> Ticket | None:
         return next((t for t in self.tickets if t.id == ticket_id), None)
+
+    def gaps(self) -> list[str]:
+        """Why this run's statuses are not the whole picture: it did not finish, or could not
+        use some check modules. Empty for a whole run."""
+        found = ["the run did not finish"] if self.run.interrupted else []
+        if self.scope.module_errors:
+            n = len(self.scope.module_errors)
+            found.append(f"{n} check module{'s' if n != 1 else ''} not used")
+        return found
 
     @property
     def judged(self) -> dict[str, Status]:

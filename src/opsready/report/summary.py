@@ -82,11 +82,7 @@ def _row(report_dir: Path, public_key: Any) -> FleetRow:
     row.gate = (f"{','.join(readiness.gate.priorities)} {'passed' if readiness.gate.passed else 'FAILED'}"
                 if readiness.gate.priorities else "none")
     row.statuses = {t.id: t.status for t in readiness.tickets}
-    gaps = ["the run did not finish"] if run.interrupted else []
-    if readiness.scope.module_errors:
-        n = len(readiness.scope.module_errors)
-        gaps.append(f"{n} check module{'s' if n != 1 else ''} not used")
-    row.partial = "; ".join(gaps) or None
+    row.partial = "; ".join(readiness.gaps()) or None
     row.titles = {t.id: t.title for t in readiness.tickets}
     row.verified = not row.problems
     return row
