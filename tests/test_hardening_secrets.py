@@ -50,6 +50,27 @@ def test_every_encoding_of_a_secret_is_removed(secret: str, prefix: str, suffix:
         assert secret not in shown
 
 
+# Pieces of text that the secret-shaped patterns match, or almost match.
+_SHAPED = ["postgresql://", "user:", "pw", "@host", "password", "=", " ", "'", '"', ":",
+           "Bearer ", "basic ", "token ", "x-api-key", "ghp_", "github_pat_", "xoxb-", "sk_live_",
+           "whsec_", "AKIA", "eyJ", ".", "sha256=", "0123456789abcdef", "ABCDEFGHIJKLMNOP", "é"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.sampled_from(_SHAPED) | st.text(max_size=8), max_size=14))
+def test_text_that_no_pattern_matches_is_left_as_every_substitution_would_leave_it(
+        parts: list[str]) -> None:
+    """The shortcut for text that no secret-shaped pattern matches gives what applying every
+    pattern in turn gives."""
+    from opsready.evidence import _PATTERNS
+
+    text = "".join(parts)
+    expected = text
+    for pattern, repl in _PATTERNS:
+        expected = pattern.sub(repl, expected)
+    assert Redactor().text(text) == expected
+
+
 @pytest.mark.parametrize("align", [0, 1, 2])
 def test_base64_of_a_bearer_header_at_every_alignment(align: int) -> None:
     token = "ghs_CANARY0123456789abcdefghijKLMN"

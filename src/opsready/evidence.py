@@ -12,6 +12,7 @@ reaches a report, a log or the console carries a configured secret.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import math
 import re
@@ -80,6 +81,13 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bsha256=[0-9a-fA-F]{64}\b"), "sha256=" + REDACTED),
 ]
 
+# Whether any pattern above can match: most evidence strings (keys, statuses, names) match
+# none, and one search is cheaper than a substitution per pattern. When this finds nothing,
+# no substitution would change the text, so skipping them all changes nothing.
+_ANY_PATTERN = re.compile("|".join(
+    ("(?i:{})" if pattern.flags & re.I else "(?:{})").format(pattern.pattern.replace("(?P<keep>", "("))
+    for pattern, _ in _PATTERNS))
+
 
 class Redactor:
     """Removes secrets from text and from JSON-like values.
@@ -98,25 +106,33 @@ class Redactor:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._secrets: list[str] = []
+        # The registered forms, longest first (a secret that contains another is removed
+        # whole), and minus each one's length in the same order (ascending, for bisect).
+        # Replaced as one tuple, so a thread redacting meanwhile sees one or the other.
+        self._table: tuple[list[str], list[int]] = ([], [])
 
     def add(self, values: Iterable[str]) -> None:
         with self._lock:
+            forms = list(self._table[0])
             for value in values:
                 for part in _secret_parts(value):
                     if len(part) < _MIN_SECRET:
                         continue
                     for form in _forms(part):
-                        if form not in self._secrets:
-                            self._secrets.append(form)
-            # Longest first, so a secret that contains another is removed whole.
-            self._secrets.sort(key=len, reverse=True)
+                        if form not in forms:
+                            forms.append(form)
+            forms.sort(key=len, reverse=True)
+            self._table = (forms, [-len(form) for form in forms])
 
     def text(self, value: str) -> str:
         value = _LONE_SURROGATE.sub("\ufffd", value)
-        for secret in self._secrets:
+        forms, lengths = self._table
+        # Only secrets no longer than the text can be in it.
+        for secret in forms[bisect.bisect_left(lengths, -len(value)):]:
             if secret in value:
                 value = value.replace(secret, REDACTED)
+        if _ANY_PATTERN.search(value) is None:
+            return value
         for pattern, repl in _PATTERNS:
             value = pattern.sub(repl, value)
         return value
