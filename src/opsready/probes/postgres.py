@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -481,13 +482,19 @@ class ScratchServer:
         self.timeout = timeout
         self._scratch_dsn = cfg.scratch_dsn.get_secret_value()
         self._source_dsn = cfg.source_dsn.get_secret_value() if cfg.source_dsn else None
-        self.scratch = _shown(self._scratch_dsn)
         self._tool_versions: dict[str, tuple[int, int] | None] = {}
         # Where a long drill says where it is, and how often (see ``restore_drill``).
         self.progress: Callable[[str], None] | None = None
         self.progress_interval_s = 10.0
         # A drill started ahead on its own thread (``drill_in_background``), if any.
         self.background: BackgroundDrill | None = None
+
+    @functools.cached_property
+    def scratch(self) -> str:
+        """The scratch server as messages show it (``host:port/dbname``). Worked out when
+        first needed: parsing the DSN imports psycopg, which a background drill does on its
+        own thread rather than the session's."""
+        return _shown(self._scratch_dsn)
 
     def close(self) -> None:
         return None
