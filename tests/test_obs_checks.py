@@ -448,3 +448,104 @@ def test_dashboards_render() -> None:
     assert _run(render, grafana=_grafana("Prometheus", status=403)) == "error"
     with pytest.raises(AccessRefused):
         _grafana("Prometheus", status=403).datasources()
+
+
+# -- P2-001: the service's trace, read back from the request on ----------------------------------
+
+P2_1 = _check("test_p2_001_otel_tracing")
+TRACED = "/api/v1/actions"
+
+
+def _traced_service(sent: list[str]) -> ServiceProbe:
+    """The service, its traced GET already sent by a read-ahead (as ``opsready.prefetch``
+    does), every request's traceparent noted in ``sent``."""
+    from opsready.probes._shared import SharedFacts
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("traceparent", ""))
+        return httpx.Response(200, json={"ok": True})
+
+    service = ServiceProbe(ServiceConfig(base_url="http://svc.test"), timeout=2,
+                           transport=httpx.MockTransport(handler))
+    service.shared = SharedFacts()  # type: ignore[attr-defined]
+    service.shared.ahead(lambda: service.traced_get(TRACED))  # type: ignore[attr-defined]
+    return service
+
+
+def _jaeger(known: dict[str, str], asked: list[str]) -> Any:
+    """A Jaeger query API that knows the traces in ``known`` (trace id -> service name), on
+    a clock that the probe's sleeps move forward."""
+    from opsready.config import OtelConfig
+    from opsready.probes.otel import OtelProbe
+
+    now = [0.0]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tid = request.url.path.rsplit("/", 1)[-1]
+        asked.append(tid)
+        if tid not in known:
+            return httpx.Response(404, json={"data": None})
+        span = {"traceID": tid, "spanID": "00f067aa0ba902b7", "operationName": "GET " + TRACED,
+                "references": [], "processID": "p1", "startTime": 1, "duration": 1}
+        return httpx.Response(200, json={"data": [{"traceID": tid, "spans": [span],
+                                                   "processes": {"p1": {"serviceName": known[tid]}}}]})
+
+    cfg = OtelConfig(trace_backend="jaeger", trace_api_url="http://jaeger.test", read_back_timeout_s=15)
+    return OtelProbe(cfg, timeout=2, transport=httpx.MockTransport(handler),
+                     sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+
+
+def test_service_trace_takes_the_request_sent_ahead_and_passes_under_the_service_name() -> None:
+    sent: list[str] = []
+    service = _traced_service(sent)
+    asked: list[str] = []
+    evidence = Evidence()
+    traceparent = sent[0]
+    trace_id = traceparent.split("-")[1]
+    P2_1.test_service_trace(_jaeger({trace_id: "relay-api"}, asked), service, evidence)
+    # The criterion sent nothing of its own: it read back the trace of the request sent ahead.
+    assert sent == [traceparent]
+    assert asked == [trace_id]
+    recorded = next(i for i in evidence.items if i.name == "service_trace").value
+    assert recorded["traceparent"] == traceparent
+    assert recorded["sent_before_read_back_s"] >= 0
+
+
+def test_service_trace_under_another_service_name_fails() -> None:
+    sent: list[str] = []
+    service = _traced_service(sent)
+    otel = _jaeger({sent[0].split("-")[1]: "edge-proxy"}, [])
+    with pytest.raises(AssertionError, match="only services edge-proxy"):
+        P2_1.test_service_trace(otel, service, Evidence())
+
+
+def test_service_trace_bound_counts_from_the_request_however_early_it_went() -> None:
+    """A request sent longer ago than ``otel.read_back_timeout_s`` (15 s) gets one look in
+    the backend, not a fresh bound, and the message counts the wait from the request."""
+    import time
+
+    from opsready.probes.http import TracedRequest
+    from opsready.probes.otel import TraceContext
+
+    class SentLongAgo:
+        base_url = "http://svc.test"
+        context = TraceContext.new()
+
+        def traced_get(self, path: str) -> TracedRequest:
+            real = _traced_service([]).traced_get(path)
+            return TracedRequest(self.context, real.response, time.monotonic() - 20.0)
+
+    asked: list[str] = []
+    with pytest.raises(AssertionError, match=r"no trace for \w+ after 20\.\ds"):
+        P2_1.test_service_trace(_jaeger({}, asked), SentLongAgo(), Evidence())
+    assert asked == [SentLongAgo.context.trace_id]
+
+
+def test_service_trace_of_an_unreachable_service_is_not_judged() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    service = ServiceProbe(ServiceConfig(base_url="http://svc.test"), timeout=2,
+                           transport=httpx.MockTransport(handler))
+    with pytest.raises(ProbeError):
+        P2_1.test_service_trace(_jaeger({}, []), service, Evidence())

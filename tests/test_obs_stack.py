@@ -38,6 +38,12 @@ def test_observability_tickets_done_on_healthy_stack(healthy_run: VerifyResult) 
     assert {t: result.status[t] for t in TICKETS} == dict.fromkeys(TICKETS, "done"), \
         result.explain(TICKETS)
     assert _outcomes(result, "P2-001")["test_probe_span_read_back"] == "pass"
+    # One process reads ahead: the traced request went at session start, before the P0 and P1
+    # criteria (the rollback drill alone takes over half a second), so its trace was
+    # exported while they ran.
+    trace = _evidence(result, "P2-001", "test_service_trace", "service_trace")
+    assert trace["sent_before_read_back_s"] > 0.3, trace
+    assert trace["waited_s"] >= trace["sent_before_read_back_s"], trace
     # The SLO table holds real numbers, computed from the running Prometheus.
     rows = {r["slo"]: r for r in _evidence(result, "P3-001", "test_slis_compute_now",
                                            "slo_table")}

@@ -129,6 +129,11 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("github.rollback_workflow", "github",
          _workflow("rollback_workflow", jobs=True, completed={"status": "completed", "limit": 30})),
     Fact("github.runbooks", "github", _runbooks),
+    # Not a fact that stands still but a request whose answer takes time to show: the trace
+    # the service exports after its span processor's delay. Sent ahead, it is exported while
+    # other criteria run; the criterion then reads the trace back.
+    Fact("service.traced_request", "service",
+         lambda s, env: s.traced_get(env.otel.traced_path) if env.otel is not None else None),
     Fact("github.rollback_script", "github",
          lambda g, env: g.get_file(g.cfg.rollback_script) if g.cfg.rollback_script else None),
 )}

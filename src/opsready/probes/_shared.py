@@ -13,7 +13,9 @@ afresh, as it did before. A fact that no criterion asks for raises nowhere.
 
 Only reads that nothing in a run changes are marked: rules, bucket settings, listings of
 backups, dashboards, workflow listings and files of a repository. A value that moves while a
-run goes on (a counter, an SLI) is never a shared fact.
+run goes on (a counter, an SLI) is never a shared fact. One request is marked for another
+reason: the service's traced GET, whose trace takes the service's export delay to show, so
+it is worth sending early; it is sent once per run either way.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from opsready.config import RateLimitConfig, ServiceConfig
 from opsready.evidence import redactor
 from opsready.probes._http import HttpTarget
 from opsready.probes._parallel import in_parallel
+from opsready.probes._shared import shared_fact
 from opsready.probes.http_headers import (
     CorsResponse,
     Csp,
@@ -41,6 +42,7 @@ from opsready.probes.http_headers import (
     parse_retry_after,
 )
 from opsready.probes.metrics import MetricsEndpoint, MetricsSnapshot
+from opsready.probes.otel import TraceContext
 
 __all__ = [
     "BurstResult",
@@ -48,6 +50,7 @@ __all__ = [
     "SecurityHeaders",
     "ServiceProbe",
     "ServiceResponse",
+    "TracedRequest",
 ]
 
 # Longest a single Retry-After we honour on an ordinary (non-burst) request, and how often.
@@ -177,6 +180,15 @@ class BurstResult:
         }
 
 
+@dataclass(frozen=True)
+class TracedRequest:
+    """A GET sent with a fresh W3C traceparent, and when it was sent (monotonic clock)."""
+
+    context: TraceContext
+    response: ServiceResponse
+    sent_at: float
+
+
 class ServiceProbe:
     """The audited service over HTTP, as configured in the ``service`` section."""
 
@@ -231,6 +243,15 @@ class ServiceProbe:
     def get(self, path: str, *, headers: Mapping[str, str] | None = None,
             key: str = "api", gateway_as_data: bool = False) -> ServiceResponse:
         return self.request("GET", path, headers=headers, key=key, gateway_as_data=gateway_as_data)
+
+    @shared_fact
+    def traced_get(self, path: str) -> TracedRequest:
+        """``GET path`` carrying a new sampled traceparent. Once per run when the run reads
+        ahead: the read-ahead sends it at session start, so the service's export delay (its
+        span processor batches for seconds) passes while other criteria run."""
+        context = TraceContext.new()
+        sent_at = time.monotonic()
+        return TracedRequest(context, self.get(path, headers={"traceparent": context.traceparent}), sent_at)
 
     def post(self, path: str, *, json: Any = None, headers: Mapping[str, str] | None = None,
              key: str = "api") -> ServiceResponse:
