@@ -18,8 +18,13 @@ What each criterion can and cannot tell:
   RFC 9110 §10.2.3: delay-seconds of at least ``service.rate_limit.retry_after_min_s``, or an
   HTTP-date after the response's own ``Date``. RFC 6585 makes ``Retry-After`` optional on a
   429; it is required unless ``service.rate_limit.retry_after_required`` is false, and one
-  that is sent is judged either way. It cannot tell whether the limit is the one the platform
-  intends, only that one exists within the bound.
+  that is sent is judged either way. A 429 without it may say when to come back with the IETF
+  RateLimit fields instead (draft-ietf-httpapi-ratelimit-headers, any revision's syntax): a
+  limit with no quota left and a window of at least the same minimum. Where both are sent,
+  ``Retry-After`` decides, as the draft says; malformed RateLimit fields and vendor
+  ``X-RateLimit-*`` fields (whose reset means seconds on some platforms and an epoch time on
+  others) say nothing. It cannot tell whether the limit is the one the platform intends, only
+  that one exists within the bound.
 
 The deployed version is compared with main's head in ``test_p0_001_delivery.py``.
 """
@@ -129,7 +134,7 @@ def test_security_headers(service: ServiceProbe, security_headers: list[Security
 
 @pytest.mark.intrusive("rate_limit_burst")
 def test_rate_limit_burst(service: ServiceProbe, evidence: Evidence) -> None:
-    """Rate limiting answers a bounded burst with 429 and a valid Retry-After"""
+    """Rate limiting answers a bounded burst with 429 and says when to retry"""
     if service.cfg.rate_limit.path is None:
         opsready.not_covered("not configured: service.rate_limit.path")
     burst = service.burst()
@@ -143,16 +148,31 @@ def test_rate_limit_burst(service: ServiceProbe, evidence: Evidence) -> None:
     )
     retry = burst.retry_after
     where = f"the 429 after {burst.took} requests to {service.base_url}{burst.path}"
+    minimum = service.cfg.rate_limit.retry_after_min_s
+    fields = burst.ratelimit
+    if retry is None and fields is not None and fields.wait_s is not None:
+        # No Retry-After, but the IETF RateLimit fields say when to come back.
+        evidence.record("retry_after", f"absent: the 429's {fields.syntax} asks clients to "
+                        f"wait {fields.wait_s}s instead")
+        assert fields.wait_s >= minimum, (
+            f"{where}: {fields.syntax} {fields.raw} leaves no quota for {fields.wait_s}s, below "
+            f"the minimum of {minimum}s (service.rate_limit.retry_after_min_s); a client would "
+            f"retry at once into the same limit; send the seconds until quota is back"
+        )
+        return
     if retry is None and not service.cfg.rate_limit.retry_after_required:
         evidence.record("retry_after", "absent: RFC 6585 makes it optional, and "
                         "service.rate_limit.retry_after_required is false")
         return
+    unusable = (f", and its RateLimit fields {fields.raw} do not say when to come back "
+                f"({fields.problem or 'no limit with no quota left has a window'})"
+                if fields is not None else "")
     assert retry is not None, (
-        f"{where} carried no Retry-After; expected one so clients know when to come back; "
-        f"set it on every 429 (RFC 6585 makes it optional: where the platform's 429s carry "
-        f"none by design, set service.rate_limit.retry_after_required: false)"
+        f"{where} carried no Retry-After{unusable}; expected one (or IETF RateLimit fields "
+        f"with no quota left and a window) so clients know when to come back; set it on every "
+        f"429 (RFC 6585 makes it optional: where the platform's 429s carry none by design, set "
+        f"service.rate_limit.retry_after_required: false)"
     )
-    minimum = service.cfg.rate_limit.retry_after_min_s
     if retry.form == "delay-seconds":
         assert (retry.delay_s or 0) >= minimum, (
             f"{where}: Retry-After {retry.raw!r} is below the minimum of {minimum}s; a client "

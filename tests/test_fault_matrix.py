@@ -138,7 +138,7 @@ class Shows:
 
 HEADERS = "The security headers meet the configured policy on every configured path"
 DELIVERY = "A real receiver gets the triggered event within the delivery timeout"
-BURST = "Rate limiting answers a bounded burst with 429 and a valid Retry-After"
+BURST = "Rate limiting answers a bounded burst with 429 and says when to retry"
 HOSTILE = "Hostile and disallowed origins get no Access-Control-Allow-Origin"
 RPO = "The latest backup is younger than the RPO"
 SIDECAR = "The latest backup matches its sha256 sidecar"
@@ -253,6 +253,10 @@ VARIANT_EVIDENCE: dict[str, tuple[Shows, ...]] = {
     # edge
     "retry-after-http-date": (Shows("P0-001", BURST, "burst",
                                     lambda v: v["retry_after"]["form"] == "http-date"),),
+    "ratelimit-fields": (Shows("P0-001", BURST, "burst",
+                               lambda v: v["retry_after"] is None
+                               and v["ratelimit_fields"]["syntax"].startswith("RateLimit list")
+                               and v["ratelimit_fields"]["wait_s"] >= 1),),
     "cors-preflight-204": (Shows("P2-002", "Each allowed origin's preflight answers with an ok "
                                            "status (2xx)", "cors_exchanges",
                                  lambda rows: {r["status"] for r in rows} == {204}),),

@@ -81,6 +81,7 @@ from opsready_stack.service.faults import (
     NO_RATE_LIMIT,
     NO_TRACING,
     POOL_GAUGES_STUB,
+    RATELIMIT_FIELDS,
     REFERRER_UNSAFE_URL,
     RETRY_AFTER_HTTP_DATE,
     RETRY_AFTER_INVALID,
@@ -675,7 +676,12 @@ class ApiGuard:
         if not allowed:
             svc.metrics.breaches.labels(workspace=workspace).inc()
             faults = svc.faults()
-            retry = {} if RETRY_AFTER_MISSING.name in faults else {"Retry-After": _retry_after(wait, faults)}
+            if RATELIMIT_FIELDS.name in faults:
+                retry = _ratelimit_fields(svc.buckets, wait)
+            elif RETRY_AFTER_MISSING.name in faults:
+                retry = {}
+            else:
+                retry = {"Retry-After": _retry_after(wait, faults)}
             resp = JSONResponse(
                 {"error": "rate limit exceeded", "workspace": workspace},
                 status_code=429,
@@ -692,6 +698,14 @@ class ApiGuard:
             await send(message)
 
         await self.app(scope, receive, add)
+
+
+def _ratelimit_fields(buckets: TokenBuckets, wait: float) -> dict[str, str]:
+    """The current draft's RateLimit fields of a 429: no quota left, and the whole seconds
+    until a token is back; the policy is the bucket, its window the time a full refill takes."""
+    window = max(1, math.ceil(buckets.capacity / buckets.refill))
+    return {"RateLimit-Policy": f'"workspace";q={buckets.capacity};w={window}',
+            "RateLimit": f'"workspace";r=0;t={max(1, math.ceil(wait))}'}
 
 
 def _retry_after(wait: float, faults: set[str]) -> str:

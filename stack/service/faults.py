@@ -118,6 +118,14 @@ RETRY_AFTER_HTTP_DATE = Fault(
     frozenset(),
     variant=True,
 )
+# The IETF RateLimit fields in place of Retry-After (draft-ietf-httpapi-ratelimit-headers,
+# current syntax): a 429 that still says when to come back.
+RATELIMIT_FIELDS = Fault(
+    "ratelimit-fields",
+    "429 responses say when to come back with RateLimit and RateLimit-Policy, no Retry-After",
+    frozenset(),
+    variant=True,
+)
 BAD_SIGNATURE = Fault(
     "bad-signature",
     "webhooks are signed with a secret the receivers do not have",
@@ -214,6 +222,7 @@ SERVICE_FAULTS = (
     RETRY_AFTER_INVALID,
     RETRY_AFTER_MISSING,
     RETRY_AFTER_HTTP_DATE,
+    RATELIMIT_FIELDS,
     BAD_SIGNATURE,
     UNSIGNED_WEBHOOK,
     WEBHOOK_WRONG_EVENT,

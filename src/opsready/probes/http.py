@@ -32,12 +32,14 @@ from opsready.probes.http_headers import (
     CorsResponse,
     Csp,
     Hsts,
+    RateLimitFields,
     RetryAfter,
     all_values,
     first_value,
     lower_headers,
     parse_csp,
     parse_hsts,
+    parse_ratelimit,
     parse_referrer_policy,
     parse_retry_after,
 )
@@ -156,6 +158,8 @@ class BurstResult:
     limited_status: int | None = None
     limited_headers: dict[str, str] = field(default_factory=dict)
     retry_after: RetryAfter | None = None
+    # The 429's IETF RateLimit fields, if any: another way to say when to come back.
+    ratelimit: RateLimitFields | None = None
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     stopped_by: str = ""  # "429", "max_requests" or "max_seconds"
@@ -177,6 +181,7 @@ class BurstResult:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "response_429_headers": self.limited_headers,
             "retry_after": self.retry_after.evidence() if self.retry_after else None,
+            "ratelimit_fields": self.ratelimit.evidence() if self.ratelimit else None,
         }
 
 
@@ -401,6 +406,7 @@ class ServiceProbe:
                         result.limited_status = 429
                         result.limited_headers = _headers(resp.headers)
                         result.retry_after = _retry_after(resp)
+                        result.ratelimit = parse_ratelimit(result.limited_headers)
                         result.stopped_by = "429"
                         stop.set()
 

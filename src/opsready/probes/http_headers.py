@@ -1,6 +1,8 @@
 """Response headers of the service's edge, parsed into typed facts, each by its standard.
 
 - ``Retry-After``: RFC 9110 §10.2.3, delay-seconds or an HTTP-date (§5.6.7).
+- ``RateLimit`` and its earlier forms: draft-ietf-httpapi-ratelimit-headers, each revision's
+  syntax (Structured Fields, RFC 9651, from draft-07 on).
 - ``Strict-Transport-Security``: RFC 6797 §6.1; only the first field counts (§8.1).
 - ``Content-Security-Policy``: CSP Level 3: a comma-separated list of policies, each a
   ``;``-separated list of directives; the first of a repeated directive wins, fetch
@@ -20,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,6 +33,7 @@ __all__ = [
     "CspPolicy",
     "HostileOrigin",
     "Hsts",
+    "RateLimitFields",
     "RetryAfter",
     "all_values",
     "first_value",
@@ -39,6 +42,7 @@ __all__ = [
     "parse_csp",
     "parse_hsts",
     "parse_http_date",
+    "parse_ratelimit",
     "parse_referrer_policy",
     "parse_retry_after",
 ]
@@ -134,6 +138,137 @@ def parse_retry_after(raw: str, *, date_header: str | None,
     delay = int(value) if re.fullmatch(r"[0-9]+", value) else None
     date = None if delay is not None else parse_http_date(value, now=reference)
     return RetryAfter(raw, delay, date, reference, source)
+
+
+# --------------------------------------------------------------------------- RateLimit
+
+# The three shapes draft-ietf-httpapi-ratelimit-headers has given these fields.
+RateLimitSyntax = Literal[
+    "RateLimit list (draft-08 and later)",
+    "RateLimit dictionary (draft-07)",
+    "RateLimit-Remaining and RateLimit-Reset (draft-06 and earlier)",
+]
+# A reset this large is an epoch time, which no revision of the draft defines.
+_EPOCH_LIKE = 10**9
+
+
+@dataclass(frozen=True)
+class RateLimitFields:
+    """The IETF RateLimit header fields of one response, in whichever revision of
+    draft-ietf-httpapi-ratelimit-headers the server follows:
+
+    - draft-08 and later: ``RateLimit: "policy";r=0;t=30`` (a structured list; ``r`` the
+      quota left, ``t`` the seconds within which no more than that may be used);
+    - draft-07: ``RateLimit: limit=100, remaining=0, reset=30`` (a structured dictionary);
+    - draft-06 and earlier: ``RateLimit-Remaining: 0`` with ``RateLimit-Reset: 30``.
+
+    ``limits`` holds (policy, quota left, seconds) per limit, ``None`` where not given; ``problem`` says why the fields
+    are malformed, and then, as every revision asks of clients, they are ignored. Vendor
+    fields (``X-RateLimit-*``) are not read: their reset is seconds on some platforms and an
+    epoch time on others."""
+
+    raw: dict[str, str]
+    syntax: RateLimitSyntax | None
+    limits: tuple[tuple[str, int | None, int | None], ...]
+    problem: str | None
+
+    @property
+    def wait_s(self) -> int | None:
+        """How long the fields ask a client to wait: the longest window of a limit with no
+        quota left; ``None`` when they do not say (malformed, quota left, or no window)."""
+        if self.problem is not None:
+            return None
+        waits = [t for _, left, t in self.limits if left == 0 and t is not None]
+        return max(waits) if waits else None
+
+    def evidence(self) -> dict[str, Any]:
+        return {"fields": self.raw, "syntax": self.syntax, "problem": self.problem,
+                "limits": [{"policy": name, "remaining": left, "window_s": t}
+                           for name, left, t in self.limits],
+                "wait_s": self.wait_s}
+
+
+def parse_ratelimit(headers: Mapping[str, str]) -> RateLimitFields | None:
+    """The RateLimit fields of a response (``headers``: lower-cased names, repeated fields
+    joined with ", "), or ``None`` when it carries none."""
+    from opsready.probes.structured_fields import SfError, parse_dictionary, parse_list
+
+    raw = {name: headers[name] for name in ("ratelimit", "ratelimit-policy", "ratelimit-limit",
+                                            "ratelimit-remaining", "ratelimit-reset")
+           if name in headers}
+    if "ratelimit" in raw:
+        value = raw["ratelimit"]
+        try:
+            members = parse_list(value)
+        except SfError as as_list:
+            try:
+                entries = parse_dictionary(value)
+            except SfError:
+                return RateLimitFields(raw, None, (), f"RateLimit is neither a structured list "
+                                                      f"nor a dictionary: {as_list}")
+            return _draft07(raw, entries)
+        return _draft08(raw, members)
+    if "ratelimit-reset" in raw or "ratelimit-remaining" in raw:
+        return _draft06(raw)
+    return None
+
+
+def _sf_int(value: object) -> int | None:
+    """A non-negative sf-integer (``bool`` is not one)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _draft08(raw: dict[str, str], members: list[Any]) -> RateLimitFields:
+    syntax: RateLimitSyntax = "RateLimit list (draft-08 and later)"
+    limits: list[tuple[str, int | None, int | None]] = []
+    for value, params in members:
+        # Draft-10 asks for a string; a token was still under discussion: both name a policy.
+        if not isinstance(value, str):
+            return RateLimitFields(raw, syntax, (), f"a RateLimit member is not a policy name: "
+                                                    f"{value!r}")
+        left, window = _sf_int(params.get("r")), params.get("t")
+        if left is None:
+            return RateLimitFields(raw, syntax, (), f"policy {value!r} has no non-negative "
+                                                    f"integer r (quota left)")
+        if window is not None and _sf_int(window) is None:
+            return RateLimitFields(raw, syntax, (), f"policy {value!r} has t={window!r}, "
+                                                    f"not a non-negative integer")
+        limits.append((str(value), left, _sf_int(window)))
+    if not limits:
+        return RateLimitFields(raw, syntax, (), "RateLimit names no policy")
+    return RateLimitFields(raw, syntax, tuple(limits), None)
+
+
+def _draft07(raw: dict[str, str], entries: dict[str, Any]) -> RateLimitFields:
+    syntax: RateLimitSyntax = "RateLimit dictionary (draft-07)"
+    values = {key: _sf_int(entries[key][0]) if key in entries else None
+              for key in ("limit", "remaining", "reset")}
+    missing = [key for key in ("limit", "reset") if values[key] is None]
+    if missing or ("remaining" in entries and values["remaining"] is None):
+        bad = missing or ["remaining"]
+        return RateLimitFields(raw, syntax, (), f"RateLimit's {' and '.join(bad)} must be "
+                                                f"non-negative integers (limit and reset are "
+                                                f"required)")
+    # Without remaining, the fields do not say the quota is used up.
+    return RateLimitFields(raw, syntax, (("limit", values["remaining"], values["reset"]),), None)
+
+
+def _draft06(raw: dict[str, str]) -> RateLimitFields:
+    syntax: RateLimitSyntax = "RateLimit-Remaining and RateLimit-Reset (draft-06 and earlier)"
+    left = _digits(raw.get("ratelimit-remaining"))
+    reset = _digits(raw.get("ratelimit-reset"))
+    if left is None or reset is None:
+        return RateLimitFields(raw, syntax, (), "RateLimit-Remaining and RateLimit-Reset must "
+                                                "both be delay-seconds style integers")
+    if reset >= _EPOCH_LIKE:
+        return RateLimitFields(raw, syntax, (), f"RateLimit-Reset {reset} looks like an epoch "
+                                                f"time; the draft defines seconds from now")
+    return RateLimitFields(raw, syntax, (("limit", left, reset),), None)
+
+
+def _digits(value: str | None) -> int | None:
+    text = (value or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,15}", text) else None
 
 
 # --------------------------------------------------------------------------- HSTS
