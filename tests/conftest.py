@@ -11,6 +11,7 @@ one verify of every ticket on it, shared by the tests that read the healthy evid
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -297,6 +299,16 @@ class Project:
         path = out_dir / "readiness.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
         return result, data
+
+
+def load_check(name: str) -> ModuleType:
+    """A check module of ``checks/`` loaded on its own, for calling its criteria directly with
+    probes on mocked or fake servers."""
+    spec = importlib.util.spec_from_file_location(f"_checks_{name}", ROOT / "checks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def evidence_value(criterion: dict[str, Any], name: str) -> Any:

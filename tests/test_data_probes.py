@@ -14,6 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
 
+from conftest import load_check
 from opsready._errors import AccessRefused, MissingInput, ProbeTimeout, TargetUnreachable
 from opsready.config import BackupsConfig, RestoreDrillConfig
 from opsready.probes.postgres import DrillRefused, ScratchServer, drill_database_name
@@ -497,18 +498,6 @@ def test_inspection_of_a_hostile_script() -> None:
 # ---- the encryption requirement --------------------------------------------------------------
 
 
-def _check_module(name: str) -> Any:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "checks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_checks_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
@@ -528,5 +517,5 @@ KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890
 ])
 def test_required_encryption(algorithm: str, key_id: str | None, required: str,
                              ok: bool) -> None:
-    satisfies = _check_module("test_p3_003_backup_storage")._satisfies
+    satisfies = load_check("test_p3_003_backup_storage")._satisfies
     assert satisfies(algorithm, key_id, required) is ok

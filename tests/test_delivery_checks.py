@@ -8,18 +8,17 @@ reference stack in test_delivery_stack.py.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import ROOT
+from conftest import load_check
 from opsready._coverage import NotApplicable, NotCovered
 from opsready._errors import AccessRefused, ProbeError, TargetUnreachable, UnexpectedResponse
 from opsready.config import BackupsConfig, GithubConfig, RailwayConfig
@@ -33,20 +32,10 @@ from opsready_stack.railway_fake import IDS
 from opsready_stack.railway_fake import build_app as railway_app
 from test_delivery_fakes import GH_TOKEN, GIT_SHA, RW_TOKEN, Faults, forward
 
-
-def load(name: str) -> ModuleType:
-    path = ROOT / "checks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"delivery_checks_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-DELIVERY = load("test_p0_001_delivery")
-ROLLBACK = load("test_p1_003_rollback_automation")
-REPORT = load("test_p3_001_slo_report_job")
-DRILL = load("test_p1_002_drill_schedule")
+DELIVERY = load_check("test_p0_001_delivery")
+ROLLBACK = load_check("test_p1_003_rollback_automation")
+REPORT = load_check("test_p3_001_slo_report_job")
+DRILL = load_check("test_p1_002_drill_schedule")
 
 STACK_GITHUB = dict(
     repo=REPO, prs=[29, 30], secrets=["RAILWAY_TOKEN", "DATABASE_PUBLIC_URL", "ADMIN_KEY", "DEV_KEY"],

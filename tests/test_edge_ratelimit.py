@@ -9,9 +9,6 @@ end (the fault matrix's ``ratelimit-fields`` variant)."""
 from __future__ import annotations
 
 import base64
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -19,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import load_check
 from opsready._errors import ProbeError
 from opsready.config import RateLimitConfig, ServiceConfig
 from opsready.evidence import Evidence
@@ -26,18 +24,7 @@ from opsready.probes.http import ServiceProbe
 from opsready.probes.http_headers import parse_ratelimit
 from opsready.probes.structured_fields import SfError, Token, parse_dictionary, parse_list
 
-CHECKS = Path(__file__).resolve().parents[1] / "checks"
-
-
-def _check(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"edge_check_{name}", CHECKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EDGE = _check("test_p0_001_edge")
+EDGE = load_check("test_p0_001_edge")
 
 
 # ---- Structured Fields: written by the RFC's serializing rules, read back ---------------------

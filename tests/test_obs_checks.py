@@ -6,17 +6,15 @@ just reloaded, a second instance, a wrong datasource type) are shown too."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 
+from conftest import load_check
 from opsready._coverage import NotCovered
 from opsready._errors import AccessRefused, ProbeError, TargetUnreachable
 from opsready.config import (
@@ -35,24 +33,15 @@ from opsready.probes.http import ServiceProbe
 from opsready.probes.prometheus import PrometheusProbe, _samples
 from opsready.probes.runbooks import RunbookLibrary
 
-CHECKS = Path(__file__).resolve().parents[1] / "checks"
 GAUGES = PoolGaugesConfig(size="pool_size", in_use="pool_in_use", available="pool_available",
                           waiting="pool_waiting")
 
 
-def _check(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"obs_check_{name}", CHECKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-P0 = _check("test_p0_001_observability")
-P2_3 = _check("test_p2_003_rate_limit_metric")
-P2_4 = _check("test_p2_004_db_pool_metrics")
-P3_1 = _check("test_p3_001_error_budget")
-P3_2 = _check("test_p3_002_runbooks")
+P0 = load_check("test_p0_001_observability")
+P2_3 = load_check("test_p2_003_rate_limit_metric")
+P2_4 = load_check("test_p2_004_db_pool_metrics")
+P3_1 = load_check("test_p3_001_error_budget")
+P3_2 = load_check("test_p3_002_runbooks")
 
 
 # -- a mocked Prometheus -------------------------------------------------------------------------
@@ -452,7 +441,7 @@ def test_dashboards_render() -> None:
 
 # -- P2-001: the service's trace, read back from the request on ----------------------------------
 
-P2_1 = _check("test_p2_001_otel_tracing")
+P2_1 = load_check("test_p2_001_otel_tracing")
 TRACED = "/api/v1/actions"
 
 
