@@ -15,8 +15,10 @@ What the criteria can and cannot tell:
   under ``webhooks.secret``.
 - The timestamp criterion judges freshness only where the signature covers the timestamp
   (``stripe``, ``standard-webhooks``, or a ``hex`` body field named by
-  ``webhooks.timestamp_field``). A ``hex`` timestamp header is not covered by the signature:
-  anyone replaying a delivery can refresh it, so the criterion says it cannot be judged.
+  ``webhooks.timestamp_field``) and that signature verifies. A ``hex`` timestamp header is not
+  covered by the signature, and a signature that does not verify covers nothing: anyone
+  replaying a delivery can refresh such a timestamp, so the criterion says it cannot be
+  judged.
 - There is no "tampered body / wrong secret is rejected" criterion: once the genuine
   signature verifies under the configured secret, HMAC-SHA256 makes both rejections certain,
   so such a criterion could never fail on any platform. It would test our verifier, not the
@@ -120,6 +122,14 @@ def test_timestamp_within_tolerance(e2e: WebhookE2E, webhooks_config: WebhooksCo
         opsready.not_covered(f"the {found.source} is not covered by the hex signature (it "
                              f"signs the body only), so its freshness proves nothing against "
                              f"a replay; name a signed body field in webhooks.timestamp_field")
+    # The scheme signs the timestamp only where its signature verifies: otherwise anyone
+    # could have written a fresh one.
+    signature = verify_signature(cfg.scheme, cfg.secret.get_secret_value(), delivery.headers,
+                                 delivery.body, signature_header=cfg.signature_header)
+    if not signature.ok:
+        opsready.not_covered(f"the {found.source} is signed only if the delivery's signature "
+                             f"verifies, and it does not ({signature.reason}); the signature "
+                             f"criterion says what to fix")
     verdict = check_timestamp(cfg.scheme, delivery.headers, delivery.received_at,
                               tolerance_s=cfg.tolerance_s, body=delivery.body, **kw)
     assert verdict is not None

@@ -13,15 +13,20 @@ import hashlib
 import hmac
 import json
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import standardwebhooks
 import stripe
 
+from conftest import load_check
+from opsready._coverage import NotCovered
 from opsready._errors import MissingInput, TargetUnreachable
 from opsready.config import WebhooksConfig
+from opsready.evidence import Evidence
 from opsready.probes.webhooks import (
+    Delivery,
     WebhookReceiver,
     body_field,
     check_timestamp,
@@ -207,6 +212,26 @@ def test_standard_webhooks_secret_must_be_whsec_base64() -> None:
                          BODY)
 
 
+def test_an_unpadded_whsec_secret_works_as_in_the_reference_library() -> None:
+    """The reference libraries pad the secret's base64 before decoding it: a platform that
+    shows it without padding is judged, not refused."""
+    padded = "whsec_" + base64.b64encode(b"thirty-one bytes of webhook key").decode()
+    unpadded = padded.rstrip("=")
+    assert unpadded != padded
+    ts = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    signature = standardwebhooks.Webhook(unpadded).sign("msg_pad", ts, BODY.decode())
+    headers = {"webhook-id": "msg_pad", "webhook-timestamp": str(int(ts.timestamp())),
+               "webhook-signature": signature}
+    assert verify_signature("standard-webhooks", unpadded, headers, BODY).ok
+    assert not verify_signature("standard-webhooks", unpadded, headers, BODY + b" ").ok
+
+
+def test_an_asymmetric_standard_webhooks_key_is_named_as_such() -> None:
+    with pytest.raises(MissingInput, match="asymmetric key"):
+        verify_signature("standard-webhooks", "whpk_" + base64.b64encode(b"k" * 32).decode(),
+                         _headers("standard-webhooks"), BODY)
+
+
 def test_unknown_scheme_is_not_a_verdict() -> None:
     with pytest.raises(MissingInput, match="unknown webhook scheme"):
         verify_signature("md5", "s", {}, BODY)
@@ -325,3 +350,45 @@ def test_receiver_reachability_check_is_not_a_delivery() -> None:
 def test_receiver_port_in_use_is_a_probe_error() -> None:
     with WebhookReceiver(_cfg()) as first, pytest.raises(TargetUnreachable, match="cannot listen"):
         WebhookReceiver(_cfg(receiver_port=first.port)).start()
+
+
+# ----------------------------------------------------------------------- the timestamp criterion
+
+CHECK = load_check("test_p1_004_webhook_signing")
+
+
+def _judged(scheme: str, headers: dict[str, str], body: bytes = BODY, **cfg: object) -> Evidence:
+    """The timestamp criterion on one delivery of ``headers`` and ``body``, received now."""
+    delivery = Delivery("POST", "/hook", {k.lower(): v for k, v in headers.items()}, body,
+                        time.time(), time.monotonic())
+    config = WebhooksConfig.model_validate(
+        {"secret": configured_secret(scheme, RAW_SECRET), "scheme": scheme, **cfg})
+    evidence = Evidence()
+    CHECK.test_timestamp_within_tolerance(SimpleNamespace(delivery=delivery, receiver_url="http://r"),
+                                          config, evidence)
+    return evidence
+
+
+@pytest.mark.parametrize("scheme", ["stripe", "standard-webhooks"])
+def test_a_fresh_timestamp_under_a_valid_signature_passes(scheme: str) -> None:
+    shown = next(i.value for i in _judged(scheme, _headers(scheme)).items if i.name == "timestamp")
+    assert "within" in shown["verdict"]
+
+
+@pytest.mark.parametrize("scheme", ["stripe", "standard-webhooks"])
+def test_a_stale_timestamp_under_a_valid_signature_fails(scheme: str) -> None:
+    with pytest.raises(AssertionError, match="expected a fresh signed timestamp"):
+        _judged(scheme, _headers(scheme, ts=int(time.time()) - 3600))
+
+
+@pytest.mark.parametrize("scheme", ["stripe", "standard-webhooks", "hex"])
+def test_a_fresh_timestamp_under_a_signature_that_does_not_verify_is_not_judged(scheme: str) -> None:
+    """A timestamp is signed only if the signature verifies: a fresh one under a wrong
+    signature is no sign of replay protection, and is not judged either way."""
+    other = ("whsec_" + base64.b64encode(b"another key").decode() if scheme == "standard-webhooks"
+             else "another secret")
+    # The hex scheme signs the body only: its timestamp is a body field.
+    body = json.dumps({"created": int(time.time())}).encode() if scheme == "hex" else BODY
+    cfg = {"timestamp_field": "created"} if scheme == "hex" else {}
+    with pytest.raises(NotCovered, match="signed only if the delivery's signature verifies"):
+        _judged(scheme, _headers(scheme, secret=other, body=body), body, **cfg)

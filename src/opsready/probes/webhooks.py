@@ -280,8 +280,16 @@ def _hmac(key: bytes, payload: bytes) -> bytes:
 
 
 def _standard_key(secret: str) -> bytes:
+    if secret.startswith(("whpk_", "whsk_")):
+        raise MissingInput(
+            "webhooks.secret is a Standard Webhooks asymmetric key (whpk_/whsk_, signatures "
+            "v1a with ed25519), which opsready does not verify; configure the platform's "
+            "symmetric whsec_ secret (signatures v1) instead"
+        )
+    encoded = secret.removeprefix("whsec_")
     try:
-        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        # The padding is optional, as in the reference libraries; the alphabet is not.
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise MissingInput(
             "webhooks.secret is not in the whsec_<base64> form the standard-webhooks scheme "
