@@ -12,7 +12,8 @@ What the criteria can and cannot tell:
   event) does not count, and is listed in the evidence. A receiver URL that does not reach
   the receiver is unverified, since the platform could not have delivered either.
 - The signature criterion verifies the scheme's HMAC-SHA256 over the exact bytes received,
-  under ``webhooks.secret``.
+  under ``webhooks.secret``. ``standard-webhooks`` reads the ``webhook-*`` headers, or the
+  ``svix-*`` ones Svix sends by default.
 - The timestamp criterion judges freshness only where the signature covers the timestamp
   (``stripe``, ``standard-webhooks``, or a ``hex`` body field named by
   ``webhooks.timestamp_field``) and that signature verifies. A ``hex`` timestamp header is not

@@ -226,6 +226,26 @@ def test_an_unpadded_whsec_secret_works_as_in_the_reference_library() -> None:
     assert not verify_signature("standard-webhooks", unpadded, headers, BODY + b" ").ok
 
 
+def test_svix_named_headers_verify_as_standard_webhooks() -> None:
+    """Svix sends the standard's headers as svix-id, svix-timestamp and svix-signature unless
+    a platform renames them; Svix's own libraries accept both sets."""
+    secret = configured_secret("standard-webhooks", RAW_SECRET)
+    ts = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    signature = standardwebhooks.Webhook(secret).sign("msg_svix", ts, BODY.decode())
+    headers = {"svix-id": "msg_svix", "svix-timestamp": str(int(ts.timestamp())),
+               "svix-signature": signature}
+    assert verify("standard-webhooks", secret, headers, BODY, time.time()).ok
+    found = delivery_timestamp("standard-webhooks", headers, BODY)
+    assert found is not None and found.source == "svix-timestamp header" and found.signed
+    assert not verify_signature("standard-webhooks", secret, headers, BODY + b" ").ok
+    assert redacted_headers(headers, WebhooksConfig(secret=secret))["svix-signature"] == "[redacted]"
+    # Half of each set is no delivery of either.
+    mixed = {"webhook-id": "msg_svix", "svix-timestamp": headers["svix-timestamp"],
+             "svix-signature": signature}
+    assert verify_signature("standard-webhooks", secret, mixed, BODY).reason == \
+        "no webhook-timestamp, webhook-signature header in the delivery"
+
+
 def test_an_asymmetric_standard_webhooks_key_is_named_as_such() -> None:
     with pytest.raises(MissingInput, match="asymmetric key"):
         verify_signature("standard-webhooks", "whpk_" + base64.b64encode(b"k" * 32).decode(),

@@ -51,6 +51,7 @@ _SECRET_HEADERS = {
     "x-hub-signature-256",
     "stripe-signature",
     "webhook-signature",
+    "svix-signature",
     "x-amz-security-token",
 }
 
@@ -65,7 +66,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(
             r"(?P<keep>[\"']?(?:authorization|x-api-key|project-access-token|api[_-]?key|"
-            r"x-signature|stripe-signature|webhook-signature|secret|token|password)[\"']?\s*[:=]\s*[\"']?)"
+            r"x-signature|stripe-signature|webhook-signature|svix-signature|secret|token|password)[\"']?\s*[:=]\s*[\"']?)"
             r"[^\"'\s,}]{4,}",
             re.I,
         ),

@@ -58,7 +58,8 @@ __all__ = [
     "verify_signature",
 ]
 
-SIGNATURE_HEADERS = {"x-signature", "x-hub-signature-256", "stripe-signature", "webhook-signature"}
+SIGNATURE_HEADERS = {"x-signature", "x-hub-signature-256", "stripe-signature", "webhook-signature",
+                     "svix-signature"}
 _MAX_BODY = 1 << 20
 # The header of our own reachability check; a request carrying it is not a delivery.
 RECEIVER_CHECK_HEADER = "X-Opsready-Receiver-Check"
@@ -297,6 +298,15 @@ def _standard_key(secret: str) -> bytes:
         ) from None
 
 
+def _standard_prefix(h: Mapping[str, str]) -> str:
+    """The prefix of a Standard Webhooks delivery's headers: ``webhook-``, or ``svix-``, the
+    names Svix (where the standard comes from) sends unless a platform renames them; Svix's
+    libraries accept both."""
+    if "webhook-id" not in h and "webhook-signature" not in h and "svix-signature" in h:
+        return "svix-"
+    return "webhook-"
+
+
 def _stripe_parts(value: str) -> tuple[str | None, list[str]]:
     timestamp: str | None = None
     sigs: list[str] = []
@@ -341,9 +351,10 @@ def verify_signature(scheme: str, secret: str, headers: Mapping[str, str], body:
         return Verdict(False, "no Stripe-Signature v1 matches the HMAC-SHA256 of t.body under "
                               "the configured secret")
     if scheme == "standard-webhooks":
-        msg_id, ts, value = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
-        missing = [n for n, v in (("webhook-id", msg_id), ("webhook-timestamp", ts),
-                                  ("webhook-signature", value)) if v is None]
+        prefix = _standard_prefix(h)
+        names = (f"{prefix}id", f"{prefix}timestamp", f"{prefix}signature")
+        msg_id, ts, value = (h.get(n) for n in names)
+        missing = [n for n, v in zip(names, (msg_id, ts, value), strict=True) if v is None]
         if missing:
             return Verdict(False, f"no {', '.join(missing)} header in the delivery")
         assert msg_id is not None and ts is not None and value is not None
@@ -352,9 +363,9 @@ def verify_signature(scheme: str, secret: str, headers: Mapping[str, str], body:
         for entry in value.split():
             version, _, sig = entry.partition(",")
             if version == "v1" and hmac.compare_digest(want_b64, sig.encode()):
-                return Verdict(True, "a webhook-signature v1 matches id.timestamp.body")
-        return Verdict(False, "no webhook-signature v1 matches the HMAC-SHA256 of "
-                              "id.timestamp.body under the configured secret")
+                return Verdict(True, f"a {prefix}signature v1 matches id.timestamp.body")
+        return Verdict(False, f"no {prefix}signature v1 matches the HMAC-SHA256 of "
+                              f"id.timestamp.body under the configured secret")
     raise MissingInput(f"unknown webhook scheme {scheme!r}; use hex, stripe or standard-webhooks")
 
 
@@ -390,8 +401,9 @@ def delivery_timestamp(scheme: str, headers: Mapping[str, str], body: bytes, *,
         raw = _stripe_parts(h.get("stripe-signature", ""))[0]
         return SignedTimestamp("Stripe-Signature t=", True, raw, _unix(raw))
     if scheme == "standard-webhooks":
-        raw = h.get("webhook-timestamp")
-        return SignedTimestamp("webhook-timestamp header", True, raw, _unix(raw))
+        name = f"{_standard_prefix(h)}timestamp"
+        raw = h.get(name)
+        return SignedTimestamp(f"{name} header", True, raw, _unix(raw))
     if timestamp_field:
         try:
             document = json.loads(body)
