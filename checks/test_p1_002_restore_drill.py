@@ -11,6 +11,9 @@ What each criterion can tell, and what it cannot:
   one. Validity is judged inside the dump: the archive header and a full read by
   ``pg_restore`` (custom, tar, directory), or the plain script's header, its
   ``dump complete`` trailer, no psql meta-command, and a gzip stream that reaches its end.
+  pg_dump's own ``\\restrict`` pair and the one reconnect of a ``--create`` script to the
+  database it creates are pg_dump's, not meta-commands of the backup's; the drill leaves that
+  prologue out and restores into its scratch database.
   It cannot tell whether the data is the right data: the drill does that.
 - The drill (intrusive: ``restore_drill``) first proves, by asking both servers for their
   ``system_identifier``, that the scratch target is not the source, and refuses a role that

@@ -102,6 +102,59 @@ def test_a_pg_dump_script_passes_whole() -> None:
         b"\\unrestrict Xy12ab34", b"").replace(b"\n", b"")
 
 
+# The prologue pg_dump --create writes (15.18, with the restriction lifted around its
+# reconnect), and a database whose name needs the connection-string form.
+CREATE_PROLOGUE = b"""--
+-- PostgreSQL database dump
+--
+
+\\restrict Xy12ab34
+
+SET client_encoding = 'UTF8';
+
+--
+-- Name: relay; Type: DATABASE; Schema: -; Owner: relay_admin
+--
+
+CREATE DATABASE relay WITH TEMPLATE = template0 ENCODING = 'UTF8';
+
+
+ALTER DATABASE relay OWNER TO relay_admin;
+
+\\unrestrict Xy12ab34
+\\connect relay
+\\restrict Xy12ab34
+
+SET client_encoding = 'UTF8';
+CREATE TABLE public.notes (id integer);
+COMMENT ON DATABASE relay IS 'the relay database';
+ALTER DATABASE relay SET search_path TO public;
+
+\\unrestrict Xy12ab34
+--
+-- PostgreSQL database dump complete
+--
+"""
+
+
+def test_pg_dump_create_prologue_is_left_out_line_for_line() -> None:
+    guard, out = run(CREATE_PROLOGUE)
+    assert guard.created_database == "relay" and guard.reconnected and guard.trailer_seen
+    assert out.count(b"\n") == CREATE_PROLOGUE.count(b"\n")
+    text = out.decode()
+    for gone in ("CREATE DATABASE", "ALTER DATABASE", "COMMENT ON DATABASE", "\\connect"):
+        assert gone not in text
+    assert "CREATE TABLE public.notes (id integer);" in text
+
+
+def test_a_database_name_in_connection_string_form_reconnects() -> None:
+    script = (b'CREATE DATABASE "Relay Prod" WITH TEMPLATE = template0;\n'
+              b'\\connect -reuse-previous=on "dbname=\'Relay Prod\'"\nCREATE TABLE t (a int);\n')
+    guard, out = run(script)
+    assert guard.created_database == "Relay Prod" and guard.reconnected
+    assert out == b"\n\nCREATE TABLE t (a int);\n"
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 4096])
 def test_any_chunking_gives_the_same_result(chunk: int) -> None:
     whole = run(PLAIN)[1]
@@ -169,6 +222,12 @@ def test_the_scan_streams_in_bounded_memory() -> None:
     (b"\\copy t from program 'id'\n", 1, "`\\copy`"),
     (b"\\restrict abc\n\\unrestrict abd\n", 2, "matching"),
     (b"\\restrict abc\n\\restrict abc\n", 2, "second"),
+    # pg_dump --create's reconnect: once, to the database just created, and nothing else.
+    (b"\\restrict abc\n\\unrestrict abc\n\\restrict abc\n", 3, "second"),
+    (b"CREATE DATABASE relay;\n\\connect other\n", 2, "`\\connect` to 'other'"),
+    (b"CREATE DATABASE relay;\n\\connect relay\n\\connect relay\n", 3, "`\\connect`"),
+    (b"CREATE DATABASE relay;\n\\connect relay extra\n", 2, "`\\connect`"),
+    (b"SELECT 1;\nCREATE DATABASE \"A\";\n\\connect a\n", 3, "`\\connect` to 'a'"),
     (b"\\restrict `id`\n", 1, "meta-command"),
     (b"\\unrestrict abc\n", 1, "matching"),
     (b"SELECT 1\n\\restrict abc\n", 2, "meta-command"),

@@ -113,6 +113,44 @@ def test_connect_to_the_source_never_runs(stack: StartedStack, plain: str) -> No
     assert _drill_databases(stack) == []
 
 
+def test_a_pg_dump_create_script_restores_into_the_scratch_database(stack: StartedStack) -> None:
+    """``pg_dump --create`` opens with CREATE DATABASE and its one ``\\connect``: a legitimate
+    script. The drill leaves that prologue out, restores into its scratch database, and the
+    source stays as it was; a ``\\connect`` to another database stays refused."""
+    data = dump_bytes(_dsn(stack, "relay_admin", "relay"), "plain", "--create").decode()
+    assert "\nCREATE DATABASE relay " in data and "\n\\connect relay\n" in data
+    with _admin(stack) as conn:
+        owner_before = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                    "WHERE datname = 'relay'").fetchone()
+    result = _server(stack).restore_drill(BytesSource(gzip.compress(data.encode()),
+                                                      key="backups/2025-03-01/relay.sql.gz"))
+    assert result.refused is None and result.verified, (result.refused, result.problems)
+    assert result.tables["workspaces"] > 0
+    with _admin(stack) as conn:
+        assert conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                            "WHERE datname = 'relay'").fetchone() == owner_before
+    assert _drill_databases(stack) == []
+
+    hostile = data.replace("\\connect relay\n", "\\connect relay\n\\connect postgres\n", 1)
+    refused = _server(stack).restore_drill(BytesSource(hostile.encode()))
+    assert refused.refused is not None and "`\\connect` to 'postgres'" in refused.refused
+    assert _drill_databases(stack) == []
+
+
+def test_a_created_database_named_like_the_source_keeps_psql_in_the_scratch_database(
+        stack: StartedStack, plain: str) -> None:
+    """A script that creates a database named like the source and connects to it: both are
+    left out, so what follows lands in the scratch database, never in the source."""
+    hostile = plain.replace(
+        "SET lock_timeout = 0;\n",
+        "SET lock_timeout = 0;\nCREATE DATABASE relay;\n\\connect relay\n"
+        "CREATE TABLE public.opsready_pwned (x int);\n", 1)
+    _server(stack).restore_drill(BytesSource(gzip.compress(hostile.encode())))
+    with _admin(stack) as conn:
+        assert conn.execute("SELECT to_regclass('public.opsready_pwned')").fetchone() == (None,)
+    assert _drill_databases(stack) == []
+
+
 def test_restricted_mode_holds_if_the_scan_were_bypassed(stack: StartedStack, plain: str,
                                                          tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,12 @@ A backup is untrusted input. A plain script may carry psql meta-commands (``\\!`
 command, ``\\connect`` switches to another database): the class of CVE-2025-8714.
 ``PlainScriptGuard`` lexes the script the way psql does (quotes, dollar quotes, comments,
 COPY data) and refuses any backslash command outside COPY data, except the
-``\\restrict``/``\\unrestrict`` pair current pg_dump writes around the script. It streams:
-memory holds one line and at most ``STATEMENT_WINDOW`` bytes of the current statement.
+``\\restrict``/``\\unrestrict`` pair current pg_dump writes around the script, and the one
+``\\connect`` a ``pg_dump --create`` script makes to the database its ``CREATE DATABASE`` has
+just made. That prologue (the ``CREATE DATABASE``, the reconnect, and the statements about
+that database: owner, settings, comment, privileges) is left out, so the script restores into
+the database psql is connected to. It streams: memory holds one line and at most
+``STATEMENT_WINDOW`` bytes of the current statement.
 
 Nothing here talks to the network. The functions take bytes; callers stream them.
 """
@@ -274,6 +278,21 @@ _EQUOTE_SPECIAL = re.compile(rb"['\\]")
 _BLOCK_SPECIAL = re.compile(rb"/\*|\*/")
 _DOLQ = re.compile(rb"\$([A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9]*)?\$")
 _RESTRICT = re.compile(rb"^[ \t]*\\(restrict|unrestrict)[ \t]+([A-Za-z0-9]+)[ \t]*\r?$")
+# pg_dump --create's reconnect (appendPsqlMetaConnect): ``\connect`` and the database as an
+# identifier, or, for a name of other characters, ``-reuse-previous=on`` and a quoted
+# connection string ``dbname=...``.
+_CONNECT = re.compile(
+    rb'^[ \t]*\\connect[ \t]+(?:-reuse-previous=on[ \t]+)?'
+    rb'([A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")[ \t]*\r?$')
+# The identifier a statement names after DATABASE, as pg_dump writes it (fmtId).
+_IDENTIFIER = rb'([A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_CREATE_DATABASE = re.compile(rb"^CREATE\s+DATABASE\s+" + _IDENTIFIER + rb"(?:\s|;|$)", re.I)
+# What pg_dump --create writes about the database itself, besides creating it: owner,
+# settings, comment, security label, privileges, and role settings in it.
+_ABOUT_DATABASE = re.compile(
+    rb"^(?:ALTER\s+DATABASE|COMMENT\s+ON\s+DATABASE|SECURITY\s+LABEL\s+(?:FOR\s+\S+\s+)?ON"
+    rb"\s+DATABASE|(?:GRANT|REVOKE)\s.*?\sON\s+DATABASE|ALTER\s+ROLE\s.*?\sIN\s+DATABASE)\s+"
+    + _IDENTIFIER + rb"(?:\s|;|$)", re.I | re.S)
 _WORD = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*")
 _SET_ENCODING = re.compile(
     rb"^\s*SET\s+(?:SESSION\s+)?client_encoding\s*(?:=|TO)\s*'?([A-Za-z0-9_]+)'?", re.I)
@@ -326,6 +345,10 @@ class PlainScriptGuard:
         self.dumped_by: str | None = None
         self.restrict_key: bytes | None = None
         self.unrestricted = False
+        # pg_dump --create: the database the script creates, and whether it has switched to it.
+        self.created_database: str | None = None
+        self.reconnected = False
+        self._restricted_again = False
         self.tolerated_statements = 0
         self.copy_blocks = 0
         self._state: _State = "normal"
@@ -414,9 +437,15 @@ class PlainScriptGuard:
 
     def _sql_line(self, line: bytes) -> Iterator[bytes]:
         if self._state == "normal" and not self._stmt.has_code:
-            m = _RESTRICT.match(line.rstrip(b"\n"))
+            bare = line.rstrip(b"\n")
+            m = _RESTRICT.match(bare)
             if m is not None:
                 self._restrict(m.group(1), m.group(2))
+            else:
+                m = _CONNECT.match(bare)
+                if m is not None:
+                    self._reconnect(m.group(1))
+            if m is not None:
                 self._note_line(line)
                 self.line += 1
                 self._stmt.text += b"\n"
@@ -582,6 +611,10 @@ class PlainScriptGuard:
     def _end_statement(self, line: bytes, end: int) -> Iterator[bytes]:
         stmt, self._stmt = self._stmt, _Statement()
         self._check_statement(stmt)
+        if self._about_created_database(stmt):
+            # Left out, line for line: the script restores into the database psql is in.
+            yield b"\n" * stmt.text.count(b"\n")
+            return
         if stmt.copy_in:
             # psql would lex the rest of this line only after the COPY data: nothing may
             # stand there.
@@ -623,10 +656,47 @@ class PlainScriptGuard:
                 b"; EXCEPTION WHEN OTHERS THEN RAISE WARNING 'opsready tolerated: %', SQLERRM;"
                 b" END " + outer + b";")
 
+    def _about_created_database(self, stmt: _Statement) -> bool:
+        """A statement of pg_dump --create's about the database itself: the first CREATE
+        DATABASE (before any reconnect), and then what names that database (its owner,
+        settings, comment, privileges). Only whole statements within the window qualify."""
+        if stmt.overflow or stmt.first_word not in (b"CREATE", b"ALTER", b"COMMENT", b"SECURITY",
+                                                    b"GRANT", b"REVOKE"):
+            return False
+        text = _strip_comments(bytes(stmt.text)).strip()
+        if self.created_database is None:
+            m = _CREATE_DATABASE.match(text)
+            if m is None or self.reconnected:
+                return False
+            self.created_database = _identifier(m.group(1))
+            return True
+        m = _ABOUT_DATABASE.match(text)
+        return m is not None and _identifier(m.group(1)) == self.created_database
+
+    def _reconnect(self, target: bytes) -> None:
+        """``\\connect`` as pg_dump --create writes it: once, to the database the script
+        has just created. psql stays where it is (the line becomes empty)."""
+        name = _identifier(target)
+        if name.startswith("dbname="):
+            name = _connstr_value(name[len("dbname="):])
+        if self.created_database is None or self.reconnected or name != self.created_database:
+            raise self._refuse(
+                f"the psql meta-command `\\connect` to {name!r} (only pg_dump --create's one "
+                f"reconnect to the database its CREATE DATABASE made is left out); a backup "
+                f"must hold only SQL (psql would switch to another database)")
+        self.reconnected = True
+
     def _restrict(self, word: bytes, key: bytes) -> None:
         if word == b"restrict":
             if self.restrict_key is not None:
-                raise self._refuse("a second \\restrict")
+                # pg_dump --create lifts the restriction for its reconnect and sets it again,
+                # with the same key, once.
+                if not (key == self.restrict_key and self.unrestricted and self.reconnected
+                        and not self._restricted_again):
+                    raise self._refuse("a second \\restrict")
+                self._restricted_again = True
+                self.unrestricted = False
+                return
             self.restrict_key = key
             return
         if self.restrict_key is None or key != self.restrict_key or self.unrestricted:
@@ -654,6 +724,21 @@ class PlainScriptGuard:
 _AMBIGUOUS_ENCODING = ("a non-ASCII byte right before a backslash inside an escape string: in "
                        "some client encodings the two are one character, and the quote "
                        "after it would end the string")
+
+
+def _identifier(raw: bytes) -> str:
+    """An SQL identifier as written: folded to lower case, or a quoted one as it is."""
+    text = raw.decode("utf-8", "replace")
+    if text.startswith('"'):
+        return text[1:-1].replace('""', '"')
+    return text.lower()
+
+
+def _connstr_value(text: str) -> str:
+    """A libpq connection-string value: bare, or single-quoted with backslash escapes."""
+    if not text.startswith("'"):
+        return text
+    return re.sub(r"\\(.)", r"\1", text[1:-1])
 
 
 def _command(line: bytes, at: int) -> str:
