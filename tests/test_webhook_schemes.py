@@ -185,7 +185,51 @@ def test_hex_timestamp_body_field_is_covered_by_the_signature() -> None:
     assert missing is not None and not missing.ok and "no body field created" in missing.reason
     text = check_timestamp("hex", {}, time.time(), tolerance_s=300, body=b'{"created": "soon"}',
                            timestamp_field="created")
-    assert text is not None and "not a unix timestamp" in text.reason
+    assert text is not None and "is not a time: expected unix seconds or milliseconds" in text.reason
+
+
+@pytest.mark.parametrize(("value", "read_as"), [
+    (1_800_000_000, None),
+    (1_800_000_000.25, None),
+    ("1800000000", None),
+    (1_800_000_000_250, "unix milliseconds"),
+    ("2027-01-15T08:00:00Z", "an RFC 3339 date-time"),
+    ("2027-01-15T09:00:00.000000+01:00", "an RFC 3339 date-time"),
+])
+def test_a_body_field_time_in_any_common_form(value: object, read_as: str | None) -> None:
+    """No scheme constrains a body field's form: seconds (whole or not), milliseconds, or an
+    RFC 3339 date-time with its offset (Standard Webhooks' payload timestamp) all say when."""
+    body = json.dumps({"created": value}).encode()
+    sent = dt.datetime(2027, 1, 15, 8, tzinfo=dt.UTC).timestamp() if isinstance(value, str) \
+        and "T" in value else 1_800_000_000
+    found = delivery_timestamp("hex", {}, body, timestamp_field="created")
+    assert found is not None and found.read_as == read_as and found.value is not None
+    assert abs(found.value - sent) < 1
+    fresh = check_timestamp("hex", {}, sent + 10, tolerance_s=300, body=body,
+                            timestamp_field="created")
+    stale = check_timestamp("hex", {}, sent + 4000, tolerance_s=300, body=body,
+                            timestamp_field="created")
+    assert fresh is not None and fresh.ok and "+10s" in fresh.reason
+    assert stale is not None and not stale.ok and "+4000s" in stale.reason
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("2027-01-15T08:00:00", "without a UTC offset"),
+    (True, "not a time"),
+    ("NaN", "not a time"),
+])
+def test_a_body_field_that_is_no_time(value: object, why: str) -> None:
+    body = json.dumps({"created": value}).encode()
+    verdict = check_timestamp("hex", {}, time.time(), tolerance_s=300, body=body,
+                              timestamp_field="created")
+    assert verdict is not None and not verdict.ok and why in verdict.reason
+
+
+def test_the_schemes_own_timestamps_stay_integer_seconds() -> None:
+    headers = _headers("standard-webhooks")
+    headers["webhook-timestamp"] = "2027-01-15T08:00:00Z"
+    verdict = check_timestamp("standard-webhooks", headers, time.time(), tolerance_s=300)
+    assert verdict is not None and not verdict.ok and "expected integer unix seconds" in verdict.reason
 
 
 def test_body_field_follows_dotted_paths() -> None:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import ipaddress
 import json
+import math
+import re
 import secrets
 import threading
 import time
@@ -376,10 +379,13 @@ class SignedTimestamp:
     source: str  # e.g. "webhook-timestamp header", "body field created"
     signed: bool
     raw: str | None  # None: the delivery lacks it
-    value: int | None  # unix seconds; None when absent or not an integer
+    value: float | None  # unix seconds; None when absent or not a time
+    # How a body field's value was read, where it was not plain unix seconds.
+    read_as: str | None = None
 
 
 def _unix(raw: Any) -> int | None:
+    """Unix seconds as the schemes' own timestamps carry them: an integer, nothing else."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
@@ -387,6 +393,40 @@ def _unix(raw: Any) -> int | None:
     if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
         return int(raw.strip())
     return None
+
+
+# A number of seconds this large is past the year 5000: it counts milliseconds.
+_MILLISECONDS_FROM = 1e11
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def _body_time(raw: Any) -> tuple[float | None, str | None]:
+    """A send time in a JSON body, which no scheme constrains: unix seconds (integer or
+    fractional), unix milliseconds, or an RFC 3339 date-time with its UTC offset (the form
+    Standard Webhooks' payload uses). Returns the unix seconds, or None, and how they were
+    read when not as plain seconds."""
+    if isinstance(raw, bool):
+        return None, None
+    number: float | None = None
+    if isinstance(raw, int | float):
+        number = float(raw)
+    elif isinstance(raw, str) and _NUMBER.fullmatch(raw.strip()):
+        number = float(raw.strip())
+    if number is not None:
+        if not math.isfinite(number):
+            return None, None
+        if abs(number) >= _MILLISECONDS_FROM:
+            return number / 1000, "unix milliseconds"
+        return number, None
+    if isinstance(raw, str):
+        try:
+            when = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None, None
+        if when.tzinfo is None:
+            return None, "a date-time without a UTC offset"
+        return when.timestamp(), "an RFC 3339 date-time"
+    return None, None
 
 
 def delivery_timestamp(scheme: str, headers: Mapping[str, str], body: bytes, *,
@@ -410,8 +450,9 @@ def delivery_timestamp(scheme: str, headers: Mapping[str, str], body: bytes, *,
         except ValueError:
             document = None
         value = body_field(document, timestamp_field)
+        seconds, read_as = _body_time(value)
         return SignedTimestamp(f"body field {timestamp_field}", True,
-                               None if value is None else str(value), _unix(value))
+                               None if value is None else str(value), seconds, read_as)
     if timestamp_header:
         raw = h.get(timestamp_header.lower())
         return SignedTimestamp(f"{timestamp_header} header", False, raw, _unix(raw))
@@ -431,12 +472,17 @@ def check_timestamp(scheme: str, headers: Mapping[str, str], now: float, *, tole
     if found.raw is None:
         return Verdict(False, f"no {found.source} in the delivery")
     if found.value is None:
-        return Verdict(False, f"{found.source} {found.raw!r} is not a unix timestamp")
+        detail = f", {found.read_as}," if found.read_as else ""
+        forms = ("unix seconds or milliseconds, or an RFC 3339 date-time with its offset"
+                 if found.source.startswith("body field") else "integer unix seconds")
+        return Verdict(False, f"{found.source} {found.raw!r}{detail} is not a time: expected "
+                              f"{forms}")
     skew = now - found.value
+    read = f" (read as {found.read_as})" if found.read_as else ""
     if abs(skew) > tolerance_s:
-        return Verdict(False, f"{found.source} is {skew:+.0f}s from now, beyond the tolerance "
-                              f"of {tolerance_s:g}s")
-    return Verdict(True, f"{found.source} is {skew:+.0f}s from now, within {tolerance_s:g}s")
+        return Verdict(False, f"{found.source}{read} is {skew:+.0f}s from now, beyond the "
+                              f"tolerance of {tolerance_s:g}s")
+    return Verdict(True, f"{found.source}{read} is {skew:+.0f}s from now, within {tolerance_s:g}s")
 
 
 def verify(scheme: str, secret: str, headers: Mapping[str, str], body: bytes, now: float, *,
