@@ -25,8 +25,11 @@ from opsready._coverage import NotCovered
 from opsready._errors import MissingInput, TargetUnreachable
 from opsready.config import WebhooksConfig
 from opsready.evidence import Evidence
+from opsready.probes.http import ServiceResponse
 from opsready.probes.webhooks import (
+    MAX_DELIVERY_BYTES,
     Delivery,
+    WebhookE2E,
     WebhookReceiver,
     body_field,
     check_timestamp,
@@ -384,6 +387,40 @@ def test_receiver_keeps_the_raw_body_and_headers() -> None:
     assert delivery.header("X-Signature") == "sha256=00"
     assert delivery.method == "POST"
     assert abs(delivery.received_at - time.time()) < 5
+
+
+def test_receiver_takes_large_deliveries_and_notes_what_it_refuses() -> None:
+    """Deliveries up to GitHub's 25 MB cap are taken; a larger one is refused with 413 and
+    noted, so the delivery criterion can say it could not tell."""
+    import socket
+
+    big = b'{"blob": "' + b"x" * (2 << 20) + b'"}'
+    with WebhookReceiver(_cfg()) as receiver:
+        assert httpx.post(receiver.url, content=big, timeout=10).status_code == 200
+        delivery = receiver.wait_for_delivery(2.0)
+        assert delivery is not None and delivery.body == big
+        # A request that says it is larger is refused before its body is read.
+        path = receiver.url.split(str(receiver.port), 1)[1]
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         f"{MAX_DELIVERY_BYTES + 1}\r\n\r\n".encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 413")
+        assert receiver.refused == [f"POST of {MAX_DELIVERY_BYTES + 1} bytes"]
+        assert len(receiver.deliveries) == 1
+
+
+def _e2e(refused: list[str]) -> WebhookE2E:
+    trigger = ServiceResponse("POST", "/api/v1/actions", 202, {}, "{}", 0.01)
+    return WebhookE2E("http://127.0.0.1:1/hook", "registered", "key-1", trigger, 5.0, "ex_1",
+                      "data.execution_id = trigger's execution_id", refused=refused)
+
+
+def test_no_delivery_fails_unless_the_receiver_refused_one_as_too_large() -> None:
+    cfg = _cfg(trigger_path="/api/v1/actions", event_id_field="data.execution_id")
+    with pytest.raises(AssertionError, match=r"no delivery with data\.execution_id"):
+        CHECK.test_delivery_arrives(_e2e([]), cfg, Evidence())
+    with pytest.raises(NotCovered, match=r"refused 1 request.*larger than its 25 MiB limit"):
+        CHECK.test_delivery_arrives(_e2e(["POST of 30000000 bytes"]), cfg, Evidence())
 
 
 def test_receiver_reads_chunked_bodies() -> None:

@@ -47,6 +47,7 @@ from opsready.probes._http import HttpTarget
 from opsready.probes.http import ServiceProbe, ServiceResponse
 
 __all__ = [
+    "MAX_DELIVERY_BYTES",
     "Delivery",
     "SignedTimestamp",
     "Verdict",
@@ -63,7 +64,9 @@ __all__ = [
 
 SIGNATURE_HEADERS = {"x-signature", "x-hub-signature-256", "stripe-signature", "webhook-signature",
                      "svix-signature"}
-_MAX_BODY = 1 << 20
+# The largest delivery the receiver takes: GitHub, the platform with the largest documented
+# payloads, caps them at 25 MB. A larger one is refused (413) and noted, never judged.
+MAX_DELIVERY_BYTES = 25 << 20
 # The header of our own reachability check; a request carrying it is not a delivery.
 RECEIVER_CHECK_HEADER = "X-Opsready-Receiver-Check"
 _RECEIVER_CHECK_TIMEOUT_S = 5.0
@@ -125,13 +128,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.rfile.readline()
                     break
                 total += size
-                if total > _MAX_BODY:
+                if total > MAX_DELIVERY_BYTES:
                     raise ValueError("body too large")
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
             return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
+        if length > MAX_DELIVERY_BYTES:
             raise ValueError("body too large")
         return self.rfile.read(length) if length else b""
 
@@ -140,9 +143,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except ValueError:
+            self.server.receiver._refuse(self.command, self.headers.get("Content-Length"))
             self.send_response(413)
             self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
             self.end_headers()
+            self.close_connection = True
             return
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
@@ -169,6 +175,8 @@ class WebhookReceiver:
     def __init__(self, cfg: WebhooksConfig) -> None:
         self.cfg = cfg
         self.deliveries: list[Delivery] = []
+        # Requests refused for their size: what each said its length was.
+        self.refused: list[str] = []
         self._cond = threading.Condition()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -215,6 +223,11 @@ class WebhookReceiver:
             return
         with self._cond:
             self.deliveries.append(delivery)
+            self._cond.notify_all()
+
+    def _refuse(self, method: str, length: str | None) -> None:
+        with self._cond:
+            self.refused.append(f"{method} of {length} bytes" if length else f"chunked {method}")
             self._cond.notify_all()
 
     def check_reachable(self, timeout: float = _RECEIVER_CHECK_TIMEOUT_S) -> None:
@@ -524,6 +537,8 @@ class WebhookE2E:
     delivery: Delivery | None = None
     latency_s: float | None = None
     stray: list[Delivery] = field(default_factory=list)
+    # Requests the receiver refused as larger than MAX_DELIVERY_BYTES.
+    refused: list[str] = field(default_factory=list)
 
     def _shown(self, delivery: Delivery, cfg: WebhooksConfig) -> dict[str, Any]:
         return {"method": delivery.method,
@@ -542,6 +557,7 @@ class WebhookE2E:
             "expected_event_id": self.expected_id,
             "delivery_timeout_s": self.timeout_s,
             "stray_deliveries": [self._shown(d, cfg) for d in self.stray[:10]],
+            "refused_as_too_large": self.refused[:10],
         }
         if self.delivery is not None:
             out["delivery"] = {"latency_s": round(self.latency_s or 0.0, 4),
@@ -643,6 +659,7 @@ def run_webhook_e2e(service: ServiceProbe, cfg: WebhooksConfig) -> WebhookE2E:
                     result.latency_s = delivery.received_monotonic - sent
                     break
                 result.stray.append(delivery)
+            result.refused = list(receiver.refused)
             return result
         finally:
             if reg_id is not None and cfg.register_path is not None:
