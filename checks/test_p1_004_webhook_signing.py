@@ -15,7 +15,10 @@ What the criteria can and cannot tell:
   the receiver is unverified, since the platform could not have delivered either.
 - The signature criterion verifies the scheme's HMAC-SHA256 over the exact bytes received,
   under ``webhooks.secret``. ``standard-webhooks`` reads the ``webhook-*`` headers, or the
-  ``svix-*`` ones Svix sends by default.
+  ``svix-*`` ones Svix sends by default; ``stripe`` reads ``webhooks.signature_header`` where
+  a platform signs Stripe's way under its own header; ``hex`` reads a digest in hex or base64
+  after an optional prefix (``sha256=`` by default), so GitHub's and Shopify's forms both fit.
+  Schemes that sign something else than the body (Slack's ``v0:timestamp:body``) do not.
 - The timestamp criterion judges freshness only where the signature covers the timestamp
   (``stripe``, ``standard-webhooks``, or a ``hex`` body field named by
   ``webhooks.timestamp_field``) and that signature verifies. A ``hex`` timestamp header is not
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from opsready.config import WebhooksConfig
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.webhooks import Delivery, WebhookE2E
+    from opsready.probes.webhooks import Delivery, Verdict, WebhookE2E
 
 pytestmark = [pytest.mark.ticket("P1-004"), pytest.mark.intrusive("webhook_e2e")]
 
@@ -66,6 +69,13 @@ def e2e(service: ServiceProbe, webhooks_config: WebhooksConfig) -> WebhookE2E:
         opsready.not_covered("not configured: service.admin_key (registering the receiver "
                              "through webhooks.register_path needs it)")
     return run_webhook_e2e(service, cfg)
+
+
+def _signature(cfg: WebhooksConfig, delivery: Delivery) -> Verdict:
+    return verify_signature(cfg.scheme, cfg.secret.get_secret_value(), delivery.headers,
+                            delivery.body, signature_header=cfg.signature_header,
+                            signature_prefix=cfg.signature_prefix,
+                            signature_encoding=cfg.signature_encoding)
 
 
 def _delivery(e2e: WebhookE2E) -> Delivery:
@@ -103,8 +113,7 @@ def test_signature_verifies(e2e: WebhookE2E, webhooks_config: WebhooksConfig,
     """The signature verifies over the raw body with the configured scheme and secret"""
     cfg = webhooks_config
     delivery = _delivery(e2e)
-    verdict = verify_signature(cfg.scheme, cfg.secret.get_secret_value(), delivery.headers,
-                               delivery.body, signature_header=cfg.signature_header)
+    verdict = _signature(cfg, delivery)
     evidence.record("signature", {
         "scheme": cfg.scheme,
         "verdict": verdict.reason,
@@ -123,7 +132,8 @@ def test_timestamp_within_tolerance(e2e: WebhookE2E, webhooks_config: WebhooksCo
     """The delivery's signed timestamp is within the tolerance"""
     cfg = webhooks_config
     delivery = _delivery(e2e)
-    kw = {"timestamp_header": cfg.timestamp_header, "timestamp_field": cfg.timestamp_field}
+    kw = {"timestamp_header": cfg.timestamp_header, "timestamp_field": cfg.timestamp_field,
+          "signature_header": cfg.signature_header}
     found = delivery_timestamp(cfg.scheme, delivery.headers, delivery.body, **kw)
     if found is None:
         opsready.not_applicable("the hex scheme carries no timestamp here (webhooks."
@@ -134,8 +144,7 @@ def test_timestamp_within_tolerance(e2e: WebhookE2E, webhooks_config: WebhooksCo
                              f"a replay; name a signed body field in webhooks.timestamp_field")
     # The scheme signs the timestamp only where its signature verifies: otherwise anyone
     # could have written a fresh one.
-    signature = verify_signature(cfg.scheme, cfg.secret.get_secret_value(), delivery.headers,
-                                 delivery.body, signature_header=cfg.signature_header)
+    signature = _signature(cfg, delivery)
     if not signature.ok:
         opsready.not_covered(f"the {found.source} is signed only if the delivery's signature "
                              f"verifies, and it does not ({signature.reason}); the signature "

@@ -273,6 +273,54 @@ def test_an_unpadded_whsec_secret_works_as_in_the_reference_library() -> None:
     assert not verify_signature("standard-webhooks", unpadded, headers, BODY + b" ").ok
 
 
+@pytest.mark.parametrize(("header", "prefix", "encoding", "value"), [
+    ("X-Hub-Signature-256", "sha256=", "hex", f"sha256={GITHUB_DIGEST}"),
+    ("X-Hub-Signature-256", "sha256=", "hex", f"SHA256={GITHUB_DIGEST.upper()}"),
+    ("X-Signature", "", "hex", GITHUB_DIGEST),
+    ("X-Shopify-Hmac-Sha256", "", "base64",
+     base64.b64encode(bytes.fromhex(GITHUB_DIGEST)).decode()),
+    ("X-Signature", "hmac-sha256 ", "base64",
+     "hmac-sha256 " + base64.urlsafe_b64encode(bytes.fromhex(GITHUB_DIGEST)).decode()),
+])
+def test_hex_scheme_reads_the_digest_forms_platforms_use(header: str, prefix: str, encoding: str,
+                                                         value: str) -> None:
+    """One HMAC-SHA256 of the raw body, written as platforms write it: GitHub's prefixed hex,
+    a bare hex digest, Shopify's bare base64."""
+    kw = {"signature_header": header, "signature_prefix": prefix, "signature_encoding": encoding}
+    assert verify_signature("hex", GITHUB_SECRET, {header: value}, GITHUB_BODY, **kw).ok
+    assert not verify_signature("hex", GITHUB_SECRET, {header: value}, GITHUB_BODY + b"!", **kw).ok
+    assert not verify_signature("hex", "another secret", {header: value}, GITHUB_BODY, **kw).ok
+
+
+@pytest.mark.parametrize(("value", "prefix", "encoding"), [
+    (GITHUB_DIGEST, "sha256=", "hex"),  # the prefix is missing
+    (f"sha256={GITHUB_DIGEST[:-1]}", "sha256=", "hex"),  # an odd digit count
+    ("sha256=", "sha256=", "hex"),  # no digest
+    (f"sha256={GITHUB_DIGEST}", "", "base64"),  # not base64
+])
+def test_hex_scheme_refuses_a_digest_in_another_form(value: str, prefix: str, encoding: str) -> None:
+    verdict = verify_signature("hex", GITHUB_SECRET, {"X-Signature": value}, GITHUB_BODY,
+                               signature_prefix=prefix, signature_encoding=encoding)
+    assert not verdict.ok and f"is not in the form {prefix}<{encoding}>" in verdict.reason
+
+
+def test_stripe_scheme_under_a_platform_header() -> None:
+    """Platforms that sign Stripe's way (t=...,v1=...) often name the header after
+    themselves: the signature and its timestamp are read from webhooks.signature_header."""
+    headers = {"X-Kit-Signature": _headers("stripe")["Stripe-Signature"]}
+    assert verify_signature("stripe", RAW_SECRET, headers, BODY,
+                            signature_header="X-Kit-Signature").ok
+    found = delivery_timestamp("stripe", headers, BODY, signature_header="X-Kit-Signature")
+    assert found is not None and found.source == "X-Kit-Signature t=" and found.value is not None
+    assert verify("stripe", RAW_SECRET, headers, BODY, time.time(),
+                  signature_header="X-Kit-Signature").ok
+    assert verify_signature("stripe", RAW_SECRET, headers, BODY).reason == \
+        "no Stripe-Signature header in the delivery"
+    shown = redacted_headers(headers, WebhooksConfig.model_validate(
+        {"secret": RAW_SECRET, "scheme": "stripe", "signature_header": "X-Kit-Signature"}))
+    assert shown["X-Kit-Signature"] == "[redacted]"
+
+
 def test_svix_named_headers_verify_as_standard_webhooks() -> None:
     """Svix sends the standard's headers as svix-id, svix-timestamp and svix-signature unless
     a platform renames them; Svix's own libraries accept both sets."""

@@ -276,10 +276,16 @@ class CorsConfig(_Section):
 class WebhooksConfig(_Section):
     scheme: Literal["hex", "stripe", "standard-webhooks"] = "hex"
     secret: SecretStr
-    # hex scheme: the header carrying ``sha256=<hex>``. The hex signature covers the body
-    # only, so its timestamp is judged from a body field (``timestamp_field``); a timestamp
-    # header is not covered by the signature and cannot show freshness.
-    signature_header: str = "X-Signature"
+    # The header carrying the signature: hex scheme, default X-Signature; stripe scheme,
+    # default Stripe-Signature (platforms sign Stripe's way under their own header);
+    # standard-webhooks reads its own. The hex signature covers the body only, so its
+    # timestamp is judged from a body field (``timestamp_field``); a timestamp header is not
+    # covered by the signature and cannot show freshness.
+    signature_header: str | None = None
+    # hex scheme: what comes before the digest (matched without regard to case; empty for
+    # none), and how the digest is written.
+    signature_prefix: str = "sha256="
+    signature_encoding: Literal["hex", "base64"] = "hex"
     timestamp_header: str | None = None
     timestamp_field: str | None = None
     tolerance_s: int = Field(default=300, ge=1)

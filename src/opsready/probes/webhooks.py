@@ -314,6 +314,17 @@ def _standard_key(secret: str) -> bytes:
         ) from None
 
 
+def _digest_bytes(text: str, encoding: str) -> bytes | None:
+    """A digest written in hex (either case) or base64 (standard or URL-safe alphabet), or
+    None when it is not."""
+    try:
+        if encoding == "hex":
+            return bytes.fromhex(text)
+        return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
 def _standard_prefix(h: Mapping[str, str]) -> str:
     """The prefix of a Standard Webhooks delivery's headers: ``webhook-``, or ``svix-``, the
     names Svix (where the standard comes from) sends unless a platform renames them; Svix's
@@ -336,36 +347,44 @@ def _stripe_parts(value: str) -> tuple[str | None, list[str]]:
 
 
 def verify_signature(scheme: str, secret: str, headers: Mapping[str, str], body: bytes, *,
-                     signature_header: str = "X-Signature") -> Verdict:
+                     signature_header: str | None = None, signature_prefix: str = "sha256=",
+                     signature_encoding: str = "hex") -> Verdict:
     """Whether the signature in ``headers`` is the HMAC-SHA256 of ``body`` under ``secret``.
 
-    ``signature_header`` names the header for ``hex``; ``stripe`` and ``standard-webhooks``
-    use their own headers."""
+    ``signature_header`` names the header for ``hex`` (default ``X-Signature``) and
+    ``stripe`` (default ``Stripe-Signature``); ``standard-webhooks`` uses its own. For
+    ``hex``, the value is ``signature_prefix`` (matched without regard to case; empty for
+    none) and the digest in ``signature_encoding`` (``hex`` or ``base64``)."""
     h = _lower(headers)
     if scheme == "hex":
-        value = h.get(signature_header.lower())
+        name = signature_header or "X-Signature"
+        value = h.get(name.lower())
         if value is None:
-            return Verdict(False, f"no {signature_header} header in the delivery")
-        algo, _, digest = value.strip().partition("=")
-        if algo != "sha256" or not digest:
-            return Verdict(False, f"{signature_header} is not in the form sha256=<hex>")
-        expected = _hmac(secret.encode(), body).hex()
-        if hmac.compare_digest(expected.encode(), digest.strip().lower().encode()):
-            return Verdict(True, f"{signature_header} sha256 matches the raw body")
-        return Verdict(False, f"{signature_header} does not match the HMAC-SHA256 of the raw body "
+            return Verdict(False, f"no {name} header in the delivery")
+        form = f"{signature_prefix}<{signature_encoding}>"
+        value = value.strip()
+        if not value.lower().startswith(signature_prefix.lower()) or len(value) == len(signature_prefix):
+            return Verdict(False, f"{name} is not in the form {form}")
+        given = _digest_bytes(value[len(signature_prefix):].strip(), signature_encoding)
+        if given is None:
+            return Verdict(False, f"{name} is not in the form {form}")
+        if hmac.compare_digest(_hmac(secret.encode(), body), given):
+            return Verdict(True, f"{name} ({form}) matches the HMAC-SHA256 of the raw body")
+        return Verdict(False, f"{name} does not match the HMAC-SHA256 of the raw body "
                               "under the configured secret")
     if scheme == "stripe":
-        value = h.get("stripe-signature")
+        name = signature_header or "Stripe-Signature"
+        value = h.get(name.lower())
         if value is None:
-            return Verdict(False, "no Stripe-Signature header in the delivery")
+            return Verdict(False, f"no {name} header in the delivery")
         timestamp, sigs = _stripe_parts(value)
         if timestamp is None or not sigs:
-            return Verdict(False, "Stripe-Signature lacks t= or v1=")
+            return Verdict(False, f"{name} lacks t= or v1=")
         want = _hmac(secret.encode(), f"{timestamp}.".encode() + body).hex().encode()
         if any(hmac.compare_digest(want, s.strip().lower().encode()) for s in sigs):
-            return Verdict(True, "a Stripe-Signature v1 matches t.body")
-        return Verdict(False, "no Stripe-Signature v1 matches the HMAC-SHA256 of t.body under "
-                              "the configured secret")
+            return Verdict(True, f"a {name} v1 matches t.body")
+        return Verdict(False, f"no {name} v1 matches the HMAC-SHA256 of t.body under "
+                              f"the configured secret")
     if scheme == "standard-webhooks":
         prefix = _standard_prefix(h)
         names = (f"{prefix}id", f"{prefix}timestamp", f"{prefix}signature")
@@ -444,15 +463,17 @@ def _body_time(raw: Any) -> tuple[float | None, str | None]:
 
 def delivery_timestamp(scheme: str, headers: Mapping[str, str], body: bytes, *,
                        timestamp_header: str | None = None,
-                       timestamp_field: str | None = None) -> SignedTimestamp | None:
+                       timestamp_field: str | None = None,
+                       signature_header: str | None = None) -> SignedTimestamp | None:
     """The delivery's timestamp and whether the scheme's signature covers it. ``stripe`` and
     ``standard-webhooks`` sign theirs; ``hex`` signs the body only, so a body field
     (``timestamp_field``) is covered and a header (``timestamp_header``) is not. None when
     the scheme, as configured, carries no timestamp."""
     h = _lower(headers)
     if scheme == "stripe":
-        raw = _stripe_parts(h.get("stripe-signature", ""))[0]
-        return SignedTimestamp("Stripe-Signature t=", True, raw, _unix(raw))
+        name = signature_header or "Stripe-Signature"
+        raw = _stripe_parts(h.get(name.lower(), ""))[0]
+        return SignedTimestamp(f"{name} t=", True, raw, _unix(raw))
     if scheme == "standard-webhooks":
         name = f"{_standard_prefix(h)}timestamp"
         raw = h.get(name)
@@ -474,12 +495,12 @@ def delivery_timestamp(scheme: str, headers: Mapping[str, str], body: bytes, *,
 
 def check_timestamp(scheme: str, headers: Mapping[str, str], now: float, *, tolerance_s: float,
                     timestamp_header: str | None = None, timestamp_field: str | None = None,
-                    body: bytes = b"") -> Verdict | None:
+                    body: bytes = b"", signature_header: str | None = None) -> Verdict | None:
     """Whether the delivery's timestamp is within ``tolerance_s`` of ``now`` (either way).
     None when the scheme carries no timestamp. Whether the signature covers it is
     ``delivery_timestamp``'s ``signed``; this only reads the time."""
     found = delivery_timestamp(scheme, headers, body, timestamp_header=timestamp_header,
-                               timestamp_field=timestamp_field)
+                               timestamp_field=timestamp_field, signature_header=signature_header)
     if found is None:
         return None
     if found.raw is None:
@@ -499,7 +520,7 @@ def check_timestamp(scheme: str, headers: Mapping[str, str], now: float, *, tole
 
 
 def verify(scheme: str, secret: str, headers: Mapping[str, str], body: bytes, now: float, *,
-           signature_header: str = "X-Signature",
+           signature_header: str | None = None,
            timestamp_header: str | None = None, timestamp_field: str | None = None,
            tolerance_s: float = 300) -> Verdict:
     """Signature and timestamp together: what a receiver should accept."""
@@ -507,7 +528,8 @@ def verify(scheme: str, secret: str, headers: Mapping[str, str], body: bytes, no
     if not sig.ok:
         return sig
     ts = check_timestamp(scheme, headers, now, tolerance_s=tolerance_s, body=body,
-                         timestamp_header=timestamp_header, timestamp_field=timestamp_field)
+                         timestamp_header=timestamp_header, timestamp_field=timestamp_field,
+                         signature_header=signature_header)
     if ts is not None and not ts.ok:
         return ts
     return Verdict(True, sig.reason if ts is None else f"{sig.reason}; {ts.reason}")
@@ -515,7 +537,7 @@ def verify(scheme: str, secret: str, headers: Mapping[str, str], body: bytes, no
 
 def redacted_headers(headers: Mapping[str, str], cfg: WebhooksConfig) -> dict[str, str]:
     """Delivery headers for evidence, with every signature value replaced."""
-    names = SIGNATURE_HEADERS | {cfg.signature_header.lower()}
+    names = SIGNATURE_HEADERS | ({cfg.signature_header.lower()} if cfg.signature_header else set())
     return {k: (REDACTED if k.lower() in names else v) for k, v in headers.items()}
 
 
