@@ -15,8 +15,10 @@ What each criterion can and cannot tell:
   cancel-in-progress produces them all the time), within the configured maximum age. It
   cannot tell whether the job did what it should; the backup and deploy checks judge that.
 - Deployed version: ``/health``'s version is the branch's head, or the head of the newest
-  successful deploy run when every commit after it leaves the deploy workflow's push path
-  filters untouched (a docs-only commit deploys nothing). A version matching
+  successful deploy run when the deploy workflow runs on push and every commit after it
+  leaves its push path filters untouched (a docs-only commit deploys nothing). A deploy
+  workflow started otherwise (after CI by ``workflow_run``, by hand) has no path filters to
+  excuse a lag. A version matching
   ``github.version_tag_pattern`` is a tag, compared through the commit it names.
 """
 
@@ -189,7 +191,13 @@ def test_deployed_version_is_main_head(
                 f"{github.branch}; whether the {since.ahead_by} commit(s) since would deploy "
                 f"cannot be told ({workflow.path} unreadable, or more changed files than the "
                 f"comparison lists)")
-        if since.behind_by == 0:
+        if since.behind_by == 0 and "push" not in parsed.events:
+            # Deployed some other way (after CI, by hand): nothing says the commits since
+            # would not deploy, so the lag stands.
+            why = (f"{since.ahead_by} commit(s) since are not deployed, and {workflow.path} "
+                   f"does not run on push ({', '.join(sorted(parsed.events)) or 'no trigger'}), "
+                   f"so its path filters cannot excuse them")
+        elif since.behind_by == 0:
             deploying = [f for f in since.files if parsed.push_runs_for([f])]
             found["files_that_deploy"] = deploying
             if not parsed.push_runs_for(since.files):

@@ -257,6 +257,27 @@ def test_an_undeployed_code_commit_fails(github: GithubFactory, faults: Faults) 
                                                     Evidence())
 
 
+@pytest.mark.parametrize("triggers", [
+    "workflow_run:\n    workflows: [CI]\n    types: [completed]\n    branches: [main]",
+    "workflow_dispatch:",
+])
+def test_a_lag_behind_main_is_not_excused_for_a_deploy_that_does_not_run_on_push(
+        github: GithubFactory, faults: Faults, overrides: Overrides, triggers: str) -> None:
+    """Path filters say what a push deploys; a deploy started after CI or by hand has none,
+    so even a docs-only commit since the last deploy is a lag."""
+    import base64
+
+    faults.set("docs-commit-after-deploy")
+    text = f"name: Deploy\non:\n  {triggers}\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n" \
+           f"    steps:\n      - run: ./deploy.sh\n"
+    path = ".github/workflows/deploy.yml"
+    overrides.answers[f"/repos/{REPO}/contents/{path}"] = (200, {
+        "type": "file", "name": "deploy.yml", "path": path, "sha": "0" * 40, "size": len(text),
+        "encoding": "base64", "content": base64.b64encode(text.encode()).decode()})
+    with pytest.raises(AssertionError, match="does not run on push"):
+        DELIVERY.test_deployed_version_is_main_head(service(GIT_SHA), github(), Evidence())
+
+
 def test_a_comparison_too_long_to_judge_is_unverified(github: GithubFactory, faults: Faults,
                                                        overrides: Overrides) -> None:
     faults.set("docs-commit-after-deploy")
