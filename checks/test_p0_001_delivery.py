@@ -4,8 +4,10 @@ and what is deployed is what the branch holds.
 Everything is read through the GitHub REST API; secret values are never requested.
 
 What each criterion can and cannot tell:
-- PRs merged: ``merged`` with a ``merged_at``, per PR. It cannot tell whether a later commit
-  reverted them.
+- PRs merged: ``merged`` with a ``merged_at``, per PR, into the branch: a PR merged into
+  another branch (develop, a stacked branch) counts once its merge commit is in the branch's
+  history (the comparison shows the branch not behind it). It cannot tell whether a later
+  commit reverted them.
 - Secrets: the names exist at a scope ``github.secret_scopes`` allows (repository, the
   deployment environments, the organization's secrets shared with the repository). A name
   found only at another scope is a fail that names where it lives. Whether a value is right
@@ -47,12 +49,28 @@ def test_prs_merged(github: GithubProbe, evidence: Evidence) -> None:
     if not github.cfg.prs:
         opsready.not_covered("not configured: github.prs")
     pulls = [github.pull(number) for number in github.cfg.prs]
-    evidence.record("pull_requests", {f"#{pr.number}": pr.summary() for pr in pulls})
+    shown = {f"#{pr.number}": pr.summary() for pr in pulls}
     unmerged = [f"#{pr.number} is {pr.state} with merged={str(pr.merged).lower()}"
                 for pr in pulls if not (pr.merged and pr.merged_at)]
+    try:
+        # Merged into another branch (develop, a stacked branch): it counts once its merge
+        # commit has reached the branch.
+        for pr in pulls:
+            if not (pr.merged and pr.merged_at) or pr.base in (None, github.branch):
+                continue
+            reached = pr.merge_commit_sha is not None and \
+                github.compare(pr.merge_commit_sha, github.branch).behind_by == 0
+            shown[f"#{pr.number}"]["reached_" + github.branch] = reached
+            if not reached:
+                unmerged.append(f"#{pr.number} was merged into {pr.base}, and its merge commit "
+                                f"{(pr.merge_commit_sha or 'none')[:12]} is not in "
+                                f"{github.branch}'s history")
+    finally:
+        evidence.record("pull_requests", shown)
     assert not unmerged, (
         f"GitHub pulls of {github.repo}: {'; '.join(unmerged)}; expected every PR in "
-        f"github.prs merged (merged=true with a merged_at); merge them into {github.branch}"
+        f"github.prs merged into {github.branch} (merged=true with a merged_at, directly or "
+        f"through a branch that was merged since); merge them into {github.branch}"
     )
 
 

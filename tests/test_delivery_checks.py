@@ -204,6 +204,29 @@ def test_a_secret_found_outside_the_allowed_scopes_fails_naming_its_scope(
                                     Evidence())
 
 
+@pytest.mark.parametrize(("behind_by", "passes"), [(0, True), (3, False)])
+def test_a_pr_merged_into_another_branch_counts_once_it_reached_main(
+        github: GithubFactory, overrides: Overrides, behind_by: int, passes: bool) -> None:
+    """Gitflow and stacked PRs merge into another branch first: the PR counts once its merge
+    commit is in main's history, not before."""
+    merge = "ab" * 20
+    overrides.answers[f"/repos/{REPO}/pulls/29"] = (200, {
+        "number": 29, "title": "Phase 2", "state": "closed", "merged": True,
+        "merged_at": "2026-11-20T10:00:00Z", "merge_commit_sha": merge, "base": {"ref": "develop"}})
+    overrides.answers[f"/repos/{REPO}/compare/{merge}...main"] = (200, {
+        "status": "ahead" if behind_by == 0 else "diverged", "ahead_by": 4,
+        "behind_by": behind_by, "files": []})
+    evidence = Evidence()
+    if passes:
+        DELIVERY.test_prs_merged(github(), evidence)
+        shown = next(i.value for i in evidence.items if i.name == "pull_requests")
+        assert shown["#29"]["base"] == "develop" and shown["#29"]["reached_main"] is True
+    else:
+        with pytest.raises(AssertionError, match=r"#29 was merged into develop, and its merge "
+                                                 r"commit abababababab is not in main's history"):
+            DELIVERY.test_prs_merged(github(), evidence)
+
+
 def test_prs_merged_and_an_open_pr(github: GithubFactory, faults: Faults) -> None:
     evidence = Evidence()
     DELIVERY.test_prs_merged(github(), evidence)

@@ -88,10 +88,17 @@ class PullRequest:
     merged: bool
     merged_at: str | None
     merge_commit_sha: str | None
+    base: str | None = None  # the branch it was (or is to be) merged into
 
     def summary(self) -> dict[str, Any]:
         return {"title": self.title, "state": self.state, "merged": self.merged,
-                "merged_at": self.merged_at, "merge_commit_sha": self.merge_commit_sha}
+                "merged_at": self.merged_at, "merge_commit_sha": self.merge_commit_sha,
+                "base": self.base}
+
+
+def _base_ref(base: Any) -> str | None:
+    ref = base.get("ref") if isinstance(base, dict) else None
+    return ref if isinstance(ref, str) else None
 
 
 @dataclass(frozen=True)
@@ -464,6 +471,7 @@ class GithubProbe:
             number=int(number), title=str(data.get("title", "")), state=str(data.get("state")),
             merged=data.get("merged") is True, merged_at=data.get("merged_at"),
             merge_commit_sha=data.get("merge_commit_sha"),
+            base=_base_ref(data.get("base")),
         )
 
     def environments(self) -> list[str]:
