@@ -675,6 +675,23 @@ def test_mixed_panels_judge_their_targets_and_built_ins_pass() -> None:
         ("annotations", "grafana", False, True)]
 
 
+def test_server_side_expressions_are_built_in_and_their_inputs_are_judged() -> None:
+    """A Math expression target ($A / $B) names Grafana's expression pseudo datasource
+    (``__expr__``, formerly uid ``-100``): it queries nothing itself; its inputs are judged."""
+    board = _board(
+        {"title": "ratio", "datasource": {"uid": "-- Mixed --"}, "targets": [
+            {"refId": "A", "datasource": {"uid": "prom-1"}},
+            {"refId": "B", "datasource": {"uid": "gone"}},
+            {"refId": "C", "datasource": {"type": "__expr__", "uid": "__expr__",
+                                          "name": "Expression"}},
+            {"refId": "D", "datasource": {"uid": "-100"}}]},
+    )
+    found = resolve_datasources(board, [PROM])
+    assert [(p.ref.uid, p.datasource is not None, p.built_in) for p in found] == [
+        ("prom-1", True, False), ("gone", False, False), ("__expr__", False, True),
+        ("-100", False, True)]
+
+
 def test_an_import_placeholder_and_a_deleted_uid_resolve_to_nothing() -> None:
     board = _board(
         {"title": "imported", "datasource": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"},

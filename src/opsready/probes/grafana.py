@@ -42,8 +42,11 @@ __all__ = [
     "resolve_datasources",
 ]
 
-# Grafana's built-in pseudo datasources: they query no datasource of their own.
-_BUILT_IN = frozenset({"grafana", "-- grafana --", "-- mixed --", "-- dashboard --", "dashboard"})
+# Grafana's built-in pseudo datasources: they query no datasource of their own. ``__expr__``
+# (formerly uid ``-100``) is a server-side expression over the panel's other queries.
+_BUILT_IN = frozenset({"grafana", "-- grafana --", "-- mixed --", "-- dashboard --", "dashboard",
+                       "__expr__", "-100"})
+_BUILT_IN_TYPES = frozenset({"datasource", "__expr__"})
 _MIXED = "-- mixed --"
 _VARIABLE = re.compile(r"^\$\{([A-Za-z0-9_]+)(?::[a-z]+)?\}$|^\$([A-Za-z0-9_]+)$|^\[\[([A-Za-z0-9_]+)\]\]$")
 
@@ -249,7 +252,7 @@ def resolve_datasources(board: Dashboard,
             out.append(PanelDatasource(ref, found, "the default datasource" if found else
                                        "no default datasource"))
             continue
-        if key.lower() in _BUILT_IN or ref.type == "datasource":
+        if key.lower() in _BUILT_IN or ref.type in _BUILT_IN_TYPES:
             out.append(PanelDatasource(ref, None, f"Grafana's built-in {key}", built_in=True))
             continue
         variable = _VARIABLE.match(key)
