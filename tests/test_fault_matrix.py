@@ -189,7 +189,7 @@ FAULT_FINDINGS: dict[str, tuple[Fails | Shows, ...]] = {
     "hsts-short": (Fails("P0-001", HEADERS, "max-age 86400 is below 31536000"),),
     "csp-unsafe-inline": (Fails("P0-001", HEADERS, "script-src allows 'unsafe-inline'"),),
     "referrer-unsafe-url": (Fails("P0-001", HEADERS, "'unsafe-url'"),),
-    "health-reports-fail": (Fails("P0-001", "/health returns 200 and reports itself healthy",
+    "health-reports-fail": (Fails("P0-001", "/health answers 2xx and reports itself healthy",
                                   "'fail'"),),
     "retry-after-invalid": (Fails("P0-001", BURST, "Retry-After '0."),),
     "bad-signature": (Fails("P1-004", "The signature verifies over the raw body with the configured "
