@@ -91,8 +91,17 @@ _ACCESS_CODES = frozenset({
     "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AccountProblem", "403",
 })
-_SHA256SUM = re.compile(r"^\\?([0-9a-fA-F]{64})(?: [ *](.+))?$")
-_SHA256_TAG = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")
+# The digest line forms: the pattern (groups ``digest`` and ``name``) and the name the tool
+# writes for a digest of standard input, which names no file.
+_SIDECAR_FORMS: tuple[tuple[re.Pattern[str], str | None], ...] = (
+    # sha256sum: ``<hex>  <name>``, ``<hex> *<name>``, a bare ``<hex>``; ``-`` is stdin.
+    (re.compile(r"^\\?(?P<digest>[0-9a-fA-F]{64})(?: [ *](?P<name>.+))?$"), "-"),
+    # BSD tag format (``sha256sum --tag``, ``shasum``).
+    (re.compile(r"^SHA256 \((?P<name>.+)\) = (?P<digest>[0-9a-fA-F]{64})$"), None),
+    # ``openssl dgst -sha256``: ``SHA2-256(name)= hex`` (OpenSSL 3), ``SHA256(name)= hex`` (1.1).
+    (re.compile(r"^(?:SHA2-256|SHA256)\((?P<name>.+)\)= (?P<digest>[0-9a-fA-F]{64})$"),
+     "stdin"),
+)
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,9 @@ class SidecarEntry:
 @dataclass(frozen=True)
 class Sidecar:
     """The checksum file next to a backup, in ``sha256sum`` format (``<hex>  <name>``,
-    ``<hex> *<name>`` or a bare ``<hex>``) or BSD tag format (``SHA256 (<name>) = <hex>``)."""
+    ``<hex> *<name>`` or a bare ``<hex>``), BSD tag format (``SHA256 (<name>) = <hex>``) or
+    ``openssl dgst`` format (``SHA2-256(<name>)= <hex>``, ``SHA256(<name>)= <hex>``). A digest
+    of standard input (sha256sum's ``-``, openssl's ``stdin``) names no file."""
 
     key: str
     found: bool
@@ -617,14 +628,9 @@ class BackupStore:
         text = self._read(resp, 1 << 20, key).decode("utf-8", "replace")
         entries: list[SidecarEntry] = []
         for line in text.splitlines():
-            line = line.strip()
-            m = _SHA256SUM.match(line)
-            if m is not None:
-                entries.append(SidecarEntry(m.group(1).lower(), m.group(2)))
-                continue
-            t = _SHA256_TAG.match(line)
-            if t is not None:
-                entries.append(SidecarEntry(t.group(2).lower(), t.group(1)))
+            entry = _sidecar_entry(line.strip())
+            if entry is not None:
+                entries.append(entry)
         return Sidecar(key=key, found=True, entries=tuple(entries),
                        excerpt=redactor.excerpt(text, 120))
 
@@ -803,6 +809,17 @@ class BackupStore:
         names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                  "RestrictPublicBuckets")
         return {n: bool(flags.get(n, False)) for n in names}
+
+
+def _sidecar_entry(line: str) -> SidecarEntry | None:
+    """One digest line of a sidecar, in any of the forms the tools write."""
+    for form, stdin_name in _SIDECAR_FORMS:
+        m = form.match(line)
+        if m is not None:
+            name = m.group("name")
+            return SidecarEntry(m.group("digest").lower(),
+                                None if name is None or name == stdin_name else name)
+    return None
 
 
 # ---- reading a dump ---------------------------------------------------------------------------
