@@ -8,6 +8,13 @@ What each criterion can tell, and what it cannot:
   size the backups do not carry does not count. No expiring rule at all keeps backups until
   someone deletes them, which is a legitimate way to keep them; so is an Object Lock default
   retention of at least ``retention_days``. Noncurrent-version expiration is recorded.
+- S3 Object Lock that the store does not implement (Cloudflare R2 answers ``NotImplemented``)
+  counts as no lock: the lifecycle rules alone are judged.
+- Public access needs all four bucket-level public-access-block flags. A store without the
+  API (MinIO, R2 answer ``NotImplemented``) leaves the criterion not covered, naming the
+  store's own control to check. Account-level Block Public Access (``s3control``) is not
+  read: a bucket protected only at the account level is reported open; set the bucket-level
+  block too (S3 applies the most restrictive of the two, so this costs nothing).
 - Encryption is judged against ``backups.required_encryption`` (AES256 accepts any
   server-side encryption, aws:kms requires KMS, a key id requires that key). S3 encrypts new
   objects by default, so without a requirement the algorithm is recorded and the criterion is
@@ -167,13 +174,21 @@ def _satisfies(algorithm: str, key_id: str | None, required: str) -> bool:
 def test_public_access_blocked(backups: BackupStore, evidence: Evidence) -> None:
     """All four public-access-block flags are on"""
     _bucket(backups)
-    flags = backups.public_access_block()
-    evidence.record("public_access_block", flags)
-    assert flags is not None, (
+    block = backups.public_access_block()
+    evidence.record("public_access_block", None if block is None else
+                    block.flags if block.implemented else "not implemented by the store")
+    if block is not None and not block.implemented:
+        opsready.not_covered(
+            f"s3://{backups.bucket} at {backups.endpoint}: the store does not implement "
+            f"GetPublicAccessBlock (it answered NotImplemented, as MinIO and Cloudflare R2 do), "
+            f"so there are no flags to judge; check the store's own control instead: no "
+            f"anonymous bucket policy (MinIO: mc anonymous get) and no public bucket URL "
+            f"(R2: r2.dev access and custom domains off)")
+    assert block is not None, (
         f"s3://{backups.bucket}: no public access block, expected all four flags true; "
         f"run put-public-access-block"
     )
-    off = [name for name, on in flags.items() if not on]
+    off = [name for name, on in block.flags.items() if not on]
     assert not off, (
         f"s3://{backups.bucket}: public access block has {off} off, expected all four true; "
         f"turn them on"

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
 from conftest import load_check
+from opsready._coverage import NotCovered
 from opsready._errors import AccessRefused
 from opsready.config import BackupsConfig
 from opsready.evidence import Evidence
@@ -136,3 +137,153 @@ def test_sidecar_faults_open(text: str, says: str) -> None:
 def test_a_refused_sidecar_read_is_unverified() -> None:
     with pytest.raises(AccessRefused, match=r"relay\.dump\.sha256"):
         sidecar_verdict(client_error("AccessDenied", 403, "GetObject"))
+
+
+# ---- P3-003: a bucket as S3 (or an S3-compatible store) answers it ----------------------------
+
+
+class Bucket:
+    """Objects (key, size, age in days) and their tags; the listings answer as S3 does, in key
+    order from ``StartAfter``."""
+
+    def __init__(self, objects: list[tuple[str, int, float]],
+                 tags: dict[str, dict[str, str]] | None = None) -> None:
+        self.objects = sorted(
+            ({"Key": k, "Size": size, "ETag": '"x"',
+              "LastModified": NOW - dt.timedelta(days=age)} for k, size, age in objects),
+            key=lambda o: str(o["Key"]))
+        self.tags = tags or {}
+
+    def list_objects_v2(self, Prefix: str = "", StartAfter: str = "",
+                        **_: Any) -> list[dict[str, Any]]:
+        found = [o for o in self.objects if o["Key"].startswith(Prefix) and o["Key"] > StartAfter]
+        return [{"Contents": found, "KeyCount": len(found), "IsTruncated": False}]
+
+    def list_object_versions(self, **_: Any) -> list[dict[str, Any]]:
+        return [{"Versions": [{**o, "VersionId": "v", "IsLatest": True} for o in self.objects],
+                 "IsTruncated": False}]
+
+    def get_object_tagging(self, Key: str, **_: Any) -> dict[str, Any]:
+        return {"TagSet": [{"Key": k, "Value": v} for k, v in self.tags.get(Key, {}).items()]}
+
+
+def nightly(days: int, name: str = "relay.dump", size: int = 5_000_000) -> list[tuple[str, int,
+                                                                                    float]]:
+    """A backup every night for ``days`` nights, the newest an hour old."""
+    out = []
+    for d in range(days):
+        age = d + 1 / 24
+        day = (NOW - dt.timedelta(days=age)).date().isoformat()
+        out.append((f"db/{day}/{name}", size, age))
+    return out
+
+
+def expiring(rule_id: str, days: int, flt: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"ID": rule_id, "Status": "Enabled", "Filter": flt if flt is not None else
+            {"Prefix": "db/"}, "Expiration": {"Days": days}}
+
+
+def s3_store(bucket: Bucket, rules: list[dict[str, Any]] | None,
+             lock: dict[str, Any] | Exception | None = None,
+             **answers: Any) -> tuple[BackupStore, FakeS3]:
+    no_lock = client_error("ObjectLockConfigurationNotFoundError", 404,
+                           "GetObjectLockConfiguration")
+    no_rules = client_error("NoSuchLifecycleConfiguration", 404,
+                            "GetBucketLifecycleConfiguration")
+    fake = FakeS3(**{
+        "head_bucket": {},
+        "list_objects_v2": bucket.list_objects_v2,
+        "list_object_versions": bucket.list_object_versions,
+        "get_object_tagging": bucket.get_object_tagging,
+        "get_bucket_lifecycle_configuration": no_rules if rules is None else {"Rules": rules},
+        "get_object_lock_configuration": no_lock if lock is None else lock,
+        **answers,
+    })
+    return store(fake), fake
+
+
+R2_NO_LOCK = client_error("NotImplemented", 501, "GetObjectLockConfiguration")
+KEEPS_400 = [expiring("backups-400d", 400)]
+EXPIRES_30 = [expiring("backups-30d", 30)]
+
+
+# ---- P3-003: retention on a store without S3 Object Lock ------------------------------------
+
+
+@pytest.mark.parametrize("criterion", ["test_lifecycle_keeps_backups",
+                                       "test_backups_kept_as_long_as_claimed"])
+def test_no_object_lock_api_judges_the_rules_alone(criterion: str) -> None:
+    # Cloudflare R2: no S3 Object Lock; the rules keep backups 400 days and 400 nights exist.
+    backups, _ = s3_store(Bucket(nightly(400)), KEEPS_400, R2_NO_LOCK)
+    evidence = Evidence()
+    getattr(STORAGE, criterion)(backups, evidence)
+
+
+def test_no_object_lock_api_and_a_short_rule_opens() -> None:
+    backups, _ = s3_store(Bucket(nightly(40)), EXPIRES_30, R2_NO_LOCK)
+    with pytest.raises(AssertionError, match=r"\['backups-30d'\].*expected at least 365"):
+        STORAGE.test_lifecycle_keeps_backups(backups, Evidence())
+
+
+def test_no_object_lock_api_and_backups_gone_early_opens() -> None:
+    # The rules claim 400 days, the versions go back 100, the oldest backup is 20 days old.
+    bucket = Bucket(nightly(20))
+    history = Bucket(nightly(100))
+    backups, _ = s3_store(bucket, KEEPS_400, R2_NO_LOCK,
+                          list_object_versions=history.list_object_versions)
+    with pytest.raises(AssertionError, match="deleted before their time"):
+        STORAGE.test_backups_kept_as_long_as_claimed(backups, Evidence())
+
+
+@pytest.mark.parametrize("criterion", ["test_lifecycle_keeps_backups",
+                                       "test_backups_kept_as_long_as_claimed"])
+def test_a_refused_object_lock_read_is_unverified(criterion: str) -> None:
+    backups, _ = s3_store(Bucket(nightly(400)), KEEPS_400,
+                          client_error("AccessDenied", 403, "GetObjectLockConfiguration"))
+    with pytest.raises(AccessRefused, match="Object Lock"):
+        getattr(STORAGE, criterion)(backups, Evidence())
+
+
+# ---- P3-003: public access on stores with and without the API -------------------------------
+
+ALL_ON = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+          "RestrictPublicBuckets": True}
+
+
+def public_access_verdict(answer: dict[str, Any] | Exception) -> Evidence:
+    backups = store(FakeS3(head_bucket={}, get_public_access_block=answer))
+    evidence = Evidence()
+    STORAGE.test_public_access_blocked(backups, evidence)
+    return evidence
+
+
+def test_all_four_flags_on_pass() -> None:
+    evidence = public_access_verdict({"PublicAccessBlockConfiguration": ALL_ON})
+    assert [i.value for i in evidence.items if i.name == "public_access_block"] == [ALL_ON]
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    ({"PublicAccessBlockConfiguration": {**ALL_ON, "RestrictPublicBuckets": False}},
+     "RestrictPublicBuckets"),
+    (client_error("NoSuchPublicAccessBlockConfiguration", 404, "GetPublicAccessBlock"),
+     "no public access block"),
+])
+def test_a_flag_off_or_no_block_opens(answer: dict[str, Any] | Exception, says: str) -> None:
+    with pytest.raises(AssertionError, match=says):
+        public_access_verdict(answer)
+
+
+@pytest.mark.parametrize("error", [
+    client_error("NotImplemented", 501, "GetPublicAccessBlock"),  # MinIO, Cloudflare R2
+    client_error("", 501, "GetPublicAccessBlock"),  # a bare 501
+])
+def test_a_store_without_the_api_is_not_covered_and_says_what_to_check(
+        error: ClientError) -> None:
+    with pytest.raises(NotCovered, match="does not implement GetPublicAccessBlock") as exc:
+        public_access_verdict(error)
+    assert "mc anonymous" in str(exc.value) and "r2.dev" in str(exc.value)
+
+
+def test_a_refused_public_access_read_is_unverified() -> None:
+    with pytest.raises(AccessRefused, match="public access block"):
+        public_access_verdict(client_error("AccessDenied", 403, "GetPublicAccessBlock"))

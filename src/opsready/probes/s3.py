@@ -12,6 +12,9 @@ What is judged where:
 
 - A configuration that S3 says is *absent* (no lifecycle rules, no default encryption, no
   public access block, no Object Lock) is data: the method returns ``None``.
+- An API the store does not implement (HTTP 501 ``NotImplemented``: MinIO and Cloudflare R2
+  for ``GetPublicAccessBlock``, R2 for ``GetObjectLockConfiguration``) is data too: no Object
+  Lock is ``None``; no public access block API is ``PublicAccessBlock(implemented=False)``.
 - A bucket that does not exist is data too: ``bucket_exists()`` is ``False``.
 - What stops us from looking raises a ``ProbeError``: ``AccessRefused`` for denied or invalid
   credentials, ``TargetUnreachable`` / ``ProbeTimeout`` for the endpoint, ``MissingInput`` for
@@ -76,6 +79,7 @@ __all__ = [
     "LifecycleRule",
     "ObjectLock",
     "ObjectStream",
+    "PublicAccessBlock",
     "Sidecar",
     "SidecarEntry",
 ]
@@ -87,6 +91,8 @@ _LOOKBACK_STEPS_DAYS = (8, 32, 128, 512)
 # Pages of the version listing read to find the oldest trace of a backup.
 _VERSION_PAGES = 5
 
+# ``_call`` raises when the store does not implement an API, unless told what that means.
+_RAISE = object()
 _ACCESS_CODES = frozenset({
     "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AccountProblem", "403",
@@ -307,6 +313,15 @@ class ObjectLock:
 
 
 @dataclass(frozen=True)
+class PublicAccessBlock:
+    """The bucket's public access block: its four flags, or that the store has no such API
+    (it answered ``NotImplemented``), so public access is controlled some other way."""
+
+    flags: dict[str, bool] = field(default_factory=dict)
+    implemented: bool = True
+
+
+@dataclass(frozen=True)
 class EncryptionRule:
     algorithm: str
     kms_key_id: str | None
@@ -470,8 +485,11 @@ class BackupStore:
                                      f"{redactor.text(str(exc))}")
         return UnexpectedResponse(f"{target}: {type(exc).__name__}: {redactor.text(str(exc))}")
 
-    def _call(self, what: str, method: str, absent: tuple[str, ...] = (), **kwargs: Any) -> Any:
-        """Call one client method. ``absent`` error codes mean "not configured": ``None``."""
+    def _call(self, what: str, method: str, absent: tuple[str, ...] = (),
+              unimplemented: Any = _RAISE, **kwargs: Any) -> Any:
+        """Call one client method. ``absent`` error codes mean "not configured": ``None``.
+        ``unimplemented`` is the answer when the store has no such API (``NotImplemented``,
+        HTTP 501); without it that is an ``UnexpectedResponse``."""
         from botocore.exceptions import ClientError
 
         self.requests += 1
@@ -479,8 +497,11 @@ class BackupStore:
             return getattr(self._client, method)(**kwargs)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in absent:
                 return None
+            if unimplemented is not _RAISE and (code == "NotImplemented" or status == 501):
+                return unimplemented
             raise self._map(exc, what) from None
         except Exception as exc:  # mapped onto the ProbeError hierarchy
             raise self._map(exc, what) from None
@@ -769,10 +790,12 @@ class BackupStore:
 
     @shared_fact
     def object_lock(self) -> ObjectLock | None:
-        """The Object Lock configuration, or ``None`` when the bucket has none."""
+        """The Object Lock configuration, or ``None`` when the bucket has none, or the store
+        has no S3 Object Lock at all (``NotImplemented``, as Cloudflare R2 answers)."""
         resp = self._call("reading the Object Lock configuration",
                           "get_object_lock_configuration",
-                          absent=("ObjectLockConfigurationNotFoundError",), Bucket=self.bucket)
+                          absent=("ObjectLockConfigurationNotFoundError",),
+                          unimplemented=None, Bucket=self.bucket)
         if resp is None:
             return None
         conf = resp.get("ObjectLockConfiguration", {})
@@ -799,16 +822,19 @@ class BackupStore:
         return found or None
 
     @shared_fact
-    def public_access_block(self) -> dict[str, bool] | None:
-        """The four public-access-block flags, or ``None`` when no block is configured."""
+    def public_access_block(self) -> PublicAccessBlock | None:
+        """The four public-access-block flags, ``None`` when no block is configured, or
+        ``implemented=False`` when the store has no such API (MinIO, Cloudflare R2)."""
         resp = self._call("reading the public access block", "get_public_access_block",
-                          absent=("NoSuchPublicAccessBlockConfiguration",), Bucket=self.bucket)
-        if resp is None:
-            return None
+                          absent=("NoSuchPublicAccessBlockConfiguration",),
+                          unimplemented=PublicAccessBlock(implemented=False),
+                          Bucket=self.bucket)
+        if resp is None or isinstance(resp, PublicAccessBlock):
+            return resp
         flags = resp.get("PublicAccessBlockConfiguration", {})
         names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                  "RestrictPublicBuckets")
-        return {n: bool(flags.get(n, False)) for n in names}
+        return PublicAccessBlock({n: bool(flags.get(n, False)) for n in names})
 
 
 def _sidecar_entry(line: str) -> SidecarEntry | None:
