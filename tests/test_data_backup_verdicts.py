@@ -287,3 +287,93 @@ def test_a_store_without_the_api_is_not_covered_and_says_what_to_check(
 def test_a_refused_public_access_read_is_unverified() -> None:
     with pytest.raises(AccessRefused, match="public access block"):
         public_access_verdict(client_error("AccessDenied", 403, "GetPublicAccessBlock"))
+
+
+# ---- P3-003: every object of the newest and previous backups is judged ----------------------
+
+DAILY_35 = expiring("daily-35d", 35, {"Tag": {"Key": "tier", "Value": "daily"}})
+MONTHLY_400 = expiring("monthly-400d", 400, {"Tag": {"Key": "tier", "Value": "monthly"}})
+DAILY_400 = expiring("daily-400d", 400, {"Tag": {"Key": "tier", "Value": "daily"}})
+MONTHLY_800 = expiring("monthly-800d", 800, {"Tag": {"Key": "tier", "Value": "monthly"}})
+SMALL_JUNK_7 = expiring("small-junk-7d", 7, {"And": {"Prefix": "db/",
+                                                     "ObjectSizeLessThan": 1 << 20}})
+TINY_JUNK_7 = expiring("tiny-junk-7d", 7, {"And": {"Prefix": "db/", "ObjectSizeLessThan": 1024}})
+TMP_1 = expiring("tmp-1d", 1, {"Tag": {"Key": "tmp", "Value": "true"}})
+
+
+def gfs(newest_is_monthly: bool, days: int = 40) -> Bucket:
+    """Tagged GFS backups: the first night's backup ``tier=monthly``, every other ``daily``."""
+    objects = nightly(days)
+    monthly = 0 if newest_is_monthly else 1
+    tags = {key: {"tier": "monthly" if i == monthly else "daily"}
+            for i, (key, _, _) in enumerate(objects)}
+    return Bucket(objects, tags)
+
+
+def directory_dumps(days: int = 40) -> Bucket:
+    """Directory-format dumps, one object per file: a small toc.dat, a large table, a small
+    one; and a sidecar (not a backup) next to each."""
+    objects = []
+    for key, _, age in nightly(days, "relay.dir"):
+        objects += [(f"{key}/toc.dat", 40_000, age), (f"{key}/3001.dat.gz", 900_000_000, age),
+                    (f"{key}/3002.dat.gz", 300_000, age), (f"{key}.sha256", 300, age)]
+    return Bucket(objects, {k: {"kind": "nightly"} for k, _, _ in objects})
+
+
+@pytest.mark.parametrize(("bucket", "rules", "says"), [
+    # The newest is the monthly one: the daily backup before it is kept only 35 days.
+    (gfs(newest_is_monthly=True), [DAILY_35, MONTHLY_400], "['daily-35d']"),
+    (gfs(newest_is_monthly=False), [DAILY_35, MONTHLY_400], "['daily-35d']"),
+    # The dumps' toc.dat and small tables go after 7 days: every dump older is destroyed.
+    (directory_dumps(), [*KEEPS_400, SMALL_JUNK_7], "/toc.dat"),
+])
+def test_a_rule_that_expires_any_backup_object_early_opens(bucket: Bucket,
+                                                           rules: list[dict[str, Any]],
+                                                           says: str) -> None:
+    backups, _ = s3_store(bucket, rules)
+    with pytest.raises(AssertionError, match=re.escape(says)):
+        STORAGE.test_lifecycle_keeps_backups(backups, Evidence())
+
+
+@pytest.mark.parametrize(("bucket", "rules", "effective"), [
+    (gfs(newest_is_monthly=True), [DAILY_400, MONTHLY_800], 400),
+    (gfs(newest_is_monthly=False), [DAILY_400, MONTHLY_800], 400),
+    (gfs(newest_is_monthly=False), [DAILY_400, MONTHLY_800, TMP_1], 400),
+    # Only the sidecars (300 bytes) are that small: no object of a dump matches.
+    (directory_dumps(), [*KEEPS_400, TINY_JUNK_7], 400),
+    (directory_dumps(), None, None),
+])
+def test_rules_that_keep_every_backup_object_pass(bucket: Bucket,
+                                                  rules: list[dict[str, Any]] | None,
+                                                  effective: int | None) -> None:
+    backups, fake = s3_store(bucket, rules)
+    evidence = Evidence()
+    STORAGE.test_lifecycle_keeps_backups(backups, evidence)
+    (retention,) = [i.value for i in evidence.items if i.name == "retention"]
+    assert retention["effective_retention_days"] == effective
+    # Bounded: one listing from a recent day, one tag read per judged backup at most.
+    listings = [kw for name, kw in fake.calls if name == "list_objects_v2"]
+    assert listings and all("StartAfter" in kw for kw in listings)
+    tag_reads = [kw["Key"] for name, kw in fake.calls if name == "get_object_tagging"]
+    assert len(tag_reads) == (2 if rules and any("Tag" in r["Filter"] for r in rules) else 0)
+
+
+def test_each_file_of_a_directory_dump_is_judged_by_its_own_size() -> None:
+    backups, _ = s3_store(directory_dumps(), [*KEEPS_400, SMALL_JUNK_7])
+    evidence = Evidence()
+    with pytest.raises(AssertionError):
+        STORAGE.test_lifecycle_keeps_backups(backups, evidence)
+    (retention,) = [i.value for i in evidence.items if i.name == "retention"]
+    matched = retention["matched_objects"]["small-junk-7d"]
+    assert all(k.endswith(("/toc.dat", "/3002.dat.gz")) for k in matched)
+    assert len(matched) == 4  # two files of each of the two judged dumps; never 3001.dat.gz
+
+
+@pytest.mark.parametrize("criterion", ["test_lifecycle_keeps_backups",
+                                       "test_backups_kept_as_long_as_claimed"])
+def test_a_refused_tag_read_is_unverified(criterion: str) -> None:
+    backups, _ = s3_store(gfs(newest_is_monthly=True), [DAILY_35, MONTHLY_400],
+                          get_object_tagging=client_error("AccessDenied", 403,
+                                                          "GetObjectTagging"))
+    with pytest.raises(AccessRefused, match="tags"):
+        getattr(STORAGE, criterion)(backups, Evidence())

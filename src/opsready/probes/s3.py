@@ -116,12 +116,21 @@ class BackupObject:
     size: int
     last_modified: dt.datetime
     etag: str = ""
-    # A directory-format dump: the names of its files under ``key + "/"``.
+    # A directory-format dump: the names of its files under ``key + "/"``, and their sizes.
     files: tuple[str, ...] = ()
+    file_sizes: tuple[int, ...] = ()
 
     @property
     def is_directory(self) -> bool:
         return bool(self.files)
+
+    def objects(self) -> list[tuple[str, int]]:
+        """The S3 objects this backup is made of, key and size: itself, or each file of a
+        directory dump (S3 applies a lifecycle rule to each object on its own)."""
+        if not self.files:
+            return [(self.key, self.size)]
+        return [(f"{self.key}/{name}", size)
+                for name, size in zip(self.files, self.file_sizes, strict=True)]
 
     @property
     def name(self) -> str:
@@ -672,7 +681,10 @@ class BackupStore:
         """``backup`` for the restore drill."""
         return BackupSource(self, backup)
 
+    @shared_fact
     def object_tags(self, backup: BackupObject) -> dict[str, str]:
+        """The tags of ``backup``; for a directory dump, those of its ``toc.dat``, which stand
+        for its files (one read per backup, however many files it has)."""
         key = f"{backup.key}/toc.dat" if backup.is_directory else backup.key
         resp = self._call(f"reading the tags of {key}", "get_object_tagging",
                           Bucket=self.bucket, Key=key)
@@ -1113,9 +1125,11 @@ def _object(obj: dict[str, Any]) -> BackupObject:
 
 
 def _directory(key: str, objs: list[dict[str, Any]]) -> BackupObject:
-    files = tuple(sorted(str(o["Key"])[len(key) + 1:] for o in objs))
-    return BackupObject(key=key, size=sum(int(o["Size"]) for o in objs),
-                        last_modified=max(_utc(o["LastModified"]) for o in objs), files=files)
+    by_name = sorted((str(o["Key"])[len(key) + 1:], int(o["Size"])) for o in objs)
+    return BackupObject(key=key, size=sum(size for _, size in by_name),
+                        last_modified=max(_utc(o["LastModified"]) for o in objs),
+                        files=tuple(n for n, _ in by_name),
+                        file_sizes=tuple(size for _, size in by_name))
 
 
 def _rule(raw: dict[str, Any], index: int) -> LifecycleRule:
