@@ -13,7 +13,10 @@ What each criterion can tell, and what it cannot:
   of another file apart. Validity is judged inside the dump: the archive header and a full read by
   ``pg_restore`` (custom, tar, directory), or the plain script's header, its
   ``dump complete`` trailer, no psql meta-command, and a gzip stream that reaches its end.
-  It cannot tell whether the data is the right data: the drill does that.
+  It cannot tell whether the data is the right data: the drill does that. A dump compressed
+  with zstd or lz4 (pg_dump -Z on PostgreSQL 16+, or a pipe through the tool) is named by its
+  frame magic and left unverified, for both validity and the drill: only gzip is unwrapped
+  here. Its sidecar is still compared.
 - The drill (intrusive: ``restore_drill``) first proves, by asking both servers for their
   ``system_identifier``, that the scratch target is not the source, and refuses a role that
   could run programs on the scratch host. It restores into its own database (pg_restore, or

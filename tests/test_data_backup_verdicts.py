@@ -20,7 +20,7 @@ from botocore.response import StreamingBody
 
 from conftest import load_check
 from opsready._coverage import NotCovered
-from opsready._errors import AccessRefused
+from opsready._errors import AccessRefused, MissingInput
 from opsready.config import BackupsConfig
 from opsready.evidence import Evidence
 from opsready.probes.s3 import BackupObject, BackupStore, DumpInspection, LatestBackups
@@ -377,3 +377,62 @@ def test_a_refused_tag_read_is_unverified(criterion: str) -> None:
                                                           "GetObjectTagging"))
     with pytest.raises(AccessRefused, match="tags"):
         getattr(STORAGE, criterion)(backups, Evidence())
+
+
+# ---- P1-002: a dump compressed with zstd or lz4 is named, not judged -------------------------
+
+SCRIPT = (b"--\n-- PostgreSQL database dump\n--\nSET client_encoding = 'UTF8';\n"
+          b"COPY public.t (a) FROM stdin;\n1\n\\.\n--\n-- PostgreSQL database dump complete\n--\n")
+# The frames' magic numbers and a little of what follows them (the rest cannot be read here).
+ZSTD = b"\x28\xb5\x2f\xfd\x24\x58\x85\x02\x00" + bytes(range(256)) * 8
+LZ4 = b"\x04\x22\x4d\x18\x64\x40\xa7\x00" + bytes(range(256)) * 8
+
+
+def validity_verdict(data: bytes, name: str) -> tuple[Evidence, DumpInspection]:
+    newest = backup(name=name, size=len(data))
+    backups = store(FakeS3(get_object=lambda **_: body(data)))
+    latest = LatestBackups(newest=newest, previous=None, count=1, listed_since=None,
+                           requests=1)
+    inspection = backups.inspect(newest)
+    evidence = Evidence()
+    DUMPS.test_latest_backup_is_valid_dump(latest, backups, inspection, evidence)
+    return evidence, inspection
+
+
+@pytest.mark.parametrize(("data", "packed"), [(ZSTD, "zstd"), (LZ4, "lz4")])
+def test_a_zstd_or_lz4_dump_is_named_and_left_unverified(data: bytes, packed: str) -> None:
+    with pytest.raises(MissingInput, match=f"cannot judge a {packed}-compressed dump"):
+        validity_verdict(data, f"relay.sql.{packed}")
+    newest = backup(name=f"relay.sql.{packed}", size=len(data))
+    inspection = store(FakeS3(get_object=lambda **_: body(data))).inspect(newest)
+    assert inspection.foreign_compression == packed and inspection.problems == []
+    assert inspection.describe()["foreign_compression"] == packed
+    # The sidecar criterion still has the digest of what was uploaded.
+    assert inspection.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_gzip_script_is_still_judged_whole() -> None:
+    import gzip
+
+    evidence, inspection = validity_verdict(gzip.compress(SCRIPT), "relay.sql.gz")
+    assert (inspection.format, inspection.compressed, inspection.foreign_compression) == (
+        "plain", True, None)
+    (dump,) = [i.value for i in evidence.items if i.name == "dump"]
+    assert dump["problems"] == [] and dump["header"]["copy_blocks"] == 1
+
+
+@pytest.mark.parametrize("data", [
+    b"<html><body>503 Service Unavailable</body></html>" * 100,
+    b"\x28\xb5\x2f" + SCRIPT,  # three bytes of the zstd magic are not a zstd frame
+    LZ4[:2] + SCRIPT,
+])
+def test_what_is_no_dump_and_no_known_compression_still_opens(data: bytes) -> None:
+    with pytest.raises(AssertionError, match="not a PostgreSQL dump"):
+        validity_verdict(data, "relay.dump")
+
+
+def test_a_refused_download_is_unverified() -> None:
+    newest = backup()
+    backups = store(FakeS3(get_object=client_error("AccessDenied", 403, "GetObject")))
+    with pytest.raises(AccessRefused, match="downloading"):
+        backups.inspect(newest)

@@ -60,6 +60,7 @@ from opsready.probes.dumps import (
     GzipStream,
     HostileDump,
     PlainScriptGuard,
+    foreign_compression,
     is_gzip,
     major_version,
     parse_archive_header,
@@ -240,7 +241,9 @@ class DumpInspection:
 
     key: str
     format: DumpFormat = "unknown"
-    compressed: bool = False
+    compressed: bool = False  # gzip
+    # A compression that is recognised but not unwrapped (zstd, lz4): the dump is not judged.
+    foreign_compression: str | None = None
     bytes_read: int = 0
     sha256: str | None = None  # single-object dumps
     file_digests: dict[str, str] = field(default_factory=dict)  # directory dumps
@@ -254,6 +257,7 @@ class DumpInspection:
 
     def describe(self) -> dict[str, Any]:
         return {"key": self.key, "format": self.format, "gzip": self.compressed,
+                "foreign_compression": self.foreign_compression,
                 "bytes_read": self.bytes_read, "header": self.header,
                 "toc_entries": self.toc_entries, "table_data_entries": self.table_data_entries,
                 "problems": self.problems, "hostile": self.hostile,
@@ -881,9 +885,13 @@ def _inspect_stream(chunks: Iterator[bytes], result: DumpInspection, pg_restore:
     try:
         for raw in chunks:
             digest.update(raw)
-            if result.bytes_read == 0 and is_gzip(raw):
-                gz, result.compressed = GzipStream(), True
+            if result.bytes_read == 0:
+                _unwrap_or_not(raw, result)
+                if result.compressed:
+                    gz = GzipStream()
             result.bytes_read += len(raw)
+            if result.foreign_compression:
+                continue  # hashed for the sidecar, not judged
             for piece in _safe_gunzip(gz, raw, result) if gz is not None else [raw]:
                 if held is None:
                     judge(piece)
@@ -911,8 +919,22 @@ def _inspect_stream(chunks: Iterator[bytes], result: DumpInspection, pg_restore:
         for tool in tools:
             tool.kill()
     result.sha256 = digest.hexdigest()
-    if result.format == "unknown" and not result.problems:
+    if result.format == "unknown" and not result.problems and not result.foreign_compression:
         result.problems.append(f"not a PostgreSQL dump: it starts with {head[:16]!r}")
+
+
+def _unwrap_or_not(first: bytes, result: DumpInspection) -> None:
+    """gzip is unwrapped; zstd and lz4 are named, and leave the dump unjudged (an error of the
+    criterion, not a fail: the backup may be fine)."""
+    result.compressed = is_gzip(first)
+    packed = foreign_compression(first)
+    if packed is not None:
+        result.foreign_compression = packed
+        result.tool_error = MissingInput(
+            f"{result.key} is a {packed}-compressed dump (its first bytes are the {packed} "
+            f"frame magic): cannot judge a {packed}-compressed dump here, only gzip is "
+            f"unwrapped; its sha256 is still compared with the sidecar; check it by "
+            f"decompressing it and running pg_restore -l (or reading the script's trailer)")
 
 
 def _safe_gunzip(gz: GzipStream, raw: bytes, result: DumpInspection) -> list[bytes]:
