@@ -7,14 +7,19 @@ What each criterion can tell, and what it cannot:
   databases' dumps under the same prefix never count. Without a pattern the backup criteria
   are not covered. A bucket that does not exist is a fail; a refused read is unverified.
 - The sidecar and the validity criteria share one full read of the newest backup. The sidecar
-  must hold a sha256 (``sha256sum`` or BSD tag format) and, where it names a file, name this
-  one. Validity is judged inside the dump: the archive header and a full read by
+  must hold a sha256 (``sha256sum``, BSD tag or ``openssl dgst`` format) and, where it names
+  a file, name this one; a digest of standard input (``-``, ``stdin``) names no file and counts
+  when it is the only line. The digest comparison is the test; the name only tells a sidecar
+  of another file apart. Validity is judged inside the dump: the archive header and a full read by
   ``pg_restore`` (custom, tar, directory), or the plain script's header, its
   ``dump complete`` trailer, no psql meta-command, and a gzip stream that reaches its end.
   pg_dump's own ``\\restrict`` pair and the one reconnect of a ``--create`` script to the
   database it creates are pg_dump's, not meta-commands of the backup's; the drill leaves that
   prologue out and restores into its scratch database.
-  It cannot tell whether the data is the right data: the drill does that.
+  It cannot tell whether the data is the right data: the drill does that. A dump compressed
+  with zstd or lz4 (pg_dump -Z on PostgreSQL 16+, or a pipe through the tool) is named by its
+  frame magic and left unverified, for both validity and the drill: only gzip is unwrapped
+  here. Its sidecar is still compared.
 - The drill (intrusive: ``restore_drill``) first proves, by asking both servers for their
   ``system_identifier``, that the scratch target is not the source, and refuses a role that
   could run programs on the scratch host. It restores into its own database (pg_restore, or
@@ -176,7 +181,7 @@ def test_latest_backup_matches_sidecar(latest: LatestBackups | None, backups: Ba
     )
     assert sidecar.entries, (
         f"{where}: the sidecar holds no sha256 digest (it reads {sidecar.excerpt!r}); expected "
-        f"`<64 hex>  <file name>` as sha256sum writes it"
+        f"`<64 hex>  <file name>` as sha256sum writes it (or openssl dgst -sha256)"
     )
     files = inspection.file_digests or {newest.name: inspection.sha256 or ""}
     checked = {}

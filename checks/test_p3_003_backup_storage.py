@@ -2,12 +2,25 @@
 
 What each criterion can tell, and what it cannot:
 
-- Retention follows S3's lifecycle rules as S3 applies them: every Enabled rule whose filter
-  (prefix, tags, object size, or an ``And`` of them) matches the newest backup counts, and
-  the shortest expiration among them is the effective retention. A rule filtered on a tag or
-  size the backups do not carry does not count. No expiring rule at all keeps backups until
-  someone deletes them, which is a legitimate way to keep them; so is an Object Lock default
-  retention of at least ``retention_days``. Noncurrent-version expiration is recorded.
+- Retention follows S3's lifecycle rules as S3 applies them, to each object on its own: every
+  Enabled rule whose filter (prefix, tags, object size, or an ``And`` of them) matches any
+  object of the newest or the previous backup counts (each file of a directory dump with its
+  own size), and the shortest expiration among them is the effective retention. So a rule
+  for the daily tier of tagged GFS backups counts on the day the newest is a monthly one,
+  and a "small objects" rule that would delete a directory dump's ``toc.dat`` counts. A rule
+  filtered on a tag or size no object of these two backups carries does not count. It
+  cannot tell: tiers that neither of the two newest backups carries (a yearly tag, say), and
+  a directory dump's files tagged unlike its ``toc.dat`` (whose tags stand for the files).
+  No expiring rule at all keeps backups until someone deletes them, which is a legitimate
+  way to keep them; so is an Object Lock default retention of at least ``retention_days``.
+  Noncurrent-version expiration is recorded.
+- S3 Object Lock that the store does not implement (Cloudflare R2 answers ``NotImplemented``)
+  counts as no lock: the lifecycle rules alone are judged.
+- Public access needs all four bucket-level public-access-block flags. A store without the
+  API (MinIO, R2 answer ``NotImplemented``) leaves the criterion not covered, naming the
+  store's own control to check. Account-level Block Public Access (``s3control``) is not
+  read: a bucket protected only at the account level is reported open; set the bucket-level
+  block too (S3 applies the most restrictive of the two, so this costs nothing).
 - Encryption is judged against ``backups.required_encryption`` (AES256 accepts any
   server-side encryption, aws:kms requires KMS, a key id requires that key). S3 encrypts new
   objects by default, so without a requirement the algorithm is recorded and the criterion is
@@ -32,7 +45,13 @@ import opsready
 
 if TYPE_CHECKING:
     from opsready.evidence import Evidence
-    from opsready.probes.s3 import BackupObject, BackupStore, LifecycleRule, ObjectLock
+    from opsready.probes.s3 import (
+        BackupObject,
+        BackupStore,
+        LatestBackups,
+        LifecycleRule,
+        ObjectLock,
+    )
 
 pytestmark = [pytest.mark.ticket("P3-003")]
 
@@ -60,14 +79,23 @@ def _newest(backups: BackupStore) -> BackupObject:
 
 
 class _Retention:
-    """What the rules and Object Lock say about how long the newest backup is kept."""
+    """What the rules and Object Lock say about how long the backups are kept: every rule
+    is judged against each object of the newest and the previous backup, with its own size
+    and tags, as S3 applies a rule to each object on its own."""
 
-    def __init__(self, backups: BackupStore, newest: BackupObject) -> None:
+    def __init__(self, backups: BackupStore, latest: LatestBackups) -> None:
         self.rules: list[LifecycleRule] | None = backups.lifecycle_rules()
-        self.tags = backups.object_tags(newest) if any(
-            r.tags for r in self.rules or []) else {}
-        self.applying = [r for r in self.rules or []
-                         if r.applies_to(newest.key, newest.size, self.tags)]
+        judged = [b for b in (latest.newest, latest.previous) if b is not None]
+        by_tag = any(r.tags for r in self.rules or [])
+        self.tags = {b.key: backups.object_tags(b) if by_tag else {} for b in judged}
+        # Rule id -> the backup objects it acts on.
+        self.matched: dict[str, list[str]] = {}
+        for rule in self.rules or []:
+            keys = [key for b in judged for key, size in b.objects()
+                    if rule.applies_to(key, size, self.tags[b.key])]
+            if keys:
+                self.matched[rule.id] = keys
+        self.applying = [r for r in self.rules or [] if r.id in self.matched]
         self.expiring = [r for r in self.applying if r.expires]
         self.by_date = [r for r in self.expiring if r.expiration_date is not None]
         days = [r.expiration_days for r in self.expiring if r.expiration_days is not None]
@@ -88,7 +116,10 @@ class _Retention:
         return {
             "rules": None if self.rules is None else [
                 {**r.describe(), "applies_to_backups": r in self.applying} for r in self.rules],
-            "newest_backup_tags": self.tags,
+            "judged_backups": {key: {"tags": tags} for key, tags in self.tags.items()},
+            "matched_objects": {rule: keys[:5] + ([f"... {len(keys) - 5} more"]
+                                                  if len(keys) > 5 else [])
+                                for rule, keys in self.matched.items()},
             "effective_retention_days": self.days,
             "expires_on_date": [r.expiration_date for r in self.by_date],
             "noncurrent_version_expiration_days": {
@@ -111,9 +142,9 @@ def test_versioning_enabled(backups: BackupStore, evidence: Evidence) -> None:
 
 def test_lifecycle_keeps_backups(backups: BackupStore, evidence: Evidence) -> None:
     """Backups are kept at least the retention: no lifecycle rule that applies expires them sooner"""
-    newest = _newest(backups)
+    _newest(backups)
     required = backups.cfg.retention_days
-    retention = _Retention(backups, newest)
+    retention = _Retention(backups, backups.latest())
     evidence.record("retention", retention.describe())
     lock = retention.lock_days
     if lock is not None and lock >= required:
@@ -122,11 +153,13 @@ def test_lifecycle_keeps_backups(backups: BackupStore, evidence: Evidence) -> No
         r.id for r in retention.expiring
         if r.expiration_days is not None and r.expiration_days < required]
     held = f"; Object Lock holds versions only {lock} days" if lock else ""
+    hit = sorted({key for rule in early for key in retention.matched[rule][:2]})
     assert not early, (
-        f"s3://{backups.bucket}: lifecycle rule(s) {early} apply to {newest.key} (prefix, tags "
-        f"and size match) and expire it after {retention.days} days or on a fixed date, "
-        f"expected at least {required} days (backups.retention_days){held}; raise the "
-        f"expiration, or narrow the rule's filter so it does not match the backups"
+        f"s3://{backups.bucket}: lifecycle rule(s) {early} apply to backup objects {hit} "
+        f"(prefix, tags and each object's size match) and expire them after "
+        f"{retention.days} days or on a fixed date, expected at least {required} days "
+        f"(backups.retention_days){held}; raise the expiration, or narrow the rule's filter "
+        f"so it matches no object of any backup"
     )
 
 
@@ -167,13 +200,21 @@ def _satisfies(algorithm: str, key_id: str | None, required: str) -> bool:
 def test_public_access_blocked(backups: BackupStore, evidence: Evidence) -> None:
     """All four public-access-block flags are on"""
     _bucket(backups)
-    flags = backups.public_access_block()
-    evidence.record("public_access_block", flags)
-    assert flags is not None, (
+    block = backups.public_access_block()
+    evidence.record("public_access_block", None if block is None else
+                    block.flags if block.implemented else "not implemented by the store")
+    if block is not None and not block.implemented:
+        opsready.not_covered(
+            f"s3://{backups.bucket} at {backups.endpoint}: the store does not implement "
+            f"GetPublicAccessBlock (it answered NotImplemented, as MinIO and Cloudflare R2 do), "
+            f"so there are no flags to judge; check the store's own control instead: no "
+            f"anonymous bucket policy (MinIO: mc anonymous get) and no public bucket URL "
+            f"(R2: r2.dev access and custom domains off)")
+    assert block is not None, (
         f"s3://{backups.bucket}: no public access block, expected all four flags true; "
         f"run put-public-access-block"
     )
-    off = [name for name, on in flags.items() if not on]
+    off = [name for name, on in block.flags.items() if not on]
     assert not off, (
         f"s3://{backups.bucket}: public access block has {off} off, expected all four true; "
         f"turn them on"
@@ -207,9 +248,9 @@ def test_daily_backups_accumulate(backups: BackupStore, evidence: Evidence) -> N
 
 def test_backups_kept_as_long_as_claimed(backups: BackupStore, evidence: Evidence) -> None:
     """The oldest backup is as old as the claimed retention, as far back as the history goes"""
-    newest = _newest(backups)
+    _newest(backups)
     required = backups.cfg.retention_days
-    retention = _Retention(backups, newest)
+    retention = _Retention(backups, backups.latest())
     claimed = retention.claimed(required)
     history = backups.history()
     oldest = history.oldest

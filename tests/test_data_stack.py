@@ -31,6 +31,7 @@ from conftest import (
     opsready_command,
     run_verify,
 )
+from opsready._errors import MissingInput
 from opsready.config import load_environment
 from opsready.probes.postgres import CHUNK, DRILL_PREFIX, ScratchServer
 from opsready.probes.s3 import BackupStore
@@ -287,6 +288,31 @@ def test_missing_or_old_tools_are_unverified(stack: StartedStack, tmp_path: Path
     assert _drill_databases(stack) == []
 
 
+@pytest.mark.parametrize(("magic", "packed"), [(b"\x28\xb5\x2f\xfd", "zstd"),
+                                              (b"\x04\x22\x4d\x18", "lz4")])
+def test_a_zstd_or_lz4_dump_leaves_the_drill_unverified(stack: StartedStack, magic: bytes,
+                                                        packed: str) -> None:
+    env = load_environment(str(stack.env_path), ROOT)
+    assert env.restore_drill is not None
+    data = magic + bytes(range(256)) * 64
+
+    class Packed:
+        key, size = f"backups/2025-03-01/relay.sql.{packed}", len(data)
+
+        def open(self) -> io.BytesIO:
+            return io.BytesIO(data)
+
+        def files(self) -> list[str]:
+            return []
+
+        def open_file(self, name: str) -> io.BytesIO:
+            raise AssertionError("a single-object dump has no files")
+
+    with pytest.raises(MissingInput, match=f"cannot judge a {packed}-compressed dump"):
+        ScratchServer(env.restore_drill, timeout=10).restore_drill(Packed())
+    assert _drill_databases(stack) == []
+
+
 def test_guardrail_refuses_source_as_scratch(stack: StartedStack, tmp_path: Path) -> None:
     # The source says 127.0.0.1, the scratch says localhost: the servers say they are one.
     env = _env_copy(stack, tmp_path, scratch_dsn=_drill_dsn(stack, "localhost", "relay"))
@@ -328,6 +354,7 @@ def test_a_refusal_in_the_background_reaches_the_criterion_as_a_drill_alone_give
 _DRILL_SCRIPT = """
 import sys
 from pathlib import Path
+from opsready._errors import MissingInput
 from opsready.config import load_environment
 from opsready.probes.postgres import ScratchServer
 from opsready.probes.s3 import BackupStore

@@ -98,6 +98,20 @@ def is_gzip(head: bytes) -> bool:
     return head.startswith(b"\x1f\x8b")
 
 
+# The frame magic numbers of the compressions pg_dump -Z (PostgreSQL 16+) and external tools
+# write besides gzip: zstd (RFC 8878 section 3.1.1) and the lz4 frame format.
+_FOREIGN_COMPRESSIONS = ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"))
+
+
+def foreign_compression(head: bytes) -> str | None:
+    """``zstd`` or ``lz4`` when a stream starts with that frame's magic number: a compression
+    this module does not unwrap (it reads gzip only), so the dump inside cannot be judged."""
+    for magic, name in _FOREIGN_COMPRESSIONS:
+        if head.startswith(magic):
+            return name
+    return None
+
+
 @dataclass(frozen=True)
 class ArchiveHeader:
     """The header of a custom-format archive (also ``toc.dat`` of the directory and tar

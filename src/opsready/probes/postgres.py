@@ -75,6 +75,7 @@ from opsready.probes.dumps import (
     GzipStream,
     HostileDump,
     PlainScriptGuard,
+    foreign_compression,
     is_gzip,
     major_version,
     parse_archive_header,
@@ -938,6 +939,12 @@ class _Load:
         first = body.read(CHUNK)
         result.size_bytes = len(first)
         raw = _RawStream(first, body, result)
+        packed = foreign_compression(first)
+        if packed is not None:
+            raise MissingInput(
+                f"restore drill: {self.source.key} is a {packed}-compressed dump: cannot judge "
+                f"a {packed}-compressed dump here, only gzip is unwrapped; restore it by hand "
+                f"({packed} -dc, then pg_restore or psql) or back up with gzip compression")
         result.compressed = is_gzip(first)
         gz = GzipStream() if result.compressed else None
         stream = _gunzipped(iter(raw), gz) if gz is not None else iter(raw)

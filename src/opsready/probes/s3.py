@@ -12,6 +12,9 @@ What is judged where:
 
 - A configuration that S3 says is *absent* (no lifecycle rules, no default encryption, no
   public access block, no Object Lock) is data: the method returns ``None``.
+- An API the store does not implement (HTTP 501 ``NotImplemented``: MinIO and Cloudflare R2
+  for ``GetPublicAccessBlock``, R2 for ``GetObjectLockConfiguration``) is data too: no Object
+  Lock is ``None``; no public access block API is ``PublicAccessBlock(implemented=False)``.
 - A bucket that does not exist is data too: ``bucket_exists()`` is ``False``.
 - What stops us from looking raises a ``ProbeError``: ``AccessRefused`` for denied or invalid
   credentials, ``TargetUnreachable`` / ``ProbeTimeout`` for the endpoint, ``MissingInput`` for
@@ -57,6 +60,7 @@ from opsready.probes.dumps import (
     GzipStream,
     HostileDump,
     PlainScriptGuard,
+    foreign_compression,
     is_gzip,
     major_version,
     parse_archive_header,
@@ -76,6 +80,7 @@ __all__ = [
     "LifecycleRule",
     "ObjectLock",
     "ObjectStream",
+    "PublicAccessBlock",
     "Sidecar",
     "SidecarEntry",
 ]
@@ -87,12 +92,23 @@ _LOOKBACK_STEPS_DAYS = (8, 32, 128, 512)
 # Pages of the version listing read to find the oldest trace of a backup.
 _VERSION_PAGES = 5
 
+# ``_call`` raises when the store does not implement an API, unless told what that means.
+_RAISE = object()
 _ACCESS_CODES = frozenset({
     "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AccountProblem", "403",
 })
-_SHA256SUM = re.compile(r"^\\?([0-9a-fA-F]{64})(?: [ *](.+))?$")
-_SHA256_TAG = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")
+# The digest line forms: the pattern (groups ``digest`` and ``name``) and the name the tool
+# writes for a digest of standard input, which names no file.
+_SIDECAR_FORMS: tuple[tuple[re.Pattern[str], str | None], ...] = (
+    # sha256sum: ``<hex>  <name>``, ``<hex> *<name>``, a bare ``<hex>``; ``-`` is stdin.
+    (re.compile(r"^\\?(?P<digest>[0-9a-fA-F]{64})(?: [ *](?P<name>.+))?$"), "-"),
+    # BSD tag format (``sha256sum --tag``, ``shasum``).
+    (re.compile(r"^SHA256 \((?P<name>.+)\) = (?P<digest>[0-9a-fA-F]{64})$"), None),
+    # ``openssl dgst -sha256``: ``SHA2-256(name)= hex`` (OpenSSL 3), ``SHA256(name)= hex`` (1.1).
+    (re.compile(r"^(?:SHA2-256|SHA256)\((?P<name>.+)\)= (?P<digest>[0-9a-fA-F]{64})$"),
+     "stdin"),
+)
 
 
 @dataclass(frozen=True)
@@ -101,12 +117,21 @@ class BackupObject:
     size: int
     last_modified: dt.datetime
     etag: str = ""
-    # A directory-format dump: the names of its files under ``key + "/"``.
+    # A directory-format dump: the names of its files under ``key + "/"``, and their sizes.
     files: tuple[str, ...] = ()
+    file_sizes: tuple[int, ...] = ()
 
     @property
     def is_directory(self) -> bool:
         return bool(self.files)
+
+    def objects(self) -> list[tuple[str, int]]:
+        """The S3 objects this backup is made of, key and size: itself, or each file of a
+        directory dump (S3 applies a lifecycle rule to each object on its own)."""
+        if not self.files:
+            return [(self.key, self.size)]
+        return [(f"{self.key}/{name}", size)
+                for name, size in zip(self.files, self.file_sizes, strict=True)]
 
     @property
     def name(self) -> str:
@@ -186,7 +211,9 @@ class SidecarEntry:
 @dataclass(frozen=True)
 class Sidecar:
     """The checksum file next to a backup, in ``sha256sum`` format (``<hex>  <name>``,
-    ``<hex> *<name>`` or a bare ``<hex>``) or BSD tag format (``SHA256 (<name>) = <hex>``)."""
+    ``<hex> *<name>`` or a bare ``<hex>``), BSD tag format (``SHA256 (<name>) = <hex>``) or
+    ``openssl dgst`` format (``SHA2-256(<name>)= <hex>``, ``SHA256(<name>)= <hex>``). A digest
+    of standard input (sha256sum's ``-``, openssl's ``stdin``) names no file."""
 
     key: str
     found: bool
@@ -214,7 +241,9 @@ class DumpInspection:
 
     key: str
     format: DumpFormat = "unknown"
-    compressed: bool = False
+    compressed: bool = False  # gzip
+    # A compression that is recognised but not unwrapped (zstd, lz4): the dump is not judged.
+    foreign_compression: str | None = None
     bytes_read: int = 0
     sha256: str | None = None  # single-object dumps
     file_digests: dict[str, str] = field(default_factory=dict)  # directory dumps
@@ -228,6 +257,7 @@ class DumpInspection:
 
     def describe(self) -> dict[str, Any]:
         return {"key": self.key, "format": self.format, "gzip": self.compressed,
+                "foreign_compression": self.foreign_compression,
                 "bytes_read": self.bytes_read, "header": self.header,
                 "toc_entries": self.toc_entries, "table_data_entries": self.table_data_entries,
                 "problems": self.problems, "hostile": self.hostile,
@@ -293,6 +323,15 @@ class ObjectLock:
     enabled: bool
     mode: str | None
     days: int | None  # Years count as 365 days
+
+
+@dataclass(frozen=True)
+class PublicAccessBlock:
+    """The bucket's public access block: its four flags, or that the store has no such API
+    (it answered ``NotImplemented``), so public access is controlled some other way."""
+
+    flags: dict[str, bool] = field(default_factory=dict)
+    implemented: bool = True
 
 
 @dataclass(frozen=True)
@@ -459,8 +498,11 @@ class BackupStore:
                                      f"{redactor.text(str(exc))}")
         return UnexpectedResponse(f"{target}: {type(exc).__name__}: {redactor.text(str(exc))}")
 
-    def _call(self, what: str, method: str, absent: tuple[str, ...] = (), **kwargs: Any) -> Any:
-        """Call one client method. ``absent`` error codes mean "not configured": ``None``."""
+    def _call(self, what: str, method: str, absent: tuple[str, ...] = (),
+              unimplemented: Any = _RAISE, **kwargs: Any) -> Any:
+        """Call one client method. ``absent`` error codes mean "not configured": ``None``.
+        ``unimplemented`` is the answer when the store has no such API (``NotImplemented``,
+        HTTP 501); without it that is an ``UnexpectedResponse``."""
         from botocore.exceptions import ClientError
 
         self.requests += 1
@@ -468,8 +510,11 @@ class BackupStore:
             return getattr(self._client, method)(**kwargs)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in absent:
                 return None
+            if unimplemented is not _RAISE and (code == "NotImplemented" or status == 501):
+                return unimplemented
             raise self._map(exc, what) from None
         except Exception as exc:  # mapped onto the ProbeError hierarchy
             raise self._map(exc, what) from None
@@ -617,14 +662,9 @@ class BackupStore:
         text = self._read(resp, 1 << 20, key).decode("utf-8", "replace")
         entries: list[SidecarEntry] = []
         for line in text.splitlines():
-            line = line.strip()
-            m = _SHA256SUM.match(line)
-            if m is not None:
-                entries.append(SidecarEntry(m.group(1).lower(), m.group(2)))
-                continue
-            t = _SHA256_TAG.match(line)
-            if t is not None:
-                entries.append(SidecarEntry(t.group(2).lower(), t.group(1)))
+            entry = _sidecar_entry(line.strip())
+            if entry is not None:
+                entries.append(entry)
         return Sidecar(key=key, found=True, entries=tuple(entries),
                        excerpt=redactor.excerpt(text, 120))
 
@@ -645,7 +685,10 @@ class BackupStore:
         """``backup`` for the restore drill."""
         return BackupSource(self, backup)
 
+    @shared_fact
     def object_tags(self, backup: BackupObject) -> dict[str, str]:
+        """The tags of ``backup``; for a directory dump, those of its ``toc.dat``, which stand
+        for its files (one read per backup, however many files it has)."""
         key = f"{backup.key}/toc.dat" if backup.is_directory else backup.key
         resp = self._call(f"reading the tags of {key}", "get_object_tagging",
                           Bucket=self.bucket, Key=key)
@@ -763,10 +806,12 @@ class BackupStore:
 
     @shared_fact
     def object_lock(self) -> ObjectLock | None:
-        """The Object Lock configuration, or ``None`` when the bucket has none."""
+        """The Object Lock configuration, or ``None`` when the bucket has none, or the store
+        has no S3 Object Lock at all (``NotImplemented``, as Cloudflare R2 answers)."""
         resp = self._call("reading the Object Lock configuration",
                           "get_object_lock_configuration",
-                          absent=("ObjectLockConfigurationNotFoundError",), Bucket=self.bucket)
+                          absent=("ObjectLockConfigurationNotFoundError",),
+                          unimplemented=None, Bucket=self.bucket)
         if resp is None:
             return None
         conf = resp.get("ObjectLockConfiguration", {})
@@ -793,16 +838,30 @@ class BackupStore:
         return found or None
 
     @shared_fact
-    def public_access_block(self) -> dict[str, bool] | None:
-        """The four public-access-block flags, or ``None`` when no block is configured."""
+    def public_access_block(self) -> PublicAccessBlock | None:
+        """The four public-access-block flags, ``None`` when no block is configured, or
+        ``implemented=False`` when the store has no such API (MinIO, Cloudflare R2)."""
         resp = self._call("reading the public access block", "get_public_access_block",
-                          absent=("NoSuchPublicAccessBlockConfiguration",), Bucket=self.bucket)
-        if resp is None:
-            return None
+                          absent=("NoSuchPublicAccessBlockConfiguration",),
+                          unimplemented=PublicAccessBlock(implemented=False),
+                          Bucket=self.bucket)
+        if resp is None or isinstance(resp, PublicAccessBlock):
+            return resp
         flags = resp.get("PublicAccessBlockConfiguration", {})
         names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                  "RestrictPublicBuckets")
-        return {n: bool(flags.get(n, False)) for n in names}
+        return PublicAccessBlock({n: bool(flags.get(n, False)) for n in names})
+
+
+def _sidecar_entry(line: str) -> SidecarEntry | None:
+    """One digest line of a sidecar, in any of the forms the tools write."""
+    for form, stdin_name in _SIDECAR_FORMS:
+        m = form.match(line)
+        if m is not None:
+            name = m.group("name")
+            return SidecarEntry(m.group("digest").lower(),
+                                None if name is None or name == stdin_name else name)
+    return None
 
 
 # ---- reading a dump ---------------------------------------------------------------------------
@@ -826,9 +885,13 @@ def _inspect_stream(chunks: Iterator[bytes], result: DumpInspection, pg_restore:
     try:
         for raw in chunks:
             digest.update(raw)
-            if result.bytes_read == 0 and is_gzip(raw):
-                gz, result.compressed = GzipStream(), True
+            if result.bytes_read == 0:
+                _unwrap_or_not(raw, result)
+                if result.compressed:
+                    gz = GzipStream()
             result.bytes_read += len(raw)
+            if result.foreign_compression:
+                continue  # hashed for the sidecar, not judged
             for piece in _safe_gunzip(gz, raw, result) if gz is not None else [raw]:
                 if held is None:
                     judge(piece)
@@ -856,8 +919,22 @@ def _inspect_stream(chunks: Iterator[bytes], result: DumpInspection, pg_restore:
         for tool in tools:
             tool.kill()
     result.sha256 = digest.hexdigest()
-    if result.format == "unknown" and not result.problems:
+    if result.format == "unknown" and not result.problems and not result.foreign_compression:
         result.problems.append(f"not a PostgreSQL dump: it starts with {head[:16]!r}")
+
+
+def _unwrap_or_not(first: bytes, result: DumpInspection) -> None:
+    """gzip is unwrapped; zstd and lz4 are named, and leave the dump unjudged (an error of the
+    criterion, not a fail: the backup may be fine)."""
+    result.compressed = is_gzip(first)
+    packed = foreign_compression(first)
+    if packed is not None:
+        result.foreign_compression = packed
+        result.tool_error = MissingInput(
+            f"{result.key} is a {packed}-compressed dump (its first bytes are the {packed} "
+            f"frame magic): cannot judge a {packed}-compressed dump here, only gzip is "
+            f"unwrapped; its sha256 is still compared with the sidecar; check it by "
+            f"decompressing it and running pg_restore -l (or reading the script's trailer)")
 
 
 def _safe_gunzip(gz: GzipStream, raw: bytes, result: DumpInspection) -> list[bytes]:
@@ -1070,9 +1147,11 @@ def _object(obj: dict[str, Any]) -> BackupObject:
 
 
 def _directory(key: str, objs: list[dict[str, Any]]) -> BackupObject:
-    files = tuple(sorted(str(o["Key"])[len(key) + 1:] for o in objs))
-    return BackupObject(key=key, size=sum(int(o["Size"]) for o in objs),
-                        last_modified=max(_utc(o["LastModified"]) for o in objs), files=files)
+    by_name = sorted((str(o["Key"])[len(key) + 1:], int(o["Size"])) for o in objs)
+    return BackupObject(key=key, size=sum(size for _, size in by_name),
+                        last_modified=max(_utc(o["LastModified"]) for o in objs),
+                        files=tuple(n for n, _ in by_name),
+                        file_sizes=tuple(size for _, size in by_name))
 
 
 def _rule(raw: dict[str, Any], index: int) -> LifecycleRule:
