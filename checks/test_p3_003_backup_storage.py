@@ -25,11 +25,15 @@ What each criterion can tell, and what it cannot:
   server-side encryption, aws:kms requires KMS, a key id requires that key). S3 encrypts new
   objects by default, so without a requirement the algorithm is recorded and the criterion is
   not covered.
-- Accumulation needs a history as long as its window: younger, it is not covered until the
-  day it can be judged. The retention criterion compares the oldest backup's age with the
-  retention the rules claim, as far as the history reaches: the history starts at
-  ``backups.history_start``, or at the oldest trace of a backup in the version listing
-  (noncurrent versions, delete markers), or at the oldest backup itself, whichever is earlier.
+- Accumulation counts the nights of the window whose backup is missing from the gaps between
+  backups (a gap of about ``n`` days misses ``n - 1`` nights; after the newest, every whole
+  day since misses one), so a nightly job whose start drifts by an hour or so is never a day
+  short, and a second backup the same night does not stand in for another night. It needs a
+  history as long as its window: younger, it is not covered until the day it can be judged.
+  The retention criterion compares the oldest backup's age with the retention the rules
+  claim, as far as the history reaches: the history starts at ``backups.history_start``, or
+  at the oldest trace of a backup in the version listing (noncurrent versions, delete
+  markers), or at the oldest backup itself, whichever is earlier.
   Backups deleted without a trace before ``history_start`` is set cannot be seen.
 - A bucket that does not exist is a fail; a refused read is unverified.
 """

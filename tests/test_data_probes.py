@@ -190,10 +190,10 @@ def test_empty_prefix_has_no_contents_key(stubbed: Any) -> None:
     assert latest.newest is None and latest.count == 0 and latest.listed_since is None
 
 
-def test_daily_coverage_counts_24h_windows(stubbed: Any) -> None:
+def test_daily_coverage_counts_missed_nights_since_the_newest(stubbed: Any) -> None:
     store, stubber = stubbed
     now = dt.datetime(2025, 3, 31, 0, 30, tzinfo=dt.UTC)
-    # Nightly at 23:30: the newest is an hour old; days 0 and 1 are missing.
+    # Nightly at 23:30: the newest is 49 hours old, so two nights' backups are missing.
     days = [d for d in range(35) if d not in (0, 1)]
     stubber.add_response("list_objects_v2", _listing([
         (f"backups/{(now - dt.timedelta(days=d, hours=1)).date()}/relay.dump", 1000,
@@ -202,7 +202,45 @@ def test_daily_coverage_counts_24h_windows(stubbed: Any) -> None:
     ]), {"Bucket": BUCKET, "Prefix": "backups/", "StartAfter": "backups/2025-02-28"})
     coverage = store.daily_coverage(30, now=now)
     assert coverage.days_with_backup == 28
-    assert coverage.missing_days == ["2025-03-31", "2025-03-30"]
+    assert coverage.missing_days == ["2025-03-30", "2025-03-29"]
+
+
+def _nightly(stubber: Any, now: dt.datetime, uploads: list[dt.datetime]) -> None:
+    start_after = f"backups/{(now - dt.timedelta(days=31)).date()}"
+    stubber.add_response("list_objects_v2", _listing([
+        (f"backups/{t.date()}/relay.{i}.dump", 1000, t) for i, t in enumerate(sorted(uploads))]),
+        {"Bucket": BUCKET, "Prefix": "backups/", "StartAfter": start_after})
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_nightly_job_that_drifts_around_the_audit_time_misses_no_night(
+        stubbed: Any, seed: int) -> None:
+    """A 02:00 cron whose uploads land between 02:05 and 03:00 (schedulers run late), audited
+    at 02:30, inside that spread: every night had its backup, whichever side of 02:30 each
+    upload fell. Fixed 24-hour bins counted two in some and none in others."""
+    import random
+
+    store, stubber = stubbed
+    rng = random.Random(seed)
+    now = dt.datetime(2025, 4, 1 + seed, 2, 30, tzinfo=dt.UTC)
+    uploads = [dt.datetime.combine(now.date() - dt.timedelta(days=d), dt.time(2, 5), dt.UTC)
+               + dt.timedelta(minutes=rng.uniform(0, 55)) for d in range(0, 33)]
+    _nightly(stubber, now, [u for u in uploads if u <= now])
+    coverage = store.daily_coverage(30, now=now)
+    assert (coverage.days_with_backup, coverage.missing_days) == (30, [])
+
+
+def test_a_missed_night_is_named_and_a_second_backup_the_same_night_counts_once(
+        stubbed: Any) -> None:
+    store, stubber = stubbed
+    now = dt.datetime(2025, 5, 20, 12, 0, tzinfo=dt.UTC)
+    uploads = [dt.datetime.combine(now.date() - dt.timedelta(days=d), dt.time(2, 10), dt.UTC)
+               for d in range(0, 33) if d != 9]
+    uploads.append(uploads[3] + dt.timedelta(hours=3))  # a manual backup the same night
+    _nightly(stubber, now, uploads)
+    coverage = store.daily_coverage(30, now=now)
+    assert coverage.days_with_backup == 29
+    assert coverage.missing_days == [(now.date() - dt.timedelta(days=9)).isoformat()]
 
 
 def test_history_finds_the_oldest_trace_in_the_versions(stubbed: Any) -> None:

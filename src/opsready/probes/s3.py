@@ -167,13 +167,16 @@ class LatestBackups:
 
 @dataclass(frozen=True)
 class DailyCoverage:
-    """Which of the last ``window_days`` 24-hour windows (counted back from now) hold a
-    backup. Windows rather than calendar dates, so a nightly job that runs at 02:00 is
-    never one day short just because today's run has not happened yet."""
+    """How many of the last ``window_days`` nights had their backup, counted from the gaps
+    between backups rather than from fixed 24-hour bins: a nightly job whose start drifts by
+    an hour from night to night (schedulers are best effort) lands some nights on either side
+    of any fixed boundary, and bins would then hold two backups or none. Between two backups
+    ``g`` apart, ``round(g / 24h) - 1`` nights were missed; after the newest, one for each
+    whole day since it."""
 
     window_days: int
     days_with_backup: int
-    missing_days: list[str]  # the UTC date on which each empty window ends
+    missing_days: list[str]  # the UTC date each missed night's backup was due, newest first
 
 
 @dataclass(frozen=True)
@@ -696,19 +699,30 @@ class BackupStore:
 
     def daily_coverage(self, window_days: int, now: dt.datetime | None = None) -> DailyCoverage:
         now = now or dt.datetime.now(dt.UTC)
-        backups = self.backups_since((now - dt.timedelta(days=window_days + 1)).date())
-        seen: set[int] = set()
-        for b in backups:
-            age = (now - b.last_modified).total_seconds()
-            if age >= 0:
-                seen.add(int(age // 86400))
-        missing = [
-            (now - dt.timedelta(days=i)).date().isoformat()
-            for i in range(window_days) if i not in seen
-        ]
-        return DailyCoverage(window_days=window_days,
-                             days_with_backup=sum(1 for i in range(window_days) if i in seen),
-                             missing_days=missing)
+        start = now - dt.timedelta(days=window_days)
+        day = dt.timedelta(days=1)
+        # The night before the window too, so the window's first gap is measured from it.
+        times = sorted(b.last_modified for b in
+                       self.backups_since((start - day).date()) if b.last_modified <= now)
+        nights: list[dt.datetime] = []
+        for t in times:
+            if not nights or t - nights[-1] >= day / 2:  # a second backup the same night
+                nights.append(t)
+        before = [n for n in nights if n <= start]
+        # Without a backup the night before, the window opens as if one had run half a day
+        # earlier: a first backup within a day of the start misses nothing.
+        previous = before[-1] if before else start - day / 2
+        due: list[dt.datetime] = []
+        for night in nights[len(before):]:
+            gap = night - previous
+            missed = max(0, round(gap / day) - 1)
+            due += [previous + gap * i / (missed + 1) for i in range(1, missed + 1)]
+            previous = night
+        due += [previous + day * i for i in range(1, int((now - previous) / day) + 1)]
+        due = [d for d in due if start <= d <= now]
+        return DailyCoverage(
+            window_days=window_days, days_with_backup=max(0, window_days - len(due)),
+            missing_days=sorted({d.date().isoformat() for d in due}, reverse=True))
 
     @shared_fact
     def drill_record(self) -> DrillRecord | None:
