@@ -557,3 +557,21 @@ def test_required_encryption(algorithm: str, key_id: str | None, required: str,
                              ok: bool) -> None:
     satisfies = load_check("test_p3_003_backup_storage")._satisfies
     assert satisfies(algorithm, key_id, required) is ok
+
+
+@pytest.mark.parametrize(("written", "read"), [(True, "true"), (False, "false"),
+                                                ("passed", "passed"), (1, "1"), (None, None)])
+def test_a_drill_records_outcome_keeps_its_json_spelling(stubbed: Any, written: Any,
+                                                       read: str | None) -> None:
+    """A JSON ``true`` outcome is ``true``, as the record says it, so a success value written
+    the JSON way matches it."""
+    import json
+
+    cfg = backups_config(drill_record_key="drills/last.json", drill_record_outcome_field="ok")
+    store, stubber = stubbed
+    store = BackupStore(cfg, timeout=5, client=store._client)
+    stubber.add_response("get_object", {**_body(json.dumps(
+        {"ok": written, "finished_at": "2025-03-01T03:00:00Z"}).encode()),
+        "LastModified": NOW})
+    record = store.drill_record()
+    assert record is not None and record.outcome == read

@@ -751,7 +751,9 @@ class BackupStore:
         rto = data.get(self.cfg.drill_record_rto_field)
         return DrillRecord(
             key=key, finished_at=finished, data=data,
-            outcome=str(outcome) if isinstance(outcome, str | bool | int) else None,
+            # A JSON boolean keeps its JSON spelling (true, false), not Python's.
+            outcome=(str(outcome).lower() if isinstance(outcome, bool)
+                     else str(outcome) if isinstance(outcome, str | int) else None),
             rto_seconds=float(rto) if isinstance(rto, int | float) and not isinstance(rto, bool)
             else None)
 
