@@ -5,11 +5,13 @@ For every configured path, allowed origin and method, a preflight as a browser s
 ``Access-Control-Request-Headers``, no credentials); then the actual request
 (``cors.actual_method`` with ``Origin``), whose response is what browsers and caches use.
 Hostile origins are derived from every allowed origin (a suffix and a prefix trick, the other
-scheme, a subdomain, ``null``) and sent with the configured ``disallowed_origins``. They must
-get no ``Access-Control-Allow-Origin`` at all, ``*`` included: the environment lists the
-origins it allows. A public API (``cors.any_origin``, without credentials) allows every origin
-by design; there a hostile origin fails only when it is granted credentials (its own origin
-echoed with ``Access-Control-Allow-Credentials: true``).
+scheme, a subdomain, ``null``) and sent with the configured ``disallowed_origins``. None may be
+granted access as Fetch grants it: an ``Access-Control-Allow-Origin`` of ``*`` (the environment
+lists the origins it allows) or of the hostile origin itself. A fixed allowed origin sent to
+every requester grants nobody else, and such a fixed answer needs no ``Vary: Origin`` either
+(Fetch says so); an answer chosen by Origin must carry it. A public API (``cors.any_origin``,
+without credentials) allows every origin by design; there a hostile origin fails only when it
+is granted credentials (its own origin echoed with ``Access-Control-Allow-Credentials: true``).
 
 What the criteria can and cannot tell: they see the headers a browser would judge, and judge
 them as Fetch does (an ok status is any 2xx; ``Access-Control-Allow-Credentials`` must be the
@@ -148,15 +150,24 @@ def test_headers_allowed(preflights: list[CorsResponse], cors_config: CorsConfig
     )
 
 
-def _varies(p: CorsResponse) -> bool:
-    # A fixed "*" is the same for every origin; an answer chosen by Origin must say so.
-    return p.allow_origin == "*" or bool(p.vary & {"origin", "*"})
+def _varies(p: CorsResponse, exchanges: list[CorsResponse]) -> bool:
+    """Whether a cache keyed on this answer would serve it right: it says it varies by
+    Origin, or it does not depend on Origin at all: a fixed ``*``, or one fixed origin that
+    every other origin's exchange of the same kind and path got too (Fetch: a static
+    Access-Control-Allow-Origin needs no Vary)."""
+    if p.allow_origin == "*" or p.vary & {"origin", "*"}:
+        return True
+    same = [o for o in exchanges if o.kind == p.kind and o.url == p.url and o.origin != p.origin]
+    return bool(same) and all(o.allow_origin == p.allow_origin for o in same)
 
 
-def test_vary_origin(preflights: list[CorsResponse], evidence: Evidence) -> None:
-    """The preflight's Vary contains Origin"""
+def test_vary_origin(preflights: list[CorsResponse], hostile_exchanges: list[CorsResponse],
+                     evidence: Evidence) -> None:
+    """The preflight's Vary contains Origin, unless its answer is the same for every origin"""
     _record(evidence, preflights)
-    bad = [f"{_shown(p)}: Vary was {p.header('vary')!r}" for p in preflights if not _varies(p)]
+    seen = preflights + hostile_exchanges
+    bad = [f"{_shown(p)}: Vary was {p.header('vary')!r}" for p in preflights
+           if not _varies(p, seen)]
     assert not bad, (
         f"{_some(bad)}; expected Vary to contain Origin, so caches do not serve one origin's "
         f"answer to another; add Vary: Origin to CORS responses"
@@ -177,10 +188,11 @@ def test_max_age(preflights: list[CorsResponse], cors_config: CorsConfig,
     )
 
 
-def test_actual_request(actual: list[CorsResponse], cors_config: CorsConfig,
-                        evidence: Evidence) -> None:
+def test_actual_request(actual: list[CorsResponse], hostile_exchanges: list[CorsResponse],
+                        cors_config: CorsConfig, evidence: Evidence) -> None:
     """The actual request from each allowed origin carries ACAO, ACAC and Vary: Origin"""
     _record(evidence, actual)
+    seen = actual + hostile_exchanges
     bad = []
     for p in actual:
         problem = _origin_problem(p, cors_config.credentials)
@@ -188,7 +200,7 @@ def test_actual_request(actual: list[CorsResponse], cors_config: CorsConfig,
             bad.append(problem)
         if cors_config.credentials and p.allow_credentials != "true":
             bad.append(f"{_shown(p)}: Access-Control-Allow-Credentials was {p.allow_credentials!r}")
-        if not _varies(p):
+        if not _varies(p, seen):
             bad.append(f"{_shown(p)}: Vary was {p.header('vary')!r}")
     assert not bad, (
         f"{_some(bad)}; expected the origin echoed, credentials 'true' and Vary: Origin on "
@@ -197,35 +209,45 @@ def test_actual_request(actual: list[CorsResponse], cors_config: CorsConfig,
     )
 
 
+def _hostile(cfg: CorsConfig) -> list[HostileOrigin]:
+    return hostile_origins(cfg.allowed_origins, cfg.hostile_variants, cfg.disallowed_origins)
+
+
 @pytest.fixture(scope="module")
-def hostile(cors_config: CorsConfig) -> list[HostileOrigin]:
-    found = hostile_origins(cors_config.allowed_origins, cors_config.hostile_variants,
-                            cors_config.disallowed_origins)
-    if not found:
-        opsready.not_covered("no hostile origin to send: cors.allowed_origins gives none to "
-                             "derive and cors.disallowed_origins is empty")
-    return found
-
-
-def test_hostile_origins_refused(service: ServiceProbe, cors_config: CorsConfig,
-                                 preflights: list[CorsResponse], hostile: list[HostileOrigin],
-                                 evidence: Evidence) -> None:
-    """Hostile and disallowed origins get no Access-Control-Allow-Origin"""
-    cfg = cors_config
-    kinds = {h.origin: h for h in hostile}
+def hostile_exchanges(service: ServiceProbe, cors_config: CorsConfig,
+                      preflights: list[CorsResponse]) -> list[CorsResponse]:
+    """The preflights and actual requests of the hostile origins, sent once: the hostile
+    criterion judges them, and the Vary criteria read them to tell an answer chosen by
+    Origin from a fixed one."""
+    cfg, hostile = cors_config, _hostile(cors_config)
     results = service.preflights([(path, h.origin, method) for path in cfg.paths
                                   for h in hostile for method in cfg.methods], cfg.request_headers)
     results += service.cors_requests([(path, h.origin) for path in cfg.paths for h in hostile],
                                      cfg.actual_method)
+    return results
+
+
+def test_hostile_origins_refused(cors_config: CorsConfig, hostile_exchanges: list[CorsResponse],
+                                 evidence: Evidence) -> None:
+    """Hostile and disallowed origins get no Access-Control-Allow-Origin"""
+    cfg = cors_config
+    hostile = _hostile(cfg)
+    if not hostile:
+        opsready.not_covered("no hostile origin to send: cors.allowed_origins gives none to "
+                             "derive and cors.disallowed_origins is empty")
+    kinds = {h.origin: h for h in hostile}
+    results = hostile_exchanges
     _record(evidence, results)
     evidence.record("hostile_origins", [vars(h) for h in hostile])
 
     # A public API answers every origin; what it must never do is grant one credentials, which
     # Fetch does only for the origin echoed with Access-Control-Allow-Credentials: true.
+    # Otherwise Fetch shares a response only when its Access-Control-Allow-Origin is "*" or
+    # the requesting origin itself: a fixed allowed origin sent to everyone grants nobody else.
     def granted(p: CorsResponse) -> bool:
         if cfg.any_origin:
             return p.allow_credentials == "true" and p.allow_origin == p.origin
-        return p.allow_origin is not None
+        return p.allow_origin in ("*", p.origin)
 
     leaked: dict[str, list[CorsResponse]] = {}
     for p in results:
