@@ -3,9 +3,11 @@ fire, the service is scraped, and the Grafana dashboards are imported and render
 
 What each criterion can and cannot tell:
 
-- *Loaded with health ok* proves the configured rules evaluate without error. It cannot tell
-  that they would ever fire: ``health: ok`` holds for a rule over a misspelt metric too. A
-  rule not evaluated yet (health ``unknown``, just after a reload) is not covered.
+- *Loaded with health ok* proves the configured rules evaluate without error: every rule of
+  each configured name within the scope (``prometheus.rule_groups``/``rule_files``), since
+  names need not be unique and a healthy namesake must not hide a broken rule. It cannot
+  tell that they would ever fire: ``health: ok`` holds for a rule over a misspelt metric too.
+  A rule not evaluated yet (health ``unknown``, just after a reload) is not covered.
 - *Can fire* asks Prometheus, for every selector of every judged rule (the configured names,
   and every rule of ``prometheus.rule_groups``/``rule_files`` when a scope is set), whether it
   matches a series now, as Cloudflare pint's ``promql/series`` does. Selectors that the
@@ -33,9 +35,24 @@ from opsready.probes.grafana import resolve_datasources
 if TYPE_CHECKING:
     from opsready.evidence import Evidence
     from opsready.probes.grafana import GrafanaProbe
-    from opsready.probes.prometheus import PrometheusProbe
+    from opsready.probes.prometheus import PrometheusProbe, Rule
 
 pytestmark = [pytest.mark.ticket("P0-001")]
+
+
+_HEALTH_ORDER = {"ok": 0, "unknown": 1}
+
+
+def _least_healthy(rules: list[Rule]) -> dict[str, Rule]:
+    """One rule per name, the least healthy of those sharing it: names need not be unique
+    (a warning and a critical tier of one alert, say), and a healthy namesake must not hide
+    a broken rule."""
+    found: dict[str, Rule] = {}
+    for rule in rules:
+        held = found.get(rule.name)
+        if held is None or _HEALTH_ORDER.get(rule.health, 2) > _HEALTH_ORDER.get(held.health, 2):
+            found[rule.name] = rule
+    return found
 
 
 def test_alert_rules_loaded(prometheus: PrometheusProbe, evidence: Evidence) -> None:
@@ -45,9 +62,10 @@ def test_alert_rules_loaded(prometheus: PrometheusProbe, evidence: Evidence) -> 
         opsready.not_covered("not configured: prometheus.alert_rules")
     build = prometheus.buildinfo()
     evidence.record("prometheus", {"url": prometheus.url, "version": build.get("version")})
-    loaded = {r.name: r for r in prometheus.alert_rules()}
-    evidence.record("alert_rules", [loaded[n].summary() if n in loaded else
-                                    {"name": n, "loaded": False} for n in wanted])
+    rules = prometheus.scoped_rules("alert")
+    loaded = _least_healthy(rules)
+    evidence.record("alert_rules", [r.summary() for r in rules if r.name in wanted] +
+                    [{"name": n, "loaded": False} for n in wanted if n not in loaded])
     rules_loaded_and_healthy(
         f"Prometheus at {prometheus.url}", "alert", loaded, wanted,
         "add the rule file to rule_files in prometheus.yml and reload Prometheus",

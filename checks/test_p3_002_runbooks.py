@@ -10,14 +10,16 @@ What each criterion can and cannot tell:
   "TBD", fails. It cannot tell that the steps are right.
 - *Links resolve* follows the ``runbook_url`` of every alert rule of the platform (those of
   ``prometheus.rule_groups``/``rule_files`` when set: a shared Prometheus holds other teams'
-  rules too). ``{{ $labels.x }}`` templates are expanded with the rule's labels first; a
-  template that needs a label only the firing series carries cannot be followed, and the
-  criterion is not covered for it. GitHub blob links are read through the API, including
-  branches whose name contains ``/``.
+  rules too), each rule on its own, since names need not be unique. A ``{{ $labels.x }}``
+  template cannot be followed before the alert fires: Prometheus fills ``$labels`` from the
+  firing series alone, not from the rule's own labels, so the criterion is not covered for
+  it. GitHub blob links are read through the API, including branches whose name contains
+  ``/``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
@@ -106,9 +108,14 @@ def test_alert_runbook_links_resolve(prometheus: PrometheusProbe, runbooks: Runb
         f"expected every alert rule loaded with a runbook_url; import the alert rules"
     )
     links = {}
-    for rule in rules:
+    named = Counter(r.name for r in rules)
+    for i, rule in enumerate(rules):
         url = rule.annotations.get("runbook_url", "").strip()
-        links[rule.name] = runbooks.resolve_rule_link(url, rule.labels) if url else None
+        # Names need not be unique: each rule's link is judged, not the last namesake's.
+        key = rule.name if named[rule.name] == 1 else f"{rule.name} ({rule.group}, rule {i + 1})"
+        # Prometheus fills $labels from the firing series alone, never from the rule's own
+        # labels: before the alert fires, no label of it is known.
+        links[key] = runbooks.resolve_rule_link(url, {}) if url else None
     evidence.record("runbook_links", {
         name: {"runbook_url": None} if check is None else
         {"runbook_url": check.url, "resolves": check.resolves, "detail": check.detail}

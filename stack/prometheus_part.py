@@ -55,11 +55,10 @@ POOL_GAUGES = {role: f"db_connection_pool_{role}"
 # reads a renamed metric under `slo-rule-no-series`.
 RULE_NEVER_FIRES = "HighErrorRate"
 RECORD_NO_SERIES = "slo:webhook_latency_seconds:p95_5m"
-# Runbook links of the `runbook-links-templated` variant: a release branch (a `/` in its
-# name) and the runbook chosen by a label of the rule.
+# Runbook links of the `runbook-links-release-branch` variant: GitHub blob links on a release
+# branch, whose name holds a `/`.
 RELEASE_BRANCH = "release/2024.06"
-TEMPLATED_RUNBOOK = ("https://github.com/relay-platform/relay/blob/" + RELEASE_BRANCH
-                     + "/docs/runbooks/{{ $labels.runbook }}.md")
+RELEASE_RUNBOOKS = "https://github.com/relay-platform/relay/blob/" + RELEASE_BRANCH + "/docs/runbooks/"
 META_ALERT = "CriticalAlertFiringLong"
 # The alert that loses its runbook link under the `alert-without-runbook` fault.
 RULE_WITHOUT_RUNBOOK = "HighLatencyP99"
@@ -98,9 +97,8 @@ FAULTS = (
           "Prometheus also loads another team's rules (no runbooks, metrics of their own), "
           "outside the platform's rule groups",
           frozenset(), variant=True),
-    Fault("runbook-links-templated",
-          f"every runbook_url is a templated blob link on the {RELEASE_BRANCH} branch, the "
-          f"runbook picked by the rule's label",
+    Fault("runbook-links-release-branch",
+          f"every runbook_url is a GitHub blob link on the {RELEASE_BRANCH} branch",
           frozenset(), variant=True),
     Fault("alert-on-alerts",
           f"a {META_ALERT} alert reads Prometheus' own ALERTS series, empty while nothing fires",
@@ -352,10 +350,9 @@ def rule_documents(faults: set[str]) -> dict[str, dict[str, Any]]:
         if "pool-alert-wrong-gauges" in faults and name == POOL_ALERT:
             rule["expr"] = (f'{POOL_GAUGES["in_use"]}{{job="{JOB}"}} '
                             f'>= {POOL_GAUGES["size"]}{{job="{JOB}"}}')
-        if "runbook-links-templated" in faults and "runbook_url" in rule.get("annotations", {}):
-            page = rule["annotations"]["runbook_url"].rsplit("/", 1)[-1].removesuffix(".md")
-            rule.setdefault("labels", {})["runbook"] = page
-            rule["annotations"]["runbook_url"] = TEMPLATED_RUNBOOK
+        if "runbook-links-release-branch" in faults and "runbook_url" in rule.get("annotations", {}):
+            page = rule["annotations"]["runbook_url"].rsplit("/", 1)[-1]
+            rule["annotations"]["runbook_url"] = RELEASE_RUNBOOKS + page
     if "alert-on-alerts" in faults:
         alerts[0]["rules"].append({
             "alert": META_ALERT,

@@ -221,10 +221,10 @@ FAULT_FINDINGS: dict[str, tuple[Fails | Shows, ...]] = {
 }
 
 
-def _templated_runbooks(links: dict[str, Any]) -> bool:
-    templated = {name: v for name, v in links.items() if name != "CriticalAlertFiringLong"}
-    return len(templated) == 8 and all("/blob/release/2024.06/docs/runbooks/" in v["runbook_url"]
-                                       and v["resolves"] for v in templated.values())
+def _release_branch_runbooks(links: dict[str, Any]) -> bool:
+    moved = {name: v for name, v in links.items() if name != "CriticalAlertFiringLong"}
+    return len(moved) == 8 and all("/blob/release/2024.06/docs/runbooks/" in v["runbook_url"]
+                                   and v["resolves"] for v in moved.values())
 
 
 VARIANT_EVIDENCE: dict[str, tuple[Shows, ...]] = {
@@ -263,8 +263,8 @@ VARIANT_EVIDENCE: dict[str, tuple[Shows, ...]] = {
     # observability
     "metrics-openmetrics": (Shows("P2-003", "test_breach_counter_exposed", "breach_metric",
                                   lambda v: (v["format"], v["type"]) == ("openmetrics", "counter")),),
-    "runbook-links-templated": (Shows("P3-002", "test_alert_runbook_links_resolve", "runbook_links",
-                                      _templated_runbooks),),
+    "runbook-links-release-branch": (Shows("P3-002", "test_alert_runbook_links_resolve",
+                                           "runbook_links", _release_branch_runbooks),),
     "other-team-rules": (Shows("P3-002", "test_alert_runbook_links_resolve", "runbook_links",
                                lambda links: "LedgerReplicationLagHigh" not in links),),
     "alert-on-alerts": (Shows("P0-001", "test_alert_rules_can_fire", "alert_rule_selectors",

@@ -385,18 +385,25 @@ def test_runbook_links_templated_scoped_and_unjudged() -> None:
     links = P3_2.test_alert_runbook_links_resolve
     lib = RunbookLibrary(RunbooksConfig(), timeout=2,
                          github=_Repo({"docs/runbooks/db.md": "# DB"}))
+    linked = _rule("Pool", POOL_ALERT, runbook_url=(
+        "https://github.com/acme/relay/blob/release/1.2/docs/runbooks/db.md"))
+    theirs = {**_rule("Ledger", "ledger_lag > 1"), "group": "payments"}
+    probe = _prometheus(FakePrometheus([linked, theirs]), rule_groups=["relay-alerts"])
+    assert _run(links, prometheus=probe, runbooks=lib) == "pass"
+    # Without the scope, the other team's rule without a link is judged too.
+    assert _run(links, prometheus=_prometheus(FakePrometheus([linked, theirs])),
+                runbooks=lib) == "fail"
+    # Prometheus fills $labels from the firing series, never from the rule's own labels: a
+    # template is known only once the alert fires, whatever labels the rule sets.
     templated = {**_rule("Pool", POOL_ALERT, runbook_url=(
         "https://github.com/acme/relay/blob/release/1.2/docs/runbooks/{{ $labels.runbook }}.md")),
         "labels": {"runbook": "db"}}
-    theirs = {**_rule("Ledger", "ledger_lag > 1"), "group": "payments"}
-    probe = _prometheus(FakePrometheus([templated, theirs]), rule_groups=["relay-alerts"])
-    assert _run(links, prometheus=probe, runbooks=lib) == "pass"
-    # Without the scope, the other team's rule without a link is judged too.
-    assert _run(links, prometheus=_prometheus(FakePrometheus([templated, theirs])),
-                runbooks=lib) == "fail"
-    series_only = {**templated, "labels": {}}
-    assert _run(links, prometheus=_prometheus(FakePrometheus([series_only])),
+    assert _run(links, prometheus=_prometheus(FakePrometheus([templated])),
                 runbooks=lib) == "not covered"
+    # A broken namesake is judged, not hidden behind a working one.
+    broken = _rule("Pool", POOL_ALERT, runbook_url="github:docs/runbooks/gone.md")
+    assert _run(links, prometheus=_prometheus(FakePrometheus([broken, linked])),
+                runbooks=lib) == "fail"
     assert _run(links, prometheus=_prometheus(FakePrometheus([], down=True)),
                 runbooks=lib) == "error"
 

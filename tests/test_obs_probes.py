@@ -594,7 +594,7 @@ def test_blob_links_on_a_branch_with_a_slash() -> None:
     assert not gone.resolves and "tried" in gone.detail
 
 
-def test_templated_runbook_urls_are_expanded_with_the_rule_labels() -> None:
+def test_templated_runbook_urls_are_expanded_with_a_firing_series_labels() -> None:
     repo = _Repo({"docs/runbooks/db-connections.md": "# DB"})
     lib = RunbookLibrary(RunbooksConfig(), timeout=2, github=repo)
     url = "https://github.com/acme/relay/blob/main/docs/runbooks/{{ $labels.runbook }}.md"

@@ -158,7 +158,9 @@ class RunbookLibrary:
         return self.github
 
     def resolve_rule_link(self, url: str, labels: Mapping[str, str]) -> LinkCheck:
-        """``resolve`` after expanding the link's ``{{ $labels.x }}`` with ``labels``."""
+        """``resolve`` after expanding the link's ``{{ $labels.x }}`` with ``labels``, the
+        labels of a firing series: Prometheus fills ``$labels`` from the alert's series alone,
+        not from the rule's own labels."""
         expanded, problem = expand_template(url, labels)
         if problem:
             return LinkCheck(url, False, problem, judged=False)
@@ -179,10 +181,11 @@ class RunbookLibrary:
 
 
 def expand_template(text: str, labels: Mapping[str, str]) -> tuple[str, str]:
-    """Expand ``{{ $labels.x }}`` and ``{{ .Labels.x }}`` in an annotation with ``labels``.
+    """Expand ``{{ $labels.x }}`` and ``{{ .Labels.x }}`` in an annotation with ``labels``
+    (a firing series' labels).
 
     Returns the expanded text and an empty problem, or the text and why it cannot be
-    expanded: a label the rule does not set, or a template action other than a label."""
+    expanded: a label not given, or a template action other than a label."""
     problems: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -192,8 +195,9 @@ def expand_template(text: str, labels: Mapping[str, str]) -> tuple[str, str]:
             return m.group(0)
         name = ref.group(1)
         if name not in labels:
-            problems.append(f"{m.group(0)!r} needs label {name!r}, which the rule does not set "
-                            f"(only the firing series would carry it)")
+            problems.append(f"{m.group(0)!r} needs label {name!r} of the firing series "
+                            f"(Prometheus fills $labels from the alert's series, not from the "
+                            f"rule's labels), so the link is known only once the alert fires")
             return m.group(0)
         return labels[name]
 
