@@ -18,8 +18,10 @@ What each criterion can and cannot tell:
   in the scrape configuration.
 - *Dashboards present* finds each dashboard by uid with at least one panel. *Dashboards
   render* resolves every panel's (and target's) datasource through Grafana's datasource API
-  and requires one of ``grafana.datasource_types``; it cannot tell that a panel's query
-  returns data.
+  and requires one of ``grafana.datasource_types``; a library panel is read from the panel
+  library (the dashboard holds only its reference), and one the library no longer has does
+  not render. Dashboards with no datasource to judge leave it not covered. It cannot tell
+  that a panel's query returns data.
 """
 
 from __future__ import annotations
@@ -158,8 +160,11 @@ def test_grafana_dashboards_render(grafana: GrafanaProbe, evidence: Evidence) ->
     unresolved: list[str] = []
     wrong: list[str] = []
     rows = []
+    judged = len([p for b in boards.values() if b is not None for p in b.missing_library_panels])
     for uid, board in boards.items():
         assert board is not None
+        unresolved += [f"{uid}: panel {p} is gone from the panel library"
+                       for p in board.missing_library_panels]
         for panel in resolve_datasources(board, datasources):
             found = panel.datasource
             rows.append({"dashboard": uid, "panel": panel.ref.panel, "ref": panel.ref.text(),
@@ -167,6 +172,7 @@ def test_grafana_dashboards_render(grafana: GrafanaProbe, evidence: Evidence) ->
                          "detail": panel.detail})
             if panel.built_in:
                 continue
+            judged += 1
             if found is None:
                 unresolved.append(f"{uid}: panel {panel.ref.panel!r} -> {panel.ref.text()} "
                                   f"({panel.detail})")
@@ -181,6 +187,9 @@ def test_grafana_dashboards_render(grafana: GrafanaProbe, evidence: Evidence) ->
         f"the dashboard choosing the datasource for its ${{DS_…}} inputs, or point the panels "
         f"at an existing datasource uid"
     )
+    if not judged:
+        opsready.not_covered(f"Grafana at {grafana.cfg.url}: no panel of the dashboards names a "
+                             f"datasource that could be judged (text panels, built-ins only)")
     assert not wrong, (
         f"Grafana at {grafana.cfg.url}: {'; '.join(wrong)}; expected datasources of type "
         f"{', '.join(kinds)} (grafana.datasource_types); point the panels at the Prometheus "

@@ -105,6 +105,8 @@ class Dashboard:
     datasource_refs: tuple[DatasourceRef, ...] = ()
     # The dashboard's datasource variables: name -> (plugin type, current value or "").
     datasource_variables: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # Library panels Grafana no longer has: "panel title (library panel uid)".
+    missing_library_panels: tuple[str, ...] = ()
 
 
 class GrafanaProbe:
@@ -166,6 +168,7 @@ class GrafanaProbe:
         meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
         titles = tuple(_panel_titles(board))
         version = board.get("version")
+        library, missing = self._library_models(board)
         return Dashboard(
             uid=str(board.get("uid", uid)),
             title=str(board.get("title", "")),
@@ -173,9 +176,39 @@ class GrafanaProbe:
             panel_titles=titles,
             version=version if isinstance(version, int) else None,
             folder=str(meta.get("folderTitle", "")),
-            datasource_refs=tuple(_datasource_refs(board)),
+            datasource_refs=tuple(dict.fromkeys(_datasource_refs(board)
+                                                + _datasource_refs({"panels": library}))),
             datasource_variables=_datasource_variables(board),
+            missing_library_panels=tuple(missing),
         )
+
+    def _library_models(self, board: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """The models of the dashboard's library panels, which the dashboard holds only as a
+        reference (``libraryPanel: {uid, name}``), each under its panel's title; and the
+        panels whose library element Grafana no longer has."""
+        models: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for panel in _panels(board):
+            link = panel.get("libraryPanel")
+            if not isinstance(link, dict):
+                continue
+            uid = link.get("uid")
+            if not isinstance(uid, str) or not uid or panel.get("targets"):
+                continue
+            title = str(panel.get("title") or link.get("name") or uid)
+            path = f"/api/library-elements/{quote(uid, safe='')}"
+            resp = self.http.request("GET", path)
+            if resp.status_code == 404:
+                missing.append(f"{title} (library panel {uid})")
+                continue
+            data = self.http.decode(resp)
+            result = data.get("result") if isinstance(data, dict) else None
+            model = result.get("model") if isinstance(result, dict) else None
+            if not isinstance(model, dict):
+                raise UnexpectedResponse(
+                    f"grafana: {path} at {self.cfg.url} has no 'result.model' object")
+            models.append({**model, "title": title, "id": panel.get("id")})
+        return models, missing
 
     @shared_fact
     def datasources(self) -> list[Datasource]:
@@ -296,7 +329,7 @@ def _datasource_refs(board: dict[str, Any]) -> list[DatasourceRef]:
     for panel in _panels(board):
         targets = [t for t in panel.get("targets") or [] if isinstance(t, dict)]
         if not targets and "datasource" not in panel:
-            continue  # a text panel or a library panel: it queries nothing we can see
+            continue  # a text panel, or a library panel (its model is read on its own)
         own = ref(panel.get("datasource"), panel)
         mixed = own is not None and (own.uid or "").lower() == _MIXED
         if own is not None and not (targets and mixed):
