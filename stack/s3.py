@@ -235,7 +235,7 @@ class S3Part(BasePart):
                 "max_shrink_fraction": 0.5,
                 "sidecar_suffix": SIDECAR,
                 "drill_record_key": DRILL_RECORD_KEY,
-                "drill_max_age_days": 31,
+                "drill_max_age_days": 32,
                 "retention_days": 365,
                 "required_encryption": "AES256",
                 "daily_window_days": 30,

@@ -498,8 +498,21 @@ def test_the_most_recent_drill_run_may_be_a_manual_one(github: GithubFactory,
     # A cron that has not fired in the window: the manual runs alone do not make it automated.
     overrides.answers[runs_path("restore-drill.yml")] = (200, runs(
         (3, "workflow_dispatch", "success"), (40, "schedule", "success")))
-    with pytest.raises(AssertionError, match="has not fired within 31 days"):
+    with pytest.raises(AssertionError, match="has not fired within 32 days"):
         drill_check(github(), Backups(None))
+
+
+@pytest.mark.parametrize(("days_ago", "fresh"), [(31.5, True), (32.5, False)])
+def test_a_monthly_run_late_after_a_31_day_month_is_still_on_time(
+        github: GithubFactory, overrides: Overrides, days_ago: float, fresh: bool) -> None:
+    """A monthly cron runs at most 31 days apart, and schedulers start runs late: the last
+    scheduled run 31.5 days ago is on time, 32.5 days ago it is not."""
+    overrides.answers[runs_path("restore-drill.yml")] = (200, runs((days_ago, "schedule", "success")))
+    if fresh:
+        drill_check(github(), Backups(None))
+    else:
+        with pytest.raises(AssertionError, match="within 32 days"):
+            drill_check(github(), Backups(None))
 
 
 def test_a_recent_failed_drill_record_fails(github: GithubFactory) -> None:

@@ -458,7 +458,8 @@ class BackupsConfig(_Section):
     # Where the last drill is recorded (JSON), for "the drill is scheduled or recent";
     # empty: no record is read.
     drill_record_key: str | None = None
-    drill_max_age_days: float = Field(default=31, gt=0)
+    # A monthly schedule runs at most 31 days apart; a day more for a scheduler running late.
+    drill_max_age_days: float = Field(default=32, gt=0)
     # The record's fields: its outcome (one of the success values when the drill passed) and
     # its measured RTO in seconds.
     drill_record_outcome_field: str = "result"
