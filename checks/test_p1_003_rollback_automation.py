@@ -13,8 +13,11 @@ What each criterion can and cannot tell:
   a mention in a comment, a docstring or a notes template is no call. Where
   ``github.rollback_workflow`` names a workflow, one of its steps must make that call (inline,
   or by running the script) and its latest run must have run that step successfully; a
-  workflow that never ran is not covered. Static analysis cannot tell whether a call is
-  reached at run time; the latest run and the drill do.
+  workflow that never ran is not covered. A job that calls a reusable workflow of the
+  repository (``jobs.<id>.uses: ./.github/workflows/...``) is read through that file; one of
+  another repository cannot be read, so the criterion is then not covered. Job and step names
+  written with expressions match whatever they evaluated to in the run. Static analysis
+  cannot tell whether a call is reached at run time; the latest run and the drill do.
 - Drill (intrusive, staging): roll back, see the active deployment change to one that runs
   the target's image or commit (not just another id), and roll forward to one that runs the
   original's again.
@@ -116,28 +119,49 @@ def _workflow_run_called(github: GithubProbe, cfg: GithubConfig,
     if parsed is None:
         raise UnexpectedResponse(f"github: {workflow.path} in {github.repo} is not a workflow")
     endpoint, shell = patterns(cfg.rollback_endpoints, cfg.rollback_shell_commands)
-    steps = calling_steps(parsed.steps, script_path=script[0] if script else None,
-                          script_calls=script is not None and script[1].calls_api,
-                          endpoint_pattern=endpoint, shell_pattern=shell)
+
+    def calling(workflow_steps: Any) -> list[Any]:
+        return calling_steps(workflow_steps, script_path=script[0] if script else None,
+                             script_calls=script is not None and script[1].calls_api,
+                             endpoint_pattern=endpoint, shell_pattern=shell)
+
+    # (the job's name in a run, the step): a job that calls a reusable workflow of this
+    # repository shows up in the run as "<caller> / <called job>".
+    steps = [(s.job_name, s) for s in calling(parsed.steps)]
+    remote = []
+    for _, caller, target in parsed.calls:
+        if not target.startswith("./"):
+            remote.append(target)
+            continue
+        called = github.get_file(target.removeprefix("./"))
+        inner = parse_workflow(called) if called is not None else None
+        if inner is not None:
+            steps += [(f"{caller} / {s.job_name}", s) for s in calling(inner.steps)]
     run = newest_concluded(github.runs(workflow, status="completed", limit=30))
     found: dict[str, Any] = {"path": workflow.path, "state": workflow.state,
-                             "calling_steps": [f"{s.job_name} / {s.name}" for s in steps],
+                             "calling_steps": [f"{job} / {s.name}" for job, s in steps],
+                             "reusable_workflows_elsewhere": remote,
                              "latest_run": None if run is None else run.summary()}
     evidence.record("rollback_workflow", found)
     assert workflow.active, (
         f"GitHub {github.repo}: {workflow.path} is {workflow.state!r}; a disabled rollback "
         f"workflow cannot run in an incident; enable it"
     )
+    if not steps and remote:
+        opsready.not_covered(f"no step of {workflow.path} calls deploymentRollback itself, and "
+                             f"it calls reusable workflows of other repositories "
+                             f"({', '.join(remote)}), whose steps are not read")
     assert steps, (
-        f"GitHub {github.repo}: no step of {workflow.path} calls deploymentRollback on "
-        f"Railway's API, inline or through the rollback script; expected one that does"
+        f"GitHub {github.repo}: no step of {workflow.path} (or of the reusable workflows of "
+        f"this repository it calls) calls deploymentRollback on Railway's API, inline or "
+        f"through the rollback script; expected one that does"
     )
     if run is None:
         opsready.not_covered(f"{workflow.path} has never run (cancelled and skipped runs aside), "
                              f"so no run shows that it rolls back")
     jobs = github.run_jobs(run.id)
-    outcomes = {k: v for step in steps
-                for k, v in step_conclusions(jobs, step.job_name, step.name).items()}
+    outcomes = {k: v for job, step in steps
+                for k, v in step_conclusions(jobs, job, step.name).items()}
     evidence.record("rollback_workflow_run", {"run": run.summary(), "step_outcomes": outcomes})
     assert "success" in outcomes.values(), (
         f"GitHub {github.repo}: the latest run of {workflow.path} ({run.created_at:%Y-%m-%d}, "

@@ -390,7 +390,7 @@ def test_the_script_alone_or_the_workflow_alone(github: GithubFactory, faults: F
     with pytest.raises(AssertionError, match="never sends"):
         ROLLBACK.test_rollback_script_calls_api(github(rollback_workflow=""), Evidence())
     # Without the script's path, the workflow's step that runs it cannot be told to call.
-    with pytest.raises(AssertionError, match=r"no step of .*rollback.yml calls"):
+    with pytest.raises(AssertionError, match=r"no step of .*rollback.yml .*calls deploymentRollback"):
         ROLLBACK.test_rollback_script_calls_api(github(rollback_script=""), Evidence())
     with pytest.raises(NotCovered, match=r"github.rollback_script or github.rollback_workflow"):
         ROLLBACK.test_rollback_script_calls_api(github(rollback_script="", rollback_workflow=""),
@@ -398,6 +398,69 @@ def test_the_script_alone_or_the_workflow_alone(github: GithubFactory, faults: F
     faults.set()
     overrides.answers[runs_path("rollback.yml")] = (200, runs())
     with pytest.raises(NotCovered, match="never run"):
+        ROLLBACK.test_rollback_script_calls_api(github(), Evidence())
+
+
+def _serve_file(overrides: Overrides, path: str, text: str) -> None:
+    import base64
+
+    overrides.answers[f"/repos/{REPO}/contents/{path}"] = (200, {
+        "type": "file", "name": path.rsplit("/", 1)[-1], "path": path, "sha": "0" * 40,
+        "size": len(text), "encoding": "base64",
+        "content": base64.b64encode(text.encode()).decode()})
+
+
+CALLER = """name: Roll back
+on:
+  workflow_dispatch:
+    inputs:
+      environment: {type: string}
+jobs:
+  rollback:
+    name: Roll back ${{ inputs.environment }}
+    uses: %s
+    secrets: inherit
+"""
+CALLED = """name: Railway rollback
+on: workflow_call
+jobs:
+  railway:
+    runs-on: ubuntu-latest
+    steps:
+      - name: Roll back on Railway
+        run: scripts/rollback --notes notes.md
+"""
+
+
+@pytest.mark.parametrize(("conclusion", "outcome"), [("success", None), ("failure", "did not")])
+def test_a_rollback_in_a_reusable_workflow_of_the_repository_is_followed(
+        github: GithubFactory, overrides: Overrides, conclusion: str, outcome: str | None) -> None:
+    """The calling job has no steps of its own: its reusable workflow's steps are read, and
+    found in the run as "<caller> / <called job>", the caller's name evaluated."""
+    _serve_file(overrides, ".github/workflows/rollback.yml",
+                CALLER % "./.github/workflows/_railway-rollback.yml")
+    _serve_file(overrides, ".github/workflows/_railway-rollback.yml", CALLED)
+    overrides.answers[runs_path("rollback.yml")] = (200, runs((1, "workflow_dispatch", conclusion)))
+    overrides.answers[f"/repos/{REPO}/actions/runs/900/jobs"] = (200, {"total_count": 1, "jobs": [
+        {"id": 1, "name": "Roll back staging / railway", "status": "completed",
+         "conclusion": conclusion, "steps": [
+             {"number": 1, "name": "Roll back on Railway", "status": "completed",
+              "conclusion": conclusion}]}]})
+    evidence = Evidence()
+    if outcome is None:
+        ROLLBACK.test_rollback_script_calls_api(github(), evidence)
+        shown = recorded(evidence, "rollback_workflow_run")["step_outcomes"]
+        assert shown == {"Roll back staging / railway / Roll back on Railway": "success"}
+    else:
+        with pytest.raises(AssertionError, match="concluded 'failure'"):
+            ROLLBACK.test_rollback_script_calls_api(github(), evidence)
+
+
+def test_a_reusable_workflow_of_another_repository_is_not_covered(
+        github: GithubFactory, overrides: Overrides) -> None:
+    _serve_file(overrides, ".github/workflows/rollback.yml",
+                CALLER % "acme/platform/.github/workflows/railway-rollback.yml@v2")
+    with pytest.raises(NotCovered, match="reusable workflows of other repositories"):
         ROLLBACK.test_rollback_script_calls_api(github(), Evidence())
 
 

@@ -612,3 +612,23 @@ def test_rollback_drill_refuses_deployments_that_do_not_say_what_they_run() -> N
     with pytest.raises(UnexpectedResponse, match="neither an image nor a commit"):
         railway(handler).rollback_drill(timeout=1)
     assert not any("deploymentRollback" in q for q in calls)
+
+
+def test_step_conclusions_match_names_written_with_expressions() -> None:
+    """A job or step name with ${{ }} reaches the run evaluated; a matrix job carries its
+    values in parentheses; anything else is another job."""
+    from opsready.probes.github import JobStep, WorkflowJob, step_conclusions
+
+    def job(name: str, step: str) -> WorkflowJob:
+        return WorkflowJob(1, name, "completed", "success",
+                           (JobStep(1, step, "completed", "success"),))
+
+    jobs = [job("Roll back staging", "Roll back on Railway"),
+            job("deploy (ubuntu, 3.11)", "Call prod"), job("Roll back", "Roll back on Railway")]
+    assert step_conclusions(jobs, "Roll back ${{ inputs.environment }}", "Roll back on Railway") \
+        == {"Roll back staging / Roll back on Railway": "success"}
+    assert step_conclusions(jobs, "deploy", "Call ${{ inputs.target }}") == {
+        "deploy (ubuntu, 3.11) / Call prod": "success"}
+    assert step_conclusions(jobs, "Roll back", "Roll back on Railway") == {
+        "Roll back / Roll back on Railway": "success"}
+    assert step_conclusions(jobs, "Roll back prod ${{ x }}", "Roll back on Railway") == {}

@@ -59,6 +59,8 @@ class WorkflowFile:
     push_paths: tuple[str, ...] | None
     push_paths_ignore: tuple[str, ...] | None
     steps: tuple[WorkflowStep, ...]
+    # Jobs that call a reusable workflow (``jobs.<key>.uses``): (key, name, the workflow).
+    calls: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def scheduled(self) -> bool:
@@ -150,7 +152,16 @@ def parse_workflow(text: str) -> WorkflowFile | None:
         push_paths=_strings(push.get("paths")),
         push_paths_ignore=_strings(push.get("paths-ignore")),
         steps=_steps(doc),
+        calls=_calls(doc),
     )
+
+
+def _calls(doc: dict[Any, Any]) -> tuple[tuple[str, str, str], ...]:
+    jobs = doc.get("jobs")
+    if not isinstance(jobs, dict):
+        return ()
+    return tuple((str(key), str(job.get("name") or key), str(job["uses"]))
+                 for key, job in jobs.items() if isinstance(job, dict) and job.get("uses"))
 
 
 def workflow_crons(text: str) -> list[str] | None:

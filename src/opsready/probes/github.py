@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -166,10 +167,24 @@ class WorkflowJob:
 def step_conclusions(jobs: Iterable[WorkflowJob], job_name: str,
                      step_name: str) -> dict[str, str | None]:
     """``"<job> / <step>"`` -> conclusion, for the step of that name in the job of that name
-    (a matrix job's name carries its values in parentheses)."""
+    (a matrix job's name carries its values in parentheses). A name written with expressions
+    (``Roll back ${{ inputs.environment }}``) reaches the run evaluated, so each expression
+    matches any text there."""
+    job_pattern, step_pattern = _run_name(job_name, suffix=True), _run_name(step_name)
     return {f"{job.name} / {step.name}": step.conclusion
-            for job in jobs if job.name == job_name or job.name.startswith(job_name + " (")
-            for step in job.steps if step.name == step_name}
+            for job in jobs if job_pattern.fullmatch(job.name)
+            for step in job.steps if step_pattern.fullmatch(step.name)}
+
+
+_EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+
+
+def _run_name(written: str, *, suffix: bool = False) -> re.Pattern[str]:
+    """What a workflow's job or step name looks like in a run: its expressions evaluated,
+    and for a job, perhaps a matrix suffix ``(values)``."""
+    parts = _EXPRESSION.split(written)
+    body = ".+".join(re.escape(part) for part in parts)
+    return re.compile(body + (r"(?: \(.*\))?" if suffix else ""), re.S)
 
 
 @dataclass(frozen=True)
