@@ -14,8 +14,10 @@ What each criterion can and cannot tell:
   cannot be seen: GitHub never returns values.
 - Workflows: each is active (a disabled workflow fails), and its newest finished run on the
   branch succeeded, passing over cancelled and skipped runs (a concurrency group with
-  cancel-in-progress produces them all the time), within the configured maximum age. It
-  cannot tell whether the job did what it should; the backup and deploy checks judge that.
+  cancel-in-progress produces them all the time), within the configured maximum age. A
+  workflow that runs for pushed tags or releases only has no run on a branch (its runs name
+  the tag): there its newest finished run counts. It cannot tell whether the job did what it
+  should; the backup and deploy checks judge that.
 - Deployed version: ``/health``'s version is the branch's head, or the head of the newest
   successful deploy run when the deploy workflow runs on push and every commit after it
   leaves its push path filters untouched (a docs-only commit deploys nothing). A deploy
@@ -111,7 +113,12 @@ def _workflow_problems(github: GithubProbe, file: str, max_age_days: float | Non
     # The newest finished runs, by id: the configured name may be the workflow's name.
     runs = github.runs(workflow, branch=github.branch, status="completed", limit=50)
     run = newest_concluded(runs)
-    seen[file] = {"path": workflow.path, "state": workflow.state,
+    where = f"on {github.branch}"
+    if run is None and _runs_on_tags_only(github, workflow.path):
+        # A run for a pushed tag or a release names the tag, not a branch.
+        runs = github.runs(workflow, status="completed", limit=50)
+        run, where = newest_concluded(runs), "for a tag or release"
+    seen[file] = {"path": workflow.path, "state": workflow.state, "runs": where,
                   "max_age_days": max_age_days,
                   "passed_over": [r.summary() for r in runs[:5] if run is None
                                   or r.created_at > run.created_at],
@@ -120,16 +127,22 @@ def _workflow_problems(github: GithubProbe, file: str, max_age_days: float | Non
     if not workflow.active:
         problems.append(f"{file} is {workflow.state!r}, expected 'active'")
     if run is None:
-        problems.append(f"{file} has no finished run on {github.branch} that was not "
+        problems.append(f"{file} has no finished run {where} that was not "
                         f"cancelled or skipped")
     elif run.conclusion != "success":
         when = f"{run.created_at:%Y-%m-%d %H:%M}Z"
-        problems.append(f"the last run of {file} on {github.branch} ({when}) concluded "
+        problems.append(f"the last run of {file} {where} ({when}) concluded "
                         f"{run.conclusion!r}")
     elif max_age_days is not None and run.age_days() > max_age_days:
-        problems.append(f"the last run of {file} on {github.branch} succeeded "
+        problems.append(f"the last run of {file} {where} succeeded "
                         f"{run.age_days():.1f} days ago, more than {max_age_days:g}")
     return problems
+
+
+def _runs_on_tags_only(github: GithubProbe, path: str) -> bool:
+    text = github.get_file(path)
+    parsed = parse_workflow(text) if text is not None else None
+    return parsed is not None and parsed.runs_on_tags_only
 
 
 def test_workflows_active_and_green(github: GithubProbe, evidence: Evidence) -> None:
@@ -165,6 +178,8 @@ def _last_deploy(github: GithubProbe) -> tuple[Workflow | None, WorkflowRun | No
     if workflow is None:
         return None, None
     runs = github.runs(workflow, branch=github.branch, status="success", limit=1)
+    if not runs and _runs_on_tags_only(github, workflow.path):
+        runs = github.runs(workflow, status="success", limit=1)
     return workflow, runs[0] if runs else None
 
 

@@ -62,13 +62,16 @@ def faults(stack_dir: Path) -> Faults:
 
 @dataclass
 class Overrides:
-    """Answers that replace the fake's for some paths: path -> (status, body)."""
+    """Answers that replace the fake's for some paths: path -> (status, body), or a function
+    of the request that gives them."""
 
-    answers: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
 
     def transport(self, inner: httpx.MockTransport) -> httpx.MockTransport:
         def handler(request: httpx.Request) -> httpx.Response:
             found = self.answers.get(request.url.path)
+            if callable(found):
+                found = found(request)
             if found is not None:
                 return httpx.Response(found[0], json=found[1])
             return inner.handle_request(request)
@@ -299,6 +302,38 @@ def test_a_lag_behind_main_is_not_excused_for_a_deploy_that_does_not_run_on_push
         "encoding": "base64", "content": base64.b64encode(text.encode()).decode()})
     with pytest.raises(AssertionError, match="does not run on push"):
         DELIVERY.test_deployed_version_is_main_head(service(GIT_SHA), github(), Evidence())
+
+
+TAG_DEPLOY = """name: Deploy
+on:
+  push:
+    tags: ['v*']
+jobs:
+  deploy:
+    runs-on: ubuntu-latest
+    steps:
+      - run: ./deploy.sh
+"""
+
+
+@pytest.mark.parametrize(("conclusion", "passes"), [("success", True), ("failure", False)])
+def test_a_deploy_that_runs_for_tags_is_judged_by_its_tag_runs(
+        github: GithubFactory, overrides: Overrides, conclusion: str, passes: bool) -> None:
+    """A run for a pushed tag names the tag as its head_branch, so there is no run "on main":
+    the newest finished run of a tag-only workflow counts instead."""
+    _serve_file(overrides, ".github/workflows/deploy.yml", TAG_DEPLOY)
+    empty, tagged = (200, runs()), (200, runs((1, "push", conclusion)))
+    # The runs of a branch are none; those of every ref include the tag's.
+    overrides.answers[runs_path("deploy.yml")] = \
+        lambda request: empty if "branch" in request.url.params else tagged
+    evidence = Evidence()
+    if passes:
+        DELIVERY.test_workflows_active_and_green(github(), evidence)
+        assert recorded(evidence, "workflows")["deploy.yml"]["runs"] == "for a tag or release"
+    else:
+        with pytest.raises(AssertionError, match=r"the last run of deploy\.yml for a tag or "
+                                                 r"release .* concluded 'failure'"):
+            DELIVERY.test_workflows_active_and_green(github(), evidence)
 
 
 def test_a_comparison_too_long_to_judge_is_unverified(github: GithubFactory, faults: Faults,

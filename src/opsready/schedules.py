@@ -61,6 +61,9 @@ class WorkflowFile:
     steps: tuple[WorkflowStep, ...]
     # Jobs that call a reusable workflow (``jobs.<key>.uses``): (key, name, the workflow).
     calls: tuple[tuple[str, str, str], ...] = ()
+    # Runs for pushed tags or published releases, and not for pushes to branches: its runs
+    # then carry a tag, not a branch, as their head_branch.
+    runs_on_tags_only: bool = False
 
     @property
     def scheduled(self) -> bool:
@@ -153,6 +156,9 @@ def parse_workflow(text: str) -> WorkflowFile | None:
         push_paths_ignore=_strings(push.get("paths-ignore")),
         steps=_steps(doc),
         calls=_calls(doc),
+        runs_on_tags_only=(("release" in triggers or "tags" in push)
+                           and not ({"branches", "branches-ignore"} & set(push))
+                           and not ("push" in triggers and not push)),
     )
 
 
