@@ -7,9 +7,12 @@ What each criterion can and cannot tell:
 - *Exposed as gauges* reads ``service.metrics_path`` in the format it serves (Prometheus text
   or OpenMetrics, by ``Content-Type``) and judges each family's type. With
   ``service.metrics_per_instance`` it reads the type each instance declared from Prometheus.
-- *Sane values* requires ``size > 0`` and ``in_use <= size`` (and ``available <= size``), per
-  instance where several sit behind one URL. A stub that exports all four gauges at a constant
-  zero fails here. It cannot tell that the values follow the real pool from moment to moment.
+- *Sane values* requires every reading to be finite, ``size > 0`` and ``in_use <= size`` (and
+  ``available <= size``), per instance where several sit behind one URL. A stub that exports
+  all four gauges at a constant zero fails here, and so does a gauge reading ``NaN`` or
+  ``±Inf`` (both legal sample values in the exposition formats; a gauge whose pool object is
+  gone reads ``NaN``), named in the message. It cannot tell that the values follow the real
+  pool from moment to moment.
 - *Prometheus has them* proves the scrape reaches every gauge.
 - *The pool-exhaustion alert uses them*: the alert (``prometheus.pool_alert_rule``, or any
   judged alert rule when none is named) must select every gauge listed in
@@ -20,6 +23,7 @@ What each criterion can and cannot tell:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import pytest
@@ -112,6 +116,14 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
     problems = []
     for instance, values in sorted(readings.items()):
         label = f"instance {instance}: " if instance else ""
+        # NaN compares false with everything, so a non-finite reading would slip past every
+        # bound below; a gauge that lost its pool (a collected weak reference, a failing
+        # callback) reads NaN.
+        broken = [f"{names[role]} reads {value:g}" for role, value in sorted(values.items())
+                  if not math.isfinite(value)]
+        if broken:
+            problems.append(f"{label}{', '.join(broken)}, not a pool statistic")
+            continue
         size, in_use = values.get("size"), values.get("in_use")
         if size is None or in_use is None:
             problems.append(f"{label}size or in use is missing")
@@ -119,16 +131,16 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
         if all(v == 0 for v in values.values()) and len(values) == len(names):
             problems.append(f"{label}all {len(values)} gauges read 0, a constant stub rather "
                             f"than the pool's stats")
-        elif size <= 0:
+        elif not size > 0:
             problems.append(f"{label}size is {size:g}, expected above 0")
-        if in_use > size:
+        if not in_use <= size:
             problems.append(f"{label}in use {in_use:g} exceeds size {size:g}")
         available = values.get("available")
-        if available is not None and available > size:
+        if available is not None and not available <= size:
             problems.append(f"{label}available {available:g} exceeds size {size:g}")
     assert not problems, (
-        f"{where}: {'; '.join(problems)}; expected size > 0 and in use, available <= size; "
-        f"read the gauges from the pool's own statistics at scrape time"
+        f"{where}: {'; '.join(problems)}; expected finite readings, size > 0 and in use, "
+        f"available <= size; read the gauges from the pool's own statistics at scrape time"
     )
 
 

@@ -230,6 +230,37 @@ def test_pool_gauges_sane() -> None:
         available="pool_available")), **ok) == "not covered"
 
 
+def test_pool_gauges_reading_nan_or_inf_fail_by_name() -> None:
+    """NaN compares false with every bound, so a gauge whose pool object is gone (it reads
+    NaN, a legal sample value in both exposition formats) must fail by name, not pass."""
+    sane = P2_4.test_pool_gauges_sane
+    ok = {"opsready_env": ENV, "request": _Request()}
+    for size, in_use in ((math.nan, 3), (8, math.nan), (math.inf, 3), (8, -math.inf)):
+        text = _pool(8, 3, 5, 0).replace("pool_size 8\n", f"pool_size {size}\n").replace(
+            "pool_in_use 3\n", f"pool_in_use {in_use}\n")
+        bad = "pool_size" if not math.isfinite(size) else "pool_in_use"
+        with pytest.raises(AssertionError, match=rf"{bad} reads -?(nan|inf), not a pool stat"):
+            sane(service=_service(text), evidence=Evidence(), **ok)
+    all_nan = "".join(f"# TYPE pool_{k} gauge\npool_{k}{{pool=\"HikariPool-1\"}} NaN\n"
+                      for k in ("size", "in_use", "available", "waiting"))
+    assert _run(sane, service=_service(all_nan), **ok) == "fail"
+    # A pool with labelled gauges (one series per pool name) and finite values stays sane.
+    labelled = "".join(f"# TYPE pool_{k} gauge\npool_{k}{{pool=\"HikariPool-1\"}} {v}\n"
+                       for k, v in (("size", 10), ("in_use", 10), ("available", 0),
+                                    ("waiting", 4)))
+    assert _run(sane, service=_service(labelled), **ok) == "pass"
+    # Per instance, Prometheus answers "NaN" as the value string; that instance fails by name.
+    by_instance = {f'pool_{k}{{job="relay"}}': [({"instance": "a:8000"}, v),
+                                                ({"instance": "b:8000"}, "NaN")]
+                   for k, v in (("size", 8), ("in_use", 2), ("available", 6), ("waiting", 0))}
+    service = _service(_pool(8, 2, 6, 0), metrics_per_instance=True)
+    with pytest.raises(AssertionError, match="instance b:8000: pool_available reads nan"):
+        sane(service=service, opsready_env=ENV, request=_Request(_prometheus(
+            FakePrometheus([], by_instance))), evidence=Evidence())
+    assert _run(sane, service=service, opsready_env=ENV, request=_Request(_prometheus(
+        FakePrometheus([], down=True)))) == "error"
+
+
 def test_pool_gauges_judged_per_instance_behind_one_url() -> None:
     """Two instances behind one load balancer: one GET sees one of them, Prometheus sees
     both, and the stub on the second one fails by name."""
