@@ -15,10 +15,14 @@ What each criterion can and cannot tell:
   pool from moment to moment.
 - *Prometheus has them* proves the scrape reaches every gauge.
 - *The pool-exhaustion alert uses them*: the alert (``prometheus.pool_alert_rule``, or any
-  judged alert rule when none is named) must select every gauge listed in
+  judged alert rule when none is named) must read every gauge listed in
   ``prometheus.pool_alert_gauges`` (by default available and waiting: a pool is exhausted when
   nothing is available and requests wait) and be healthy. The selectors are read from the
-  parsed expression, not searched as text.
+  parsed expression, not searched as text. A gauge selected only inside ``absent()`` or
+  ``absent_over_time()`` is not read: such a "metrics missing" alert fires when the gauge
+  vanishes, never when the pool is exhausted. Only alerting rules count, by each rule's own
+  ``type``, also where the server ignores the ``type`` filter. It cannot tell that the
+  thresholds are right, only that the alert reacts to the gauges' values.
 """
 
 from __future__ import annotations
@@ -178,7 +182,7 @@ def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServicePro
     required = {names[r] for r in roles}
     wanted = prometheus.cfg.pool_alert_rule
     rules = prometheus.scoped_rules("alert")
-    using = {r.name: sorted(r.selected_metrics() & set(names.values())) for r in rules}
+    using = {r.name: sorted(r.used_metrics() & set(names.values())) for r in rules}
     evidence.record("alert_rules_using_pool_gauges",
                     {name: used for name, used in using.items() if used})
     if wanted:
@@ -189,20 +193,22 @@ def test_pool_alert_uses_gauges(prometheus: PrometheusProbe, service: ServicePro
             f"import the alert rules into Prometheus"
         )
     else:
-        candidates = [r for r in rules if required <= r.selected_metrics()]
+        candidates = [r for r in rules if required <= r.used_metrics()]
         assert candidates, (
             f"Prometheus at {prometheus.url}: none of the {len(rules)} alert rules in scope "
-            f"selects all of {', '.join(sorted(required))}; expected a pool-exhaustion alert on "
-            f"them; add one (and name it in prometheus.pool_alert_rule)"
+            f"reads all of {', '.join(sorted(required))} (a selector only inside absent() "
+            f"tests that the series is missing, not the pool); expected a pool-exhaustion "
+            f"alert on them; add one (and name it in prometheus.pool_alert_rule)"
         )
     rule = candidates[0]
     evidence.record("pool_alert_rule", {"name": rule.name, "expr": rule.query,
                                         "health": rule.health, "uses": using[rule.name]})
-    lacking = sorted(required - rule.selected_metrics())
+    lacking = sorted(required - rule.used_metrics())
     assert not lacking, (
         f"Prometheus at {prometheus.url}: alert rule {rule.name} does not select "
-        f"{', '.join(lacking)} (expr: {rule.query!r}); expected the pool-exhaustion alert to "
-        f"use {', '.join(sorted(required))} (prometheus.pool_alert_gauges: {', '.join(roles)})"
+        f"{', '.join(lacking)} outside absent() (expr: {rule.query!r}); expected the "
+        f"pool-exhaustion alert to read {', '.join(sorted(required))} "
+        f"(prometheus.pool_alert_gauges: {', '.join(roles)})"
     )
     assert rule.health in ("ok", "unknown"), (
         f"Prometheus at {prometheus.url}: alert rule {rule.name} has health {rule.health} "

@@ -307,6 +307,42 @@ def test_pool_alert_uses_the_configured_gauges_and_is_healthy() -> None:
         "available", "waiting", "size"])) == "fail"
 
 
+def test_pool_alert_must_read_the_gauges_not_test_their_absence() -> None:
+    """The fake answers every rule whatever ``type`` asks, as vmalert before v1.98 and older
+    Loki rulers do: a recording rule on the gauges is no alert. A "metrics missing" alert
+    selects the gauges only inside absent(): it never fires on an exhausted pool."""
+    uses = P2_4.test_pool_alert_uses_gauges
+    service = _service("")
+
+    def probe(*rules: dict[str, Any], **cfg: Any) -> PrometheusProbe:
+        return _prometheus(FakePrometheus(list(rules)), **cfg)
+
+    recording = _rule("relay:pool_pressure:ratio", "pool_waiting / (pool_available + 1)",
+                      kind="recording")
+    other = _rule("HighErrorRate", "slo:ratio > 0.01")
+    assert _run(uses, service=service, prometheus=probe(recording, other)) == "fail"
+    assert _run(uses, service=service, prometheus=probe(
+        recording, other, pool_alert_rule="relay:pool_pressure:ratio")) == "fail"
+    missing = _rule("PoolMetricsMissing",
+                    'absent(pool_available{job="relay"}) or absent(pool_waiting{job="relay"})')
+    with pytest.raises(AssertionError, match=r"none of the 1 alert rules in scope reads all"):
+        uses(service=service, prometheus=probe(missing), evidence=Evidence())
+    with pytest.raises(AssertionError, match=r"PoolMetricsMissing does not select pool_avail"
+                                             r"able, pool_waiting outside absent\(\)"):
+        uses(service=service, prometheus=probe(missing, pool_alert_rule="PoolMetricsMissing"),
+             evidence=Evidence())
+    # Other correct shapes of an exhaustion alert read the gauges' values, next to a
+    # "metrics missing" alert and a recording rule.
+    for query in ('pool_waiting{job="relay"} > 0 unless pool_available{job="relay"} > 0',
+                  '(pool_waiting{job="relay"} or vector(0)) > 0 and pool_available == 0',
+                  'absent(pool_waiting) or (pool_waiting > 0 and pool_available == 0)'):
+        exhausted = _rule("PoolExhausted", query)
+        assert _run(uses, service=service, prometheus=probe(missing, recording, exhausted)) \
+            == "pass", query
+    assert _run(uses, service=service, prometheus=_prometheus(
+        FakePrometheus([missing], down=True))) == "error"
+
+
 # -- P2-003: the breach counter -----------------------------------------------------------------
 
 

@@ -61,6 +61,23 @@ def test_selectors_the_expression_expects_to_be_empty_are_exempt() -> None:
     assert _selectors("absent(x) or x > 1") == [("x", "")]
 
 
+def test_selectors_only_inside_absent_are_presence_tests_not_uses() -> None:
+    def presence(expr: str) -> dict[str, bool]:
+        return {str(s.selector): s.presence_only for s in rule_selectors(expr)}
+
+    assert presence("absent(a) or absent_over_time(b[5m])") == {"a": True, "b": True}
+    # Read somewhere else too: its value is read.
+    assert presence("absent(x) or x > 1") == {"x": False}
+    # The other exempt places read values: the fallback's left side and unless' right side.
+    assert presence("(a or vector(0)) > 0 unless b > 0") == {"a": False, "b": False}
+    # absent() nested under another exempt place is still a presence test.
+    assert presence("absent(a) or vector(0)") == {"a": True}
+    rule = Rule(name="Missing", kind="alerting", group="g", file="f", health="ok",
+                query='absent(pool_available{job="relay"}) or pool_waiting{job="relay"} > 0')
+    assert rule.selected_metrics() == {"pool_available", "pool_waiting"}
+    assert rule.used_metrics() == {"pool_waiting"}
+
+
 def test_label_values_are_quoted_back_safely() -> None:
     sel = parse_selector('x{a="q\\"uote",b=~"a\\\\.b"}')
     assert sel == Selector("x", (("a", "=", 'q"uote'), ("b", "=~", "a\\.b")))

@@ -81,6 +81,13 @@ class Rule:
         string that happens to spell a metric is not a use of it)."""
         return {s.selector.metric for s in rule_selectors(self.query) if s.selector.metric}
 
+    def used_metrics(self) -> set[str]:
+        """The metric names whose values the rule's expression reads: those it selects
+        outside ``absent()``/``absent_over_time()`` somewhere. A metric selected only there is
+        tested for having no series at all, so the rule cannot react to what it measures."""
+        return {s.selector.metric for s in rule_selectors(self.query)
+                if s.selector.metric and not s.presence_only}
+
     def uses(self, metric: str) -> bool:
         """True when the rule's expression selects ``metric``."""
         return metric in self.selected_metrics()
@@ -226,8 +233,13 @@ class PrometheusProbe:
 
     @shared_fact
     def rules(self, kind: Literal["alert", "record"] | None = None) -> list[Rule]:
-        """Every loaded rule, optionally only alerting (``alert``) or recording (``record``)."""
+        """Every loaded rule, optionally only alerting (``alert``) or recording (``record``).
+
+        The ``type`` filter is sent, but each rule is kept by its own ``type``: the filter is
+        optional in the API and rulers that speak it (vmalert before v1.98, older Loki
+        rulers) ignore it and answer every rule."""
         params: dict[str, str] | None = {"type": kind} if kind else None
+        wanted = {"alert": "alerting", "record": "recording"}.get(kind or "")
         data = self._api("/api/v1/rules", params=params)
         groups = data.get("groups") if isinstance(data, dict) else None
         if not isinstance(groups, list):
@@ -244,6 +256,8 @@ class PrometheusProbe:
                     continue
                 rule_kind = raw.get("type")
                 if rule_kind not in ("alerting", "recording"):
+                    continue
+                if wanted is not None and rule_kind != wanted:
                     continue
                 found.append(Rule(
                     name=str(raw.get("name", "")),
@@ -772,10 +786,15 @@ class Selector:
 class RuleSelector:
     """A selector of a rule's expression. ``exempt`` says why it need not match a series
     (empty when it must): it is the argument of ``absent()``, the side of ``or vector(…)``
-    that the fallback stands in for, or the right-hand side of ``unless``."""
+    that the fallback stands in for, or the right-hand side of ``unless``.
+    ``presence_only`` is true when every place the expression selects it is inside
+    ``absent()``/``absent_over_time()``: only whether it has series is read, never a value.
+    (The other exempt places still read values: ``x or vector(0)`` yields ``x`` whenever it
+    exists, and ``a unless b > 0`` filters ``b`` by its value.)"""
 
     selector: Selector
     exempt: str = ""
+    presence_only: bool = False
 
 
 def parse_selector(text: str) -> Selector:
@@ -803,23 +822,26 @@ def rule_selectors(expr: str) -> list[RuleSelector]:
     import promql_parser as pp
 
     found: dict[Selector, str] = {}
+    presence: dict[Selector, bool] = {}
 
-    def walk(node: Any, exempt: str) -> None:
+    def walk(node: Any, exempt: str, absence: bool) -> None:
         if isinstance(node, pp.VectorSelector):
             sel = _selector(node)
             # A selector that must match somewhere in the expression must match.
             found[sel] = exempt if found.get(sel, exempt) else ""
+            # A selector whose value is read somewhere is read.
+            presence[sel] = absence and presence.get(sel, absence)
         elif isinstance(node, pp.MatrixSelector):
-            walk(node.vector_selector, exempt)
+            walk(node.vector_selector, exempt, absence)
         elif isinstance(node, pp.Call):
             name = node.func.name
             inner = exempt or (f"inside {name}()" if name in _ABSENCE_FUNCTIONS else "")
             for arg in node.args:
-                walk(arg, inner)
+                walk(arg, inner, absence or name in _ABSENCE_FUNCTIONS)
         elif isinstance(node, pp.AggregateExpr):
             if isinstance(node.param, pp.Expr):
-                walk(node.param, exempt)
-            walk(node.expr, exempt)
+                walk(node.param, exempt, absence)
+            walk(node.expr, exempt, absence)
         elif isinstance(node, pp.BinaryExpr):
             op = str(node.op).lower()
             lhs_exempt = rhs_exempt = exempt
@@ -827,13 +849,13 @@ def rule_selectors(expr: str) -> list[RuleSelector]:
                 lhs_exempt = exempt or f"falls back to {_short(str(node.rhs))}"
             if op == "unless":
                 rhs_exempt = exempt or "right-hand side of unless"
-            walk(node.lhs, lhs_exempt)
-            walk(node.rhs, rhs_exempt)
+            walk(node.lhs, lhs_exempt, absence)
+            walk(node.rhs, rhs_exempt, absence)
         elif isinstance(node, pp.ParenExpr | pp.UnaryExpr | pp.SubqueryExpr):
-            walk(node.expr, exempt)
+            walk(node.expr, exempt, absence)
 
-    walk(_parse(expr), "")
-    return [RuleSelector(sel, why) for sel, why in found.items()]
+    walk(_parse(expr), "", False)
+    return [RuleSelector(sel, why, presence[sel]) for sel, why in found.items()]
 
 
 def _parse(text: str) -> Any:
