@@ -180,6 +180,37 @@ def test_recording_rules_produce_series() -> None:
                                                 slo_recording_rules=["slo:ratio"])) == "fail"
 
 
+def test_recording_rule_without_a_fallback_waits_for_its_first_error() -> None:
+    """A Sloth-style error ratio without ``or vector(0)``: before the first 5xx the numerator
+    and the recorded ratio have no series. With the 5xx selector listed as legitimately
+    empty that is not a broken rule (not covered); with its output listed too, it passes."""
+    produce = P3_1.test_slo_recording_rules_produce_series
+    query = ('sum(rate(req{job="relay",code=~"5.."}[5m])) / sum(rate(req{job="relay"}[5m]))')
+    rules = [{**_rule("slo:errors", query, kind="recording", group="relay-slo"),
+              "labels": {"sloth_id": "relay-1"}}]
+    five = 'req{code=~"5..",job="relay"}'
+    output = 'slo:errors{sloth_id="relay-1"}'
+    total = {'req{job="relay"}': 1}
+
+    def probe(series: dict[str, Any], *may_be_empty: str, down: bool = False) -> PrometheusProbe:
+        return _prometheus(FakePrometheus(rules, series, down=down),
+                           slo_recording_rules=["slo:errors"],
+                           series_may_be_empty=list(may_be_empty))
+
+    with pytest.raises(NotCovered, match=r"slo:errors\{sloth_id=\"relay-1\"\} records "
+                                         r"nothing while req\{code=~\"5\.\.\""):
+        produce(prometheus=probe(total, five), evidence=Evidence())
+    assert _run(produce, prometheus=probe(total, five, "slo:errors")) == "pass"
+    assert _run(produce, prometheus=probe({**total, five: 1, output: 0.0}, five)) == "pass"
+    # The 5xx series exists, yet nothing is recorded: the rule is broken.
+    assert _run(produce, prometheus=probe({**total, five: 1}, five)) == "fail"
+    # Not listed, the empty 5xx selector is the finding, as before.
+    assert _run(produce, prometheus=probe(total)) == "fail"
+    # The total is missing too (a renamed metric): listing the 5xx selector explains nothing.
+    assert _run(produce, prometheus=probe({}, five)) == "fail"
+    assert _run(produce, prometheus=probe(total, five, down=True)) == "error"
+
+
 # -- P2-004: pool alert and gauges ------------------------------------------------------------
 
 

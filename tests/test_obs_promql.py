@@ -235,3 +235,44 @@ def test_target_metadata_per_instance() -> None:
     api = _Api(set(), **{"/api/v1/targets/metadata": (200, body)})
     found = _probe(api, service_job="relay").target_metadata("x_total")
     assert [(m.instance, m.type) for m in found] == [("a:1", "counter"), ("b:1", "gauge")]
+
+
+SLOTH = ('(sum(rate(req_count{job="svc",code=~"(5..|429)"}[5m])))'
+         ' / (sum(rate(req_count{job="svc"}[5m])))')
+FIVE_XX = 'req_count{code=~"(5..|429)",job="svc"}'
+OUTPUT = 'slo:sli_error:ratio_rate5m{sloth_id="svc-1"}'
+
+
+def _output(statuses: list[Any]) -> Any:
+    return next(s for s in statuses if s.selector.metric == "slo:sli_error:ratio_rate5m")
+
+
+def test_recording_output_empty_only_because_a_listed_input_is_empty_is_explained() -> None:
+    """A Sloth-style ratio without ``or vector(0)``: no 5xx yet, so the numerator and the
+    recorded ratio have no series. Listing the 5xx selector explains the empty output."""
+    rule = _rule("slo:sli_error:ratio_rate5m", SLOTH, kind="recording", sloth_id="svc-1")
+    listed = {"series_may_be_empty": [FIVE_XX]}
+    no_5xx = _probe(_Api({'req_count{job="svc"}'}), **listed)
+    out = _output(no_5xx.rule_series([rule], own_output=True))
+    assert out.matches is False and FIVE_XX in out.exempt and "records nothing" in out.exempt
+    # The 5xx series exists, yet the output is empty: nothing explains it.
+    broken = _probe(_Api({'req_count{job="svc"}', FIVE_XX}), **listed)
+    out = _output(broken.rule_series([rule], own_output=True))
+    assert (out.matches, out.exempt) == (False, "")
+    # An input that must match is missing: the input is named, the output not explained.
+    renamed = _probe(_Api(set()), **listed)
+    statuses = renamed.rule_series([rule], own_output=True)
+    assert (_output(statuses).matches, _output(statuses).exempt) == (False, "")
+    # Without the listing, the empty 5xx input is itself the finding.
+    unlisted = _probe(_Api({'req_count{job="svc"}'})).rule_series([rule], own_output=True)
+    assert {str(s.selector): s.matches for s in unlisted}[FIVE_XX] is False
+
+
+def test_recording_output_listed_as_may_be_empty_is_exempt() -> None:
+    rule = _rule("slo:sli_error:ratio_rate5m", SLOTH, kind="recording", sloth_id="svc-1")
+    api = _Api({'req_count{job="svc"}'})
+    probe = _probe(api, series_may_be_empty=[FIVE_XX, "slo:sli_error:ratio_rate5m"])
+    out = _output(probe.rule_series([rule], own_output=True))
+    assert out.matches is None and "series_may_be_empty" in out.exempt
+    assert not any("slo:sli_error" in q for q in api.queries)
+

@@ -123,7 +123,9 @@ class Sample:
 @dataclass(frozen=True)
 class SelectorStatus:
     """One selector of one rule, and whether it matches a series now (``None``: not asked,
-    because it is ``exempt``)."""
+    because it is ``exempt``). A recording rule's output that is empty only because an input
+    listed in ``prometheus.series_may_be_empty`` is empty has both: ``matches=False`` and
+    ``exempt`` naming that input (see ``PrometheusProbe.rule_series``)."""
 
     rule: str
     selector: Selector
@@ -455,25 +457,54 @@ class PrometheusProbe:
         """Whether each selector of each rule's expression matches a series now, as
         Cloudflare pint's ``promql/series`` asks. A selector the expression expects to be
         empty (see ``rule_selectors``), or one covered by ``prometheus.series_may_be_empty``,
-        is exempt and not asked. With ``own_output``, a recording rule's own output series
-        (its name and labels) is asked too: a recording rule that produces nothing is no
-        use to the dashboards and alerts that read it."""
+        is exempt and not asked.
+
+        With ``own_output``, a recording rule's own output series (its name and labels) is
+        asked too: a recording rule that produces nothing is no use to the dashboards and
+        alerts that read it. Its output is exempt like any selector when
+        ``series_may_be_empty`` covers it. When it is empty, every input that must match
+        does, and an input listed in ``series_may_be_empty`` is empty now, the empty output
+        follows from that input (a ratio whose 5xx numerator has no series yet records
+        nothing): its status then carries that reason in ``exempt`` with ``matches=False``.
+        """
         allowed = [parse_selector(text) for text in self.cfg.series_may_be_empty]
-        planned: list[tuple[str, Selector, str]] = []
-        for rule in rules:
+
+        def listed(selector: Selector) -> str:
+            cover = next((a for a in allowed if a.covers(selector)), None)
+            return "" if cover is None else f"listed in prometheus.series_may_be_empty as {cover}"
+
+        # (rule index, rule name, selector, exempt, listed in series_may_be_empty, output)
+        planned: list[tuple[int, str, Selector, str, bool, bool]] = []
+        for index, rule in enumerate(rules):
             for found in rule_selectors(rule.query):
-                exempt = found.exempt
-                if not exempt:
-                    cover = next((a for a in allowed if a.covers(found.selector)), None)
-                    if cover is not None:
-                        exempt = f"listed in prometheus.series_may_be_empty as {cover}"
-                planned.append((rule.name, found.selector, exempt))
+                exempt = found.exempt or listed(found.selector)
+                planned.append((index, rule.name, found.selector, exempt,
+                                not found.exempt and bool(exempt), False))
             if own_output and rule.kind == "recording":
                 labels = tuple(sorted((k, "=", v) for k, v in rule.labels.items()))
-                planned.append((rule.name, Selector(rule.name, labels), ""))
-        exists = self.series_exist(sel for _, sel, exempt in planned if not exempt)
-        return [SelectorStatus(rule, sel, exempt, None if exempt else exists[sel])
-                for rule, sel, exempt in planned]
+                output = Selector(rule.name, labels)
+                exempt = listed(output)
+                planned.append((index, rule.name, output, exempt, bool(exempt), True))
+        exists = self.series_exist(p[2] for p in planned if not p[3])
+        # The listed inputs of the rules whose output is empty while all they must read is there.
+        explained: dict[int, list[Selector]] = {}
+        for index, _, sel, exempt, _, is_output in planned:
+            if not is_output or exempt or exists[sel]:
+                continue
+            inputs = [p for p in planned if p[0] == index and not p[5]]
+            if all(p[3] or exists[p[2]] for p in inputs):
+                explained[index] = [p[2] for p in inputs if p[4]]
+        may_be_empty = self.series_exist(sel for sels in explained.values() for sel in sels)
+        statuses = []
+        for index, name, sel, exempt, _, is_output in planned:
+            empty_inputs = [i for i in explained.get(index, []) if not may_be_empty[i]]
+            if is_output and not exempt and empty_inputs:
+                exempt = (f"records nothing while {', '.join(map(str, empty_inputs))} (listed "
+                          f"in prometheus.series_may_be_empty) has no series")
+                statuses.append(SelectorStatus(name, sel, exempt, False))
+                continue
+            statuses.append(SelectorStatus(name, sel, exempt, None if exempt else exists[sel]))
+        return statuses
 
     def increase(self, metric: str, window: str, job: str | None = None) -> float | None:
         """How much the counter ``metric`` of ``job`` grew over ``window`` (a PromQL
