@@ -6,13 +6,17 @@ What each criterion can and cannot tell:
 
 - *Exposed as gauges* reads ``service.metrics_path`` in the format it serves (Prometheus text
   or OpenMetrics, by ``Content-Type``) and judges each family's type. With
-  ``service.metrics_per_instance`` it reads the type each instance declared from Prometheus.
+  ``service.metrics_per_instance`` it reads the type each instance declared from Prometheus,
+  for every active target of the job (``/api/v1/targets``): an instance that is up and
+  declares none or only some of the gauges fails by name. A target that is down cannot be
+  read, and the criterion is then not covered (after judging the others).
 - *Sane values* requires every reading to be finite, ``size > 0`` and ``in_use <= size`` (and
-  ``available <= size``), per instance where several sit behind one URL. A stub that exports
-  all four gauges at a constant zero fails here, and so does a gauge reading ``NaN`` or
-  ``±Inf`` (both legal sample values in the exposition formats; a gauge whose pool object is
-  gone reads ``NaN``), named in the message. It cannot tell that the values follow the real
-  pool from moment to moment.
+  ``available <= size``), per instance where several sit behind one URL (every active target
+  that is up, also one with no gauge at all; a target that is down leaves it not covered). A
+  stub that exports all four gauges at a constant zero fails here, and so does a gauge
+  reading ``NaN`` or ``±Inf`` (both legal sample values in the exposition formats; a gauge
+  whose pool object is gone reads ``NaN``), named in the message. It cannot tell that the
+  values follow the real pool from moment to moment.
 - *Prometheus has them* proves the scrape reaches every gauge.
 - *The pool-exhaustion alert uses them*: the alert (``prometheus.pool_alert_rule``, or any
   judged alert rule when none is named) must read every gauge listed in
@@ -36,10 +40,12 @@ import opsready
 from opsready.fixtures import per_instance_prometheus
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from opsready.config import Environment
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.prometheus import PrometheusProbe
+    from opsready.probes.prometheus import PrometheusProbe, Target
 
 pytestmark = [pytest.mark.ticket("P2-004")]
 
@@ -51,6 +57,29 @@ def _gauges(service: ServiceProbe) -> dict[str, str]:
     return names
 
 
+def _instance_targets(prometheus: PrometheusProbe, url: str) -> dict[str, Target]:
+    """The job's active targets by instance: every instance behind ``url`` is judged, also
+    one that exports none of the gauges."""
+    targets = prometheus.instance_targets()
+    job = prometheus.cfg.service_job
+    assert targets, (
+        f"Prometheus at {prometheus.url}: job '{job}' has no active target, so no instance "
+        f"behind {url} is scraped; expected every instance as a target; check the scrape "
+        f"config of job '{job}'"
+    )
+    return targets
+
+
+def _all_instances_scraped(where: str, targets: Mapping[str, Target]) -> None:
+    """Not covered when a target of the job is down: what it exports cannot be read."""
+    down = [f"{i} ({t.health}{': ' + t.last_error if t.last_error else ''})"
+            for i, t in sorted(targets.items()) if t.health != "up"]
+    if down:
+        opsready.not_covered(
+            f"{where}: target(s) {', '.join(down)} are not up, so what they export cannot be "
+            f"read; run again once Prometheus scrapes them")
+
+
 def test_pool_gauges_exposed(service: ServiceProbe, opsready_env: Environment,
                              request: pytest.FixtureRequest, evidence: Evidence) -> None:
     """/metrics exposes the db_connection_pool_* gauges"""
@@ -58,18 +87,27 @@ def test_pool_gauges_exposed(service: ServiceProbe, opsready_env: Environment,
     url = f"{service.base_url}{service.cfg.metrics_path}"
     prometheus = per_instance_prometheus(service, opsready_env, request)
     if prometheus is not None:
+        targets = _instance_targets(prometheus, url)
         declared = {n: prometheus.target_metadata(n) for n in names.values()}
         evidence.record("pool_gauges_per_instance", {
-            n: [{"instance": m.instance, "type": m.type} for m in found]
-            for n, found in declared.items()})
-        missing = [n for n, found in declared.items() if not found]
+            "targets": {i: t.health for i, t in targets.items()},
+            **{n: [{"instance": m.instance, "type": m.type} for m in found]
+               for n, found in declared.items()}})
+        where = f"Prometheus at {prometheus.url}, job '{prometheus.cfg.service_job}'"
+        exported = {n: {m.instance for m in found} for n, found in declared.items()}
+        missing = []
+        for instance in sorted(i for i, t in targets.items() if t.health == "up"):
+            lacks = [n for n, seen in exported.items() if instance not in seen]
+            if lacks:
+                missing.append(f"instance {instance} (up) declared no {', '.join(lacks)}")
         assert not missing, (
-            f"Prometheus at {prometheus.url}: no instance declared {', '.join(missing)} in its "
-            f"last scrape; expected every pool gauge on every instance behind {url}"
+            f"{where}: {'; '.join(missing)} in its last scrape; expected every pool gauge on "
+            f"every instance behind {url}; export them on every instance"
         )
         wrong = [f"{m.instance}: {n} is a {m.type or 'untyped'}"
                  for n, found in declared.items() for m in found if m.type != "gauge"]
-        assert not wrong, f"Prometheus at {prometheus.url}: {'; '.join(wrong)}, expected gauges"
+        assert not wrong, f"{where}: {'; '.join(wrong)}, expected gauges"
+        _all_instances_scraped(where, targets)
         return
     snapshot = service.metrics()
     found = {n: snapshot.family(n) for n in names.values()}
@@ -100,11 +138,17 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
     prometheus = per_instance_prometheus(service, opsready_env, request)
     # instance -> role -> value
     readings: dict[str, dict[str, float]] = {}
+    targets: dict[str, Target] = {}
     if prometheus is not None:
         where = f"Prometheus at {prometheus.url}, job '{prometheus.cfg.service_job}'"
+        targets = _instance_targets(prometheus, url)
         for role, name in names.items():
             for instance, value in prometheus.instance_values(name).items():
                 readings.setdefault(instance, {})[role] = value
+        # An instance that is scraped but has no pool gauge at all is judged too.
+        for instance, target in targets.items():
+            if target.health == "up":
+                readings.setdefault(instance, {})
     else:
         where = f"GET {url}"
         snapshot = service.metrics()
@@ -113,6 +157,8 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
             if value is not None:
                 readings.setdefault("", {})[role] = value
     evidence.record("pool_gauge_values", readings)
+    if not readings and targets:
+        _all_instances_scraped(where, targets)
     assert readings, (
         f"{where}: none of {', '.join(names.values())} has a value; expected the pool gauges; "
         f"export them"
@@ -127,6 +173,9 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
                   if not math.isfinite(value)]
         if broken:
             problems.append(f"{label}{', '.join(broken)}, not a pool statistic")
+            continue
+        if not values:
+            problems.append(f"{label}none of {', '.join(names.values())} has a value")
             continue
         size, in_use = values.get("size"), values.get("in_use")
         if size is None or in_use is None:
@@ -146,6 +195,7 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
         f"{where}: {'; '.join(problems)}; expected finite readings, size > 0 and in use, "
         f"available <= size; read the gauges from the pool's own statistics at scrape time"
     )
+    _all_instances_scraped(where, targets)
 
 
 def test_prometheus_has_pool_series(prometheus: PrometheusProbe, service: ServiceProbe,

@@ -54,15 +54,23 @@ def _rule(name: str, query: str, *, kind: str = "alerting", health: str = "ok",
 
 
 class FakePrometheus:
-    """Rules, instant queries answered from ``series`` (selector or query -> samples), and
-    targets metadata."""
+    """Rules, instant queries answered from ``series`` (selector or query -> samples), targets
+    metadata, and the job's active targets (``targets``: instance -> health; by default every
+    instance seen in ``series`` or ``metadata``, up)."""
 
     def __init__(self, rules: list[dict[str, Any]], series: dict[str, Any] | None = None,
-                 metadata: list[dict[str, Any]] | None = None, down: bool = False) -> None:
+                 metadata: list[dict[str, Any]] | None = None, down: bool = False,
+                 targets: dict[str, str] | None = None) -> None:
         self.rules = rules
         self.series = series or {}
         self.metadata = metadata or []
         self.down = down
+        if targets is None:
+            seen = [m["target"]["instance"] for m in self.metadata]
+            seen += [labels["instance"] for found in self.series.values()
+                     if isinstance(found, list) for labels, _ in found if "instance" in labels]
+            targets = dict.fromkeys(seen, "up")
+        self.targets = targets
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -75,7 +83,15 @@ class FakePrometheus:
             data: Any = {"groups": [{"name": g, "file": f"/rules/{g}.yml", "rules": r}
                                     for g, r in groups.items()]}
         elif path == "/api/v1/targets/metadata":
-            data = self.metadata
+            metric = request.url.params.get("metric")
+            data = [m for m in self.metadata if metric in (None, m["metric"])]
+        elif path == "/api/v1/targets":
+            data = {"activeTargets": [
+                {"labels": {"instance": i, "job": "relay"}, "scrapePool": "relay",
+                 "scrapeUrl": f"http://{i}/metrics", "health": health,
+                 "lastError": "" if health == "up" else "connection refused",
+                 "lastScrape": "2026-01-01T00:00:00Z"} for i, health in self.targets.items()],
+                "droppedTargets": []}
         elif path == "/api/v1/status/runtimeinfo":
             data = {"storageRetention": "15d"}
         else:
@@ -309,6 +325,64 @@ def test_pool_gauges_judged_per_instance_behind_one_url() -> None:
     no_prometheus = Environment(name="t")
     assert _run(P2_4.test_pool_gauges_sane, service=service, opsready_env=no_prometheus,
                 request=_Request()) == "not covered"
+
+
+THREE = ("10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000")
+
+
+def _declared(metric: str, kind: str, instances: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{"target": {"instance": i, "job": "relay"}, "metric": metric, "type": kind,
+             "help": ""} for i in instances]
+
+
+def test_per_instance_judges_every_active_target_not_only_those_that_declared() -> None:
+    """Three pods behind one URL, all scraped; the third runs an old image and exports neither
+    the counter nor the pool gauges. Its absence from the metadata is the finding; a target
+    that is down cannot be read."""
+    exposed_counter = P2_3.test_breach_counter_exposed
+    exposed_gauges, sane = P2_4.test_pool_gauges_exposed, P2_4.test_pool_gauges_sane
+    service = _service(_pool(8, 2, 6, 0), metrics_per_instance=True,
+                       rate_limit_metric="breaches_total")
+    gauges = ("pool_size", "pool_in_use", "pool_available", "pool_waiting")
+
+    def metadata(instances: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [*_declared("breaches_total", "counter", instances),
+                *(m for g in gauges for m in _declared(g, "gauge", instances))]
+
+    def values(instances: tuple[str, ...]) -> dict[str, Any]:
+        return {f'{g}{{job="relay"}}': [({"instance": i}, v) for i in instances]
+                for g, v in zip(gauges, (8, 2, 6, 0), strict=True)}
+
+    def run(criterion: Callable[..., None], instances: tuple[str, ...],
+            targets: dict[str, str], down: bool = False) -> str:
+        fake = FakePrometheus([], values(instances), metadata(instances), targets=targets,
+                              down=down)
+        return _run(criterion, service=service, opsready_env=ENV,
+                    request=_Request(_prometheus(fake)))
+
+    all_up = dict.fromkeys(THREE, "up")
+    criteria = (exposed_counter, exposed_gauges, sane)
+    for criterion in criteria:
+        assert run(criterion, THREE, all_up) == "pass"
+        assert run(criterion, THREE[:2], all_up) == "fail"
+        # The third pod is down: the two that answer are judged, the third is not read.
+        assert run(criterion, THREE[:2], {**all_up, THREE[2]: "down"}) == "not covered"
+        assert run(criterion, (), dict.fromkeys(THREE, "down")) == "not covered"
+        # A pod that lacks the metric fails even while another one is down.
+        assert run(criterion, THREE[:1], {**all_up, THREE[2]: "down"}) == "fail"
+        # The job has no target at all: nothing behind the URL is scraped.
+        assert run(criterion, (), {}) == "fail"
+        assert run(criterion, THREE, all_up, down=True) == "error"
+    fake = FakePrometheus([], values(THREE[:2]), metadata(THREE[:2]), targets=all_up)
+    request = _Request(_prometheus(fake))
+    with pytest.raises(AssertionError, match=r"instance\(s\) 10\.0\.0\.3:8000 of job 'relay' "
+                                             r"\(scraped, up\) declared no breaches_total"):
+        exposed_counter(service=service, opsready_env=ENV, request=request, evidence=Evidence())
+    with pytest.raises(AssertionError, match=r"instance 10\.0\.0\.3:8000 \(up\) declared no "
+                                             r"pool_size, pool_in_use"):
+        exposed_gauges(service=service, opsready_env=ENV, request=request, evidence=Evidence())
+    with pytest.raises(AssertionError, match=r"instance 10\.0\.0\.3:8000: none of pool_size"):
+        sane(service=service, opsready_env=ENV, request=request, evidence=Evidence())
 
 
 def test_pool_alert_uses_the_configured_gauges_and_is_healthy() -> None:

@@ -157,6 +157,13 @@ def test_targets_of_a_job() -> None:
     assert [(t.scrape_url, t.health, t.last_scrape) for t in relay] == [
         ("http://a:1/metrics", "up", "2025-10-07T10:00:00Z")]
     assert len(probe.targets()) == 2
+    # By instance, for the configured job only.
+    by_instance = _prom(lambda r: _ok(data), service_job="relay").instance_targets()
+    assert {i: t.health for i, t in by_instance.items()} == {"a:1": "up"}
+    assert {i: t.health for i, t in probe.instance_targets("node").items()} == \
+        {"http://n/metrics": "down"}
+    with pytest.raises(MissingInput, match="service_job"):
+        probe.instance_targets()
 
 
 def test_unreachable_prometheus() -> None:

@@ -321,6 +321,12 @@ class PrometheusProbe:
                 found.append(target)
         return found
 
+    def instance_targets(self, job: str | None = None) -> dict[str, Target]:
+        """The active targets of ``job`` (the configured job) by their ``instance`` label:
+        the instances every per-instance criterion must judge, whatever they export."""
+        return {t.labels.get("instance", t.scrape_url): t
+                for t in self.targets(job or self._job())}
+
     def target_metadata(self, metric: str, job: str | None = None) -> list[TargetMetadata]:
         """The type and help each target of ``job`` declared for ``metric`` in its last
         scrape (``/api/v1/targets/metadata``), one entry per instance."""
