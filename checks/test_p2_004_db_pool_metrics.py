@@ -10,12 +10,16 @@ What each criterion can and cannot tell:
   for every active target of the job (``/api/v1/targets``): an instance that is up and
   declares none or only some of the gauges fails by name. A target that is down cannot be
   read, and the criterion is then not covered (after judging the others).
-- *Sane values* requires every reading to be finite, ``size > 0`` and ``in_use <= size`` (and
-  ``available <= size``), per instance where several sit behind one URL (every active target
-  that is up, also one with no gauge at all; a target that is down leaves it not covered). A
-  stub that exports all four gauges at a constant zero fails here, and so does a gauge
+- *Sane values* requires every reading to be finite and ``in_use``, ``available`` at most
+  ``size + service.pool_gauges.max_overflow`` (a SQLAlchemy pool lends up to ``pool_size +
+  max_overflow``), per instance where several sit behind one URL (every active target that
+  is up, also one with no gauge at all; a target that is down leaves it not covered). A gauge
   reading ``NaN`` or ``±Inf`` (both legal sample values in the exposition formats; a gauge
-  whose pool object is gone reads ``NaN``), named in the message. It cannot tell that the
+  whose pool object is gone reads ``NaN``) fails, named in the message. Where ``size`` is the
+  pool's maximum (``size_is: maximum``, the default) it must be above 0, and all four gauges
+  at a constant zero is a stub and fails. Where ``size`` is the current count
+  (``size_is: current``, node-postgres' ``totalCount``), an idle pool reads all zeros exactly
+  like a stub, so that reading is not covered rather than judged. It cannot tell that the
   values follow the real pool from moment to moment.
 - *Prometheus has them* proves the scrape reaches every gauge.
 - *The pool-exhaustion alert uses them*: the alert (``prometheus.pool_alert_rule``, or any
@@ -163,7 +167,10 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
         f"{where}: none of {', '.join(names.values())} has a value; expected the pool gauges; "
         f"export them"
     )
-    problems = []
+    maximum = service.cfg.pool_gauges.size_is == "maximum"
+    overflow = service.cfg.pool_gauges.max_overflow
+    problems: list[str] = []
+    idle: list[str] = []
     for instance, values in sorted(readings.items()):
         label = f"instance {instance}: " if instance else ""
         # NaN compares false with everything, so a non-finite reading would slip past every
@@ -182,19 +189,34 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
             problems.append(f"{label}size or in use is missing")
             continue
         if all(v == 0 for v in values.values()) and len(values) == len(names):
-            problems.append(f"{label}all {len(values)} gauges read 0, a constant stub rather "
-                            f"than the pool's stats")
-        elif not size > 0:
-            problems.append(f"{label}size is {size:g}, expected above 0")
-        if not in_use <= size:
-            problems.append(f"{label}in use {in_use:g} exceeds size {size:g}")
+            if maximum:
+                problems.append(f"{label}all {len(values)} gauges read 0, a constant stub "
+                                f"rather than the pool's stats (size is the pool's maximum)")
+            else:
+                idle.append(instance or url)
+            continue
+        if maximum and not size > 0:
+            problems.append(f"{label}size is {size:g}, expected above 0 (the pool's maximum)")
+        bound, bound_text = size + overflow, f"size {size:g}" + (
+            f" + max_overflow {overflow}" if overflow else "")
+        if not in_use <= bound:
+            problems.append(f"{label}in use {in_use:g} exceeds {bound_text}")
         available = values.get("available")
-        if available is not None and not available <= size:
-            problems.append(f"{label}available {available:g} exceeds size {size:g}")
+        if available is not None and not available <= bound:
+            problems.append(f"{label}available {available:g} exceeds {bound_text}")
     assert not problems, (
-        f"{where}: {'; '.join(problems)}; expected finite readings, size > 0 and in use, "
-        f"available <= size; read the gauges from the pool's own statistics at scrape time"
+        f"{where}: {'; '.join(problems)}; expected finite readings, "
+        f"{'size > 0 and ' if maximum else ''}in use, available <= size"
+        f"{' + max_overflow' if overflow else ''} (service.pool_gauges.size_is: "
+        f"{service.cfg.pool_gauges.size_is}); read the gauges from the pool's own statistics "
+        f"at scrape time"
     )
+    if idle:
+        opsready.not_covered(
+            f"{where}: all {len(names)} gauges read 0 on {', '.join(idle)}: an idle pool whose "
+            f"size is its current count (service.pool_gauges.size_is: current) reads the same "
+            f"as a stub, so there is nothing to compare; run again under load, or export the "
+            f"pool's maximum as size")
     _all_instances_scraped(where, targets)
 
 

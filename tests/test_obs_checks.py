@@ -277,6 +277,44 @@ def test_pool_gauges_sane() -> None:
         available="pool_available")), **ok) == "not covered"
 
 
+def test_pool_gauges_sane_for_overflow_and_current_count_pools() -> None:
+    """SQLAlchemy's QueuePool lends up to pool_size + max_overflow; node-postgres' totalCount
+    is the connections held now, 0 once an idle pool has closed them all."""
+    sane = P2_4.test_pool_gauges_sane
+    ok = {"opsready_env": ENV, "request": _Request()}
+
+    def service(text: str, **gauges: Any) -> ServiceProbe:
+        return _service(text, pool_gauges=GAUGES.model_copy(update=gauges))
+
+    # SQLAlchemy defaults (pool_size=5, max_overflow=10) under load: 8 checked out.
+    assert _run(sane, service=service(_pool(5, 8, 0, 3), max_overflow=10), **ok) == "pass"
+    assert _run(sane, service=service(_pool(5, 15, 0, 3), max_overflow=10), **ok) == "pass"
+    with pytest.raises(AssertionError, match=r"in use 16 exceeds size 5 \+ max_overflow 10"):
+        sane(service=service(_pool(5, 16, 0, 3), max_overflow=10), evidence=Evidence(), **ok)
+    # Without the allowance, lending beyond size is still a finding.
+    assert _run(sane, service=service(_pool(5, 8, 0, 3)), **ok) == "fail"
+    # node-postgres: busy, and idle after idleTimeoutMillis.
+    current = {"size_is": "current"}
+    assert _run(sane, service=service(_pool(3, 2, 1, 0), **current), **ok) == "pass"
+    with pytest.raises(NotCovered, match="idle pool"):
+        sane(service=service(_pool(0, 0, 0, 0), **current), evidence=Evidence(), **ok)
+    assert _run(sane, service=service(_pool(3, 4, 0, 0), **current), **ok) == "fail"
+    assert _run(sane, service=service(_pool(0, 0, 0, 0)), **ok) == "fail"
+    assert _run(sane, service=_service("", status=503, pool_gauges=GAUGES.model_copy(
+        update=current)), **ok) == "error"
+    assert set(GAUGES.model_copy(update={**current, "max_overflow": 10}).configured()) == \
+        {"size", "in_use", "available", "waiting"}
+    # Behind one URL, an idle replica next to a busy one: that replica cannot be judged.
+    by_instance = {f'pool_{k}{{job="relay"}}': [({"instance": "a:8000"}, v),
+                                                ({"instance": "b:8000"}, 0)]
+                   for k, v in (("size", 4), ("in_use", 2), ("available", 2), ("waiting", 0))}
+    spread = _service(_pool(4, 2, 2, 0), metrics_per_instance=True,
+                      pool_gauges=GAUGES.model_copy(update=current))
+    with pytest.raises(NotCovered, match="all 4 gauges read 0 on b:8000"):
+        sane(service=spread, opsready_env=ENV, request=_Request(_prometheus(
+            FakePrometheus([], by_instance))), evidence=Evidence())
+
+
 def test_pool_gauges_reading_nan_or_inf_fail_by_name() -> None:
     """NaN compares false with every bound, so a gauge whose pool object is gone (it reads
     NaN, a legal sample value in both exposition formats) must fail by name, not pass."""
