@@ -8,7 +8,10 @@ What each criterion can and cannot tell:
   type, so a gauge that happens to end in ``_total`` fails. With
   ``service.metrics_per_instance`` (several instances behind one URL) it reads the type every
   instance declared in its last scrape from Prometheus instead, and names the instance that
-  differs. It cannot tell that the counter is incremented on every 429.
+  differs. The instances are the job's active targets (``/api/v1/targets``), not those that
+  declared the metric: an instance that is up but exports no counter (an old image, another
+  deployment) fails by name; a target that is down cannot be read, and the criterion is then
+  not covered. It cannot tell that the counter is incremented on every 429.
 - *Counts breaches* causes one with a bounded burst where ``rate_limit_burst`` is allowed and
   reads the counter before and after (behind a load balancer, the increase summed over the
   instances in Prometheus). Where the burst is not allowed, or ``service.rate_limit.path`` is
@@ -30,12 +33,12 @@ import opsready
 from opsready.fixtures import per_instance_prometheus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from opsready.config import Environment
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.prometheus import PrometheusProbe
+    from opsready.probes.prometheus import PrometheusProbe, Target
 
 pytestmark = [pytest.mark.ticket("P2-003")]
 
@@ -56,13 +59,26 @@ def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment
     url = f"{service.base_url}{service.cfg.metrics_path}"
     prometheus = per_instance_prometheus(service, opsready_env, request)
     if prometheus is not None:
+        job = prometheus.cfg.service_job
+        targets = prometheus.instance_targets()
         declared = prometheus.target_metadata(name)
-        evidence.record("breach_metric_per_instance", [
-            {"instance": m.instance, "metric": m.metric, "type": m.type} for m in declared])
-        assert declared, (
-            f"Prometheus at {prometheus.url}: no instance of job '{prometheus.cfg.service_job}' "
-            f"declared {name} in its last scrape; expected every instance behind {url} to "
-            f"export it as a counter; register the counter in the rate limiter"
+        evidence.record("breach_metric_per_instance", {
+            "targets": {i: t.health for i, t in targets.items()},
+            "declared": [{"instance": m.instance, "metric": m.metric, "type": m.type}
+                         for m in declared]})
+        assert targets, (
+            f"Prometheus at {prometheus.url}: job '{job}' has no active target, so no instance "
+            f"behind {url} is scraped; expected every instance as a target; check the scrape "
+            f"config of job '{job}'"
+        )
+        up = sorted(i for i, t in targets.items() if t.health == "up")
+        lacking = sorted(set(up) - {m.instance for m in declared})
+        assert not lacking, (
+            f"Prometheus at {prometheus.url}: instance(s) {', '.join(lacking)} of job '{job}' "
+            f"(scraped, up) declared no {name} in their last scrape"
+            f"{'' if declared else ', nor did any other'}; expected every instance behind "
+            f"{url} to export it as a counter; register the counter in the rate limiter (and "
+            f"deploy it to every instance)"
         )
         wrong = [f"{m.instance} declares a {m.type or 'untyped'}" for m in declared
                  if m.type != "counter"]
@@ -70,6 +86,7 @@ def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment
             f"Prometheus at {prometheus.url}: {name}: {'; '.join(wrong)}; expected a counter on "
             f"every instance; export it with the counter type so rate() and increase() work"
         )
+        _all_instances_scraped(f"Prometheus at {prometheus.url}, job '{job}'", targets)
         return
     snapshot = service.metrics()
     family = snapshot.family(name)
@@ -90,6 +107,16 @@ def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment
         f"GET {url}: {name} is a {family.type} ({snapshot.format}), expected a counter; export "
         f"it with the counter type so rate() and increase() work"
     )
+
+
+def _all_instances_scraped(where: str, targets: Mapping[str, Target]) -> None:
+    """Not covered when a target of the job is down: what it exports cannot be read."""
+    down = [f"{i} ({t.health}{': ' + t.last_error if t.last_error else ''})"
+            for i, t in sorted(targets.items()) if t.health != "up"]
+    if down:
+        opsready.not_covered(
+            f"{where}: target(s) {', '.join(down)} are not up, so what they export cannot be "
+            f"read; run again once Prometheus scrapes them")
 
 
 def test_breach_counted(service: ServiceProbe, opsready_env: Environment,

@@ -54,15 +54,23 @@ def _rule(name: str, query: str, *, kind: str = "alerting", health: str = "ok",
 
 
 class FakePrometheus:
-    """Rules, instant queries answered from ``series`` (selector or query -> samples), and
-    targets metadata."""
+    """Rules, instant queries answered from ``series`` (selector or query -> samples), targets
+    metadata, and the job's active targets (``targets``: instance -> health; by default every
+    instance seen in ``series`` or ``metadata``, up)."""
 
     def __init__(self, rules: list[dict[str, Any]], series: dict[str, Any] | None = None,
-                 metadata: list[dict[str, Any]] | None = None, down: bool = False) -> None:
+                 metadata: list[dict[str, Any]] | None = None, down: bool = False,
+                 targets: dict[str, str] | None = None) -> None:
         self.rules = rules
         self.series = series or {}
         self.metadata = metadata or []
         self.down = down
+        if targets is None:
+            seen = [m["target"]["instance"] for m in self.metadata]
+            seen += [labels["instance"] for found in self.series.values()
+                     if isinstance(found, list) for labels, _ in found if "instance" in labels]
+            targets = dict.fromkeys(seen, "up")
+        self.targets = targets
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -75,7 +83,15 @@ class FakePrometheus:
             data: Any = {"groups": [{"name": g, "file": f"/rules/{g}.yml", "rules": r}
                                     for g, r in groups.items()]}
         elif path == "/api/v1/targets/metadata":
-            data = self.metadata
+            metric = request.url.params.get("metric")
+            data = [m for m in self.metadata if metric in (None, m["metric"])]
+        elif path == "/api/v1/targets":
+            data = {"activeTargets": [
+                {"labels": {"instance": i, "job": "relay"}, "scrapePool": "relay",
+                 "scrapeUrl": f"http://{i}/metrics", "health": health,
+                 "lastError": "" if health == "up" else "connection refused",
+                 "lastScrape": "2026-01-01T00:00:00Z"} for i, health in self.targets.items()],
+                "droppedTargets": []}
         elif path == "/api/v1/status/runtimeinfo":
             data = {"storageRetention": "15d"}
         else:
@@ -180,6 +196,37 @@ def test_recording_rules_produce_series() -> None:
                                                 slo_recording_rules=["slo:ratio"])) == "fail"
 
 
+def test_recording_rule_without_a_fallback_waits_for_its_first_error() -> None:
+    """A Sloth-style error ratio without ``or vector(0)``: before the first 5xx the numerator
+    and the recorded ratio have no series. With the 5xx selector listed as legitimately
+    empty that is not a broken rule (not covered); with its output listed too, it passes."""
+    produce = P3_1.test_slo_recording_rules_produce_series
+    query = ('sum(rate(req{job="relay",code=~"5.."}[5m])) / sum(rate(req{job="relay"}[5m]))')
+    rules = [{**_rule("slo:errors", query, kind="recording", group="relay-slo"),
+              "labels": {"sloth_id": "relay-1"}}]
+    five = 'req{code=~"5..",job="relay"}'
+    output = 'slo:errors{sloth_id="relay-1"}'
+    total = {'req{job="relay"}': 1}
+
+    def probe(series: dict[str, Any], *may_be_empty: str, down: bool = False) -> PrometheusProbe:
+        return _prometheus(FakePrometheus(rules, series, down=down),
+                           slo_recording_rules=["slo:errors"],
+                           series_may_be_empty=list(may_be_empty))
+
+    with pytest.raises(NotCovered, match=r"slo:errors\{sloth_id=\"relay-1\"\} records "
+                                         r"nothing while req\{code=~\"5\.\.\""):
+        produce(prometheus=probe(total, five), evidence=Evidence())
+    assert _run(produce, prometheus=probe(total, five, "slo:errors")) == "pass"
+    assert _run(produce, prometheus=probe({**total, five: 1, output: 0.0}, five)) == "pass"
+    # The 5xx series exists, yet nothing is recorded: the rule is broken.
+    assert _run(produce, prometheus=probe({**total, five: 1}, five)) == "fail"
+    # Not listed, the empty 5xx selector is the finding, as before.
+    assert _run(produce, prometheus=probe(total)) == "fail"
+    # The total is missing too (a renamed metric): listing the 5xx selector explains nothing.
+    assert _run(produce, prometheus=probe({}, five)) == "fail"
+    assert _run(produce, prometheus=probe(total, five, down=True)) == "error"
+
+
 # -- P2-004: pool alert and gauges ------------------------------------------------------------
 
 
@@ -230,6 +277,75 @@ def test_pool_gauges_sane() -> None:
         available="pool_available")), **ok) == "not covered"
 
 
+def test_pool_gauges_sane_for_overflow_and_current_count_pools() -> None:
+    """SQLAlchemy's QueuePool lends up to pool_size + max_overflow; node-postgres' totalCount
+    is the connections held now, 0 once an idle pool has closed them all."""
+    sane = P2_4.test_pool_gauges_sane
+    ok = {"opsready_env": ENV, "request": _Request()}
+
+    def service(text: str, **gauges: Any) -> ServiceProbe:
+        return _service(text, pool_gauges=GAUGES.model_copy(update=gauges))
+
+    # SQLAlchemy defaults (pool_size=5, max_overflow=10) under load: 8 checked out.
+    assert _run(sane, service=service(_pool(5, 8, 0, 3), max_overflow=10), **ok) == "pass"
+    assert _run(sane, service=service(_pool(5, 15, 0, 3), max_overflow=10), **ok) == "pass"
+    with pytest.raises(AssertionError, match=r"in use 16 exceeds size 5 \+ max_overflow 10"):
+        sane(service=service(_pool(5, 16, 0, 3), max_overflow=10), evidence=Evidence(), **ok)
+    # Without the allowance, lending beyond size is still a finding.
+    assert _run(sane, service=service(_pool(5, 8, 0, 3)), **ok) == "fail"
+    # node-postgres: busy, and idle after idleTimeoutMillis.
+    current = {"size_is": "current"}
+    assert _run(sane, service=service(_pool(3, 2, 1, 0), **current), **ok) == "pass"
+    with pytest.raises(NotCovered, match="idle pool"):
+        sane(service=service(_pool(0, 0, 0, 0), **current), evidence=Evidence(), **ok)
+    assert _run(sane, service=service(_pool(3, 4, 0, 0), **current), **ok) == "fail"
+    assert _run(sane, service=service(_pool(0, 0, 0, 0)), **ok) == "fail"
+    assert _run(sane, service=_service("", status=503, pool_gauges=GAUGES.model_copy(
+        update=current)), **ok) == "error"
+    assert set(GAUGES.model_copy(update={**current, "max_overflow": 10}).configured()) == \
+        {"size", "in_use", "available", "waiting"}
+    # Behind one URL, an idle replica next to a busy one: that replica cannot be judged.
+    by_instance = {f'pool_{k}{{job="relay"}}': [({"instance": "a:8000"}, v),
+                                                ({"instance": "b:8000"}, 0)]
+                   for k, v in (("size", 4), ("in_use", 2), ("available", 2), ("waiting", 0))}
+    spread = _service(_pool(4, 2, 2, 0), metrics_per_instance=True,
+                      pool_gauges=GAUGES.model_copy(update=current))
+    with pytest.raises(NotCovered, match="all 4 gauges read 0 on b:8000"):
+        sane(service=spread, opsready_env=ENV, request=_Request(_prometheus(
+            FakePrometheus([], by_instance))), evidence=Evidence())
+
+
+def test_pool_gauges_reading_nan_or_inf_fail_by_name() -> None:
+    """NaN compares false with every bound, so a gauge whose pool object is gone (it reads
+    NaN, a legal sample value in both exposition formats) must fail by name, not pass."""
+    sane = P2_4.test_pool_gauges_sane
+    ok = {"opsready_env": ENV, "request": _Request()}
+    for size, in_use in ((math.nan, 3), (8, math.nan), (math.inf, 3), (8, -math.inf)):
+        text = _pool(8, 3, 5, 0).replace("pool_size 8\n", f"pool_size {size}\n").replace(
+            "pool_in_use 3\n", f"pool_in_use {in_use}\n")
+        bad = "pool_size" if not math.isfinite(size) else "pool_in_use"
+        with pytest.raises(AssertionError, match=rf"{bad} reads -?(nan|inf), not a pool stat"):
+            sane(service=_service(text), evidence=Evidence(), **ok)
+    all_nan = "".join(f"# TYPE pool_{k} gauge\npool_{k}{{pool=\"HikariPool-1\"}} NaN\n"
+                      for k in ("size", "in_use", "available", "waiting"))
+    assert _run(sane, service=_service(all_nan), **ok) == "fail"
+    # A pool with labelled gauges (one series per pool name) and finite values stays sane.
+    labelled = "".join(f"# TYPE pool_{k} gauge\npool_{k}{{pool=\"HikariPool-1\"}} {v}\n"
+                       for k, v in (("size", 10), ("in_use", 10), ("available", 0),
+                                    ("waiting", 4)))
+    assert _run(sane, service=_service(labelled), **ok) == "pass"
+    # Per instance, Prometheus answers "NaN" as the value string; that instance fails by name.
+    by_instance = {f'pool_{k}{{job="relay"}}': [({"instance": "a:8000"}, v),
+                                                ({"instance": "b:8000"}, "NaN")]
+                   for k, v in (("size", 8), ("in_use", 2), ("available", 6), ("waiting", 0))}
+    service = _service(_pool(8, 2, 6, 0), metrics_per_instance=True)
+    with pytest.raises(AssertionError, match="instance b:8000: pool_available reads nan"):
+        sane(service=service, opsready_env=ENV, request=_Request(_prometheus(
+            FakePrometheus([], by_instance))), evidence=Evidence())
+    assert _run(sane, service=service, opsready_env=ENV, request=_Request(_prometheus(
+        FakePrometheus([], down=True)))) == "error"
+
+
 def test_pool_gauges_judged_per_instance_behind_one_url() -> None:
     """Two instances behind one load balancer: one GET sees one of them, Prometheus sees
     both, and the stub on the second one fails by name."""
@@ -247,6 +363,64 @@ def test_pool_gauges_judged_per_instance_behind_one_url() -> None:
     no_prometheus = Environment(name="t")
     assert _run(P2_4.test_pool_gauges_sane, service=service, opsready_env=no_prometheus,
                 request=_Request()) == "not covered"
+
+
+THREE = ("10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000")
+
+
+def _declared(metric: str, kind: str, instances: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{"target": {"instance": i, "job": "relay"}, "metric": metric, "type": kind,
+             "help": ""} for i in instances]
+
+
+def test_per_instance_judges_every_active_target_not_only_those_that_declared() -> None:
+    """Three pods behind one URL, all scraped; the third runs an old image and exports neither
+    the counter nor the pool gauges. Its absence from the metadata is the finding; a target
+    that is down cannot be read."""
+    exposed_counter = P2_3.test_breach_counter_exposed
+    exposed_gauges, sane = P2_4.test_pool_gauges_exposed, P2_4.test_pool_gauges_sane
+    service = _service(_pool(8, 2, 6, 0), metrics_per_instance=True,
+                       rate_limit_metric="breaches_total")
+    gauges = ("pool_size", "pool_in_use", "pool_available", "pool_waiting")
+
+    def metadata(instances: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [*_declared("breaches_total", "counter", instances),
+                *(m for g in gauges for m in _declared(g, "gauge", instances))]
+
+    def values(instances: tuple[str, ...]) -> dict[str, Any]:
+        return {f'{g}{{job="relay"}}': [({"instance": i}, v) for i in instances]
+                for g, v in zip(gauges, (8, 2, 6, 0), strict=True)}
+
+    def run(criterion: Callable[..., None], instances: tuple[str, ...],
+            targets: dict[str, str], down: bool = False) -> str:
+        fake = FakePrometheus([], values(instances), metadata(instances), targets=targets,
+                              down=down)
+        return _run(criterion, service=service, opsready_env=ENV,
+                    request=_Request(_prometheus(fake)))
+
+    all_up = dict.fromkeys(THREE, "up")
+    criteria = (exposed_counter, exposed_gauges, sane)
+    for criterion in criteria:
+        assert run(criterion, THREE, all_up) == "pass"
+        assert run(criterion, THREE[:2], all_up) == "fail"
+        # The third pod is down: the two that answer are judged, the third is not read.
+        assert run(criterion, THREE[:2], {**all_up, THREE[2]: "down"}) == "not covered"
+        assert run(criterion, (), dict.fromkeys(THREE, "down")) == "not covered"
+        # A pod that lacks the metric fails even while another one is down.
+        assert run(criterion, THREE[:1], {**all_up, THREE[2]: "down"}) == "fail"
+        # The job has no target at all: nothing behind the URL is scraped.
+        assert run(criterion, (), {}) == "fail"
+        assert run(criterion, THREE, all_up, down=True) == "error"
+    fake = FakePrometheus([], values(THREE[:2]), metadata(THREE[:2]), targets=all_up)
+    request = _Request(_prometheus(fake))
+    with pytest.raises(AssertionError, match=r"instance\(s\) 10\.0\.0\.3:8000 of job 'relay' "
+                                             r"\(scraped, up\) declared no breaches_total"):
+        exposed_counter(service=service, opsready_env=ENV, request=request, evidence=Evidence())
+    with pytest.raises(AssertionError, match=r"instance 10\.0\.0\.3:8000 \(up\) declared no "
+                                             r"pool_size, pool_in_use"):
+        exposed_gauges(service=service, opsready_env=ENV, request=request, evidence=Evidence())
+    with pytest.raises(AssertionError, match=r"instance 10\.0\.0\.3:8000: none of pool_size"):
+        sane(service=service, opsready_env=ENV, request=request, evidence=Evidence())
 
 
 def test_pool_alert_uses_the_configured_gauges_and_is_healthy() -> None:
@@ -274,6 +448,42 @@ def test_pool_alert_uses_the_configured_gauges_and_is_healthy() -> None:
         == "not covered"
     assert _run(uses, service=service, prometheus=probe(POOL_ALERT, pool_alert_gauges=[
         "available", "waiting", "size"])) == "fail"
+
+
+def test_pool_alert_must_read_the_gauges_not_test_their_absence() -> None:
+    """The fake answers every rule whatever ``type`` asks, as vmalert before v1.98 and older
+    Loki rulers do: a recording rule on the gauges is no alert. A "metrics missing" alert
+    selects the gauges only inside absent(): it never fires on an exhausted pool."""
+    uses = P2_4.test_pool_alert_uses_gauges
+    service = _service("")
+
+    def probe(*rules: dict[str, Any], **cfg: Any) -> PrometheusProbe:
+        return _prometheus(FakePrometheus(list(rules)), **cfg)
+
+    recording = _rule("relay:pool_pressure:ratio", "pool_waiting / (pool_available + 1)",
+                      kind="recording")
+    other = _rule("HighErrorRate", "slo:ratio > 0.01")
+    assert _run(uses, service=service, prometheus=probe(recording, other)) == "fail"
+    assert _run(uses, service=service, prometheus=probe(
+        recording, other, pool_alert_rule="relay:pool_pressure:ratio")) == "fail"
+    missing = _rule("PoolMetricsMissing",
+                    'absent(pool_available{job="relay"}) or absent(pool_waiting{job="relay"})')
+    with pytest.raises(AssertionError, match=r"none of the 1 alert rules in scope reads all"):
+        uses(service=service, prometheus=probe(missing), evidence=Evidence())
+    with pytest.raises(AssertionError, match=r"PoolMetricsMissing does not select pool_avail"
+                                             r"able, pool_waiting outside absent\(\)"):
+        uses(service=service, prometheus=probe(missing, pool_alert_rule="PoolMetricsMissing"),
+             evidence=Evidence())
+    # Other correct shapes of an exhaustion alert read the gauges' values, next to a
+    # "metrics missing" alert and a recording rule.
+    for query in ('pool_waiting{job="relay"} > 0 unless pool_available{job="relay"} > 0',
+                  '(pool_waiting{job="relay"} or vector(0)) > 0 and pool_available == 0',
+                  'absent(pool_waiting) or (pool_waiting > 0 and pool_available == 0)'):
+        exhausted = _rule("PoolExhausted", query)
+        assert _run(uses, service=service, prometheus=probe(missing, recording, exhausted)) \
+            == "pass", query
+    assert _run(uses, service=service, prometheus=_prometheus(
+        FakePrometheus([missing], down=True))) == "error"
 
 
 # -- P2-003: the breach counter -----------------------------------------------------------------

@@ -89,6 +89,25 @@ def test_rules_are_parsed_and_filtered_by_type() -> None:
     assert {r.kind for r in probe.rules()} == {"alerting", "recording"}
 
 
+def test_rules_of_a_ruler_that_ignores_the_type_filter_are_kept_by_their_own_type() -> None:
+    """vmalert before v1.98 and older Loki rulers answer every rule whatever ``type`` asks
+    (the mock above does too): a recording rule is never an alert rule, nor the reverse."""
+    probe = _prom(lambda r: _ok(RULES))
+    assert {r.kind for r in probe.alert_rules()} == {"alerting"}
+    assert [r.name for r in probe.recording_rules()] == ["slo:http_error_ratio:rate5m"]
+    assert "slo:http_error_ratio:rate5m" not in {r.name for r in probe.alert_rules()}
+
+    # A ruler that honours the filter answers the same.
+    def honours(request: httpx.Request) -> httpx.Response:
+        kind = {"alert": "alerting", "record": "recording"}[request.url.params["type"]]
+        return _ok({"groups": [{**g, "rules": [r for r in g["rules"] if r["type"] == kind]}
+                               for g in RULES["groups"]]})
+    assert {r.name for r in _prom(honours).alert_rules()} == \
+        {r.name for r in probe.alert_rules()}
+    with pytest.raises(AccessRefused):
+        _prom(lambda r: httpx.Response(403, json={})).alert_rules()
+
+
 def test_a_missing_rule_is_data_not_an_error() -> None:
     probe = _prom(lambda r: _ok({"groups": []}))
     assert probe.alert_rules() == []
@@ -138,6 +157,13 @@ def test_targets_of_a_job() -> None:
     assert [(t.scrape_url, t.health, t.last_scrape) for t in relay] == [
         ("http://a:1/metrics", "up", "2025-10-07T10:00:00Z")]
     assert len(probe.targets()) == 2
+    # By instance, for the configured job only.
+    by_instance = _prom(lambda r: _ok(data), service_job="relay").instance_targets()
+    assert {i: t.health for i, t in by_instance.items()} == {"a:1": "up"}
+    assert {i: t.health for i, t in probe.instance_targets("node").items()} == \
+        {"http://n/metrics": "down"}
+    with pytest.raises(MissingInput, match="service_job"):
+        probe.instance_targets()
 
 
 def test_unreachable_prometheus() -> None:

@@ -61,6 +61,23 @@ def test_selectors_the_expression_expects_to_be_empty_are_exempt() -> None:
     assert _selectors("absent(x) or x > 1") == [("x", "")]
 
 
+def test_selectors_only_inside_absent_are_presence_tests_not_uses() -> None:
+    def presence(expr: str) -> dict[str, bool]:
+        return {str(s.selector): s.presence_only for s in rule_selectors(expr)}
+
+    assert presence("absent(a) or absent_over_time(b[5m])") == {"a": True, "b": True}
+    # Read somewhere else too: its value is read.
+    assert presence("absent(x) or x > 1") == {"x": False}
+    # The other exempt places read values: the fallback's left side and unless' right side.
+    assert presence("(a or vector(0)) > 0 unless b > 0") == {"a": False, "b": False}
+    # absent() nested under another exempt place is still a presence test.
+    assert presence("absent(a) or vector(0)") == {"a": True}
+    rule = Rule(name="Missing", kind="alerting", group="g", file="f", health="ok",
+                query='absent(pool_available{job="relay"}) or pool_waiting{job="relay"} > 0')
+    assert rule.selected_metrics() == {"pool_available", "pool_waiting"}
+    assert rule.used_metrics() == {"pool_waiting"}
+
+
 def test_label_values_are_quoted_back_safely() -> None:
     sel = parse_selector('x{a="q\\"uote",b=~"a\\\\.b"}')
     assert sel == Selector("x", (("a", "=", 'q"uote'), ("b", "=~", "a\\.b")))
@@ -218,3 +235,44 @@ def test_target_metadata_per_instance() -> None:
     api = _Api(set(), **{"/api/v1/targets/metadata": (200, body)})
     found = _probe(api, service_job="relay").target_metadata("x_total")
     assert [(m.instance, m.type) for m in found] == [("a:1", "counter"), ("b:1", "gauge")]
+
+
+SLOTH = ('(sum(rate(req_count{job="svc",code=~"(5..|429)"}[5m])))'
+         ' / (sum(rate(req_count{job="svc"}[5m])))')
+FIVE_XX = 'req_count{code=~"(5..|429)",job="svc"}'
+OUTPUT = 'slo:sli_error:ratio_rate5m{sloth_id="svc-1"}'
+
+
+def _output(statuses: list[Any]) -> Any:
+    return next(s for s in statuses if s.selector.metric == "slo:sli_error:ratio_rate5m")
+
+
+def test_recording_output_empty_only_because_a_listed_input_is_empty_is_explained() -> None:
+    """A Sloth-style ratio without ``or vector(0)``: no 5xx yet, so the numerator and the
+    recorded ratio have no series. Listing the 5xx selector explains the empty output."""
+    rule = _rule("slo:sli_error:ratio_rate5m", SLOTH, kind="recording", sloth_id="svc-1")
+    listed = {"series_may_be_empty": [FIVE_XX]}
+    no_5xx = _probe(_Api({'req_count{job="svc"}'}), **listed)
+    out = _output(no_5xx.rule_series([rule], own_output=True))
+    assert out.matches is False and FIVE_XX in out.exempt and "records nothing" in out.exempt
+    # The 5xx series exists, yet the output is empty: nothing explains it.
+    broken = _probe(_Api({'req_count{job="svc"}', FIVE_XX}), **listed)
+    out = _output(broken.rule_series([rule], own_output=True))
+    assert (out.matches, out.exempt) == (False, "")
+    # An input that must match is missing: the input is named, the output not explained.
+    renamed = _probe(_Api(set()), **listed)
+    statuses = renamed.rule_series([rule], own_output=True)
+    assert (_output(statuses).matches, _output(statuses).exempt) == (False, "")
+    # Without the listing, the empty 5xx input is itself the finding.
+    unlisted = _probe(_Api({'req_count{job="svc"}'})).rule_series([rule], own_output=True)
+    assert {str(s.selector): s.matches for s in unlisted}[FIVE_XX] is False
+
+
+def test_recording_output_listed_as_may_be_empty_is_exempt() -> None:
+    rule = _rule("slo:sli_error:ratio_rate5m", SLOTH, kind="recording", sloth_id="svc-1")
+    api = _Api({'req_count{job="svc"}'})
+    probe = _probe(api, series_may_be_empty=[FIVE_XX, "slo:sli_error:ratio_rate5m"])
+    out = _output(probe.rule_series([rule], own_output=True))
+    assert out.matches is None and "series_may_be_empty" in out.exempt
+    assert not any("slo:sli_error" in q for q in api.queries)
+

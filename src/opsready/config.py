@@ -168,17 +168,27 @@ class RateLimitConfig(_Section):
 
 
 class PoolGaugesConfig(_Section):
-    """The names of the DB connection-pool gauges, by what each one measures."""
+    """The names of the DB connection-pool gauges, by what each one measures, and what the
+    size gauge means."""
 
     size: str | None = None
     in_use: str | None = None
     available: str | None = None
     waiting: str | None = None
+    # "maximum": size is the pool's configured limit (psycopg_pool max_size, HikariCP
+    # maximumPoolSize), above 0 at all times. "current": size counts the connections the pool
+    # holds now (node-postgres totalCount), 0 while an idle pool has closed them all.
+    size_is: Literal["maximum", "current"] = "maximum"
+    # Connections the pool may open beyond size under load (SQLAlchemy's max_overflow): in use
+    # may reach size + max_overflow.
+    max_overflow: int = Field(default=0, ge=0)
 
     def configured(self) -> dict[str, str]:
         """Role (``size``, ``in_use``, ``available``, ``waiting``) -> metric name, for the
         gauges that are named."""
-        return {role: name for role, name in self.model_dump().items() if name}
+        roles = {"size": self.size, "in_use": self.in_use, "available": self.available,
+                 "waiting": self.waiting}
+        return {role: name for role, name in roles.items() if name}
 
 
 class MetricsAuthConfig(_Section):

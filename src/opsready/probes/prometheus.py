@@ -81,6 +81,13 @@ class Rule:
         string that happens to spell a metric is not a use of it)."""
         return {s.selector.metric for s in rule_selectors(self.query) if s.selector.metric}
 
+    def used_metrics(self) -> set[str]:
+        """The metric names whose values the rule's expression reads: those it selects
+        outside ``absent()``/``absent_over_time()`` somewhere. A metric selected only there is
+        tested for having no series at all, so the rule cannot react to what it measures."""
+        return {s.selector.metric for s in rule_selectors(self.query)
+                if s.selector.metric and not s.presence_only}
+
     def uses(self, metric: str) -> bool:
         """True when the rule's expression selects ``metric``."""
         return metric in self.selected_metrics()
@@ -116,7 +123,9 @@ class Sample:
 @dataclass(frozen=True)
 class SelectorStatus:
     """One selector of one rule, and whether it matches a series now (``None``: not asked,
-    because it is ``exempt``)."""
+    because it is ``exempt``). A recording rule's output that is empty only because an input
+    listed in ``prometheus.series_may_be_empty`` is empty has both: ``matches=False`` and
+    ``exempt`` naming that input (see ``PrometheusProbe.rule_series``)."""
 
     rule: str
     selector: Selector
@@ -226,8 +235,13 @@ class PrometheusProbe:
 
     @shared_fact
     def rules(self, kind: Literal["alert", "record"] | None = None) -> list[Rule]:
-        """Every loaded rule, optionally only alerting (``alert``) or recording (``record``)."""
+        """Every loaded rule, optionally only alerting (``alert``) or recording (``record``).
+
+        The ``type`` filter is sent, but each rule is kept by its own ``type``: the filter is
+        optional in the API and rulers that speak it (vmalert before v1.98, older Loki
+        rulers) ignore it and answer every rule."""
         params: dict[str, str] | None = {"type": kind} if kind else None
+        wanted = {"alert": "alerting", "record": "recording"}.get(kind or "")
         data = self._api("/api/v1/rules", params=params)
         groups = data.get("groups") if isinstance(data, dict) else None
         if not isinstance(groups, list):
@@ -244,6 +258,8 @@ class PrometheusProbe:
                     continue
                 rule_kind = raw.get("type")
                 if rule_kind not in ("alerting", "recording"):
+                    continue
+                if wanted is not None and rule_kind != wanted:
                     continue
                 found.append(Rule(
                     name=str(raw.get("name", "")),
@@ -304,6 +320,12 @@ class PrometheusProbe:
             if job is None or target.job == job:
                 found.append(target)
         return found
+
+    def instance_targets(self, job: str | None = None) -> dict[str, Target]:
+        """The active targets of ``job`` (the configured job) by their ``instance`` label:
+        the instances every per-instance criterion must judge, whatever they export."""
+        return {t.labels.get("instance", t.scrape_url): t
+                for t in self.targets(job or self._job())}
 
     def target_metadata(self, metric: str, job: str | None = None) -> list[TargetMetadata]:
         """The type and help each target of ``job`` declared for ``metric`` in its last
@@ -441,25 +463,54 @@ class PrometheusProbe:
         """Whether each selector of each rule's expression matches a series now, as
         Cloudflare pint's ``promql/series`` asks. A selector the expression expects to be
         empty (see ``rule_selectors``), or one covered by ``prometheus.series_may_be_empty``,
-        is exempt and not asked. With ``own_output``, a recording rule's own output series
-        (its name and labels) is asked too: a recording rule that produces nothing is no
-        use to the dashboards and alerts that read it."""
+        is exempt and not asked.
+
+        With ``own_output``, a recording rule's own output series (its name and labels) is
+        asked too: a recording rule that produces nothing is no use to the dashboards and
+        alerts that read it. Its output is exempt like any selector when
+        ``series_may_be_empty`` covers it. When it is empty, every input that must match
+        does, and an input listed in ``series_may_be_empty`` is empty now, the empty output
+        follows from that input (a ratio whose 5xx numerator has no series yet records
+        nothing): its status then carries that reason in ``exempt`` with ``matches=False``.
+        """
         allowed = [parse_selector(text) for text in self.cfg.series_may_be_empty]
-        planned: list[tuple[str, Selector, str]] = []
-        for rule in rules:
+
+        def listed(selector: Selector) -> str:
+            cover = next((a for a in allowed if a.covers(selector)), None)
+            return "" if cover is None else f"listed in prometheus.series_may_be_empty as {cover}"
+
+        # (rule index, rule name, selector, exempt, listed in series_may_be_empty, output)
+        planned: list[tuple[int, str, Selector, str, bool, bool]] = []
+        for index, rule in enumerate(rules):
             for found in rule_selectors(rule.query):
-                exempt = found.exempt
-                if not exempt:
-                    cover = next((a for a in allowed if a.covers(found.selector)), None)
-                    if cover is not None:
-                        exempt = f"listed in prometheus.series_may_be_empty as {cover}"
-                planned.append((rule.name, found.selector, exempt))
+                exempt = found.exempt or listed(found.selector)
+                planned.append((index, rule.name, found.selector, exempt,
+                                not found.exempt and bool(exempt), False))
             if own_output and rule.kind == "recording":
                 labels = tuple(sorted((k, "=", v) for k, v in rule.labels.items()))
-                planned.append((rule.name, Selector(rule.name, labels), ""))
-        exists = self.series_exist(sel for _, sel, exempt in planned if not exempt)
-        return [SelectorStatus(rule, sel, exempt, None if exempt else exists[sel])
-                for rule, sel, exempt in planned]
+                output = Selector(rule.name, labels)
+                exempt = listed(output)
+                planned.append((index, rule.name, output, exempt, bool(exempt), True))
+        exists = self.series_exist(p[2] for p in planned if not p[3])
+        # The listed inputs of the rules whose output is empty while all they must read is there.
+        explained: dict[int, list[Selector]] = {}
+        for index, _, sel, exempt, _, is_output in planned:
+            if not is_output or exempt or exists[sel]:
+                continue
+            inputs = [p for p in planned if p[0] == index and not p[5]]
+            if all(p[3] or exists[p[2]] for p in inputs):
+                explained[index] = [p[2] for p in inputs if p[4]]
+        may_be_empty = self.series_exist(sel for sels in explained.values() for sel in sels)
+        statuses = []
+        for index, name, sel, exempt, _, is_output in planned:
+            empty_inputs = [i for i in explained.get(index, []) if not may_be_empty[i]]
+            if is_output and not exempt and empty_inputs:
+                exempt = (f"records nothing while {', '.join(map(str, empty_inputs))} (listed "
+                          f"in prometheus.series_may_be_empty) has no series")
+                statuses.append(SelectorStatus(name, sel, exempt, False))
+                continue
+            statuses.append(SelectorStatus(name, sel, exempt, None if exempt else exists[sel]))
+        return statuses
 
     def increase(self, metric: str, window: str, job: str | None = None) -> float | None:
         """How much the counter ``metric`` of ``job`` grew over ``window`` (a PromQL
@@ -772,10 +823,15 @@ class Selector:
 class RuleSelector:
     """A selector of a rule's expression. ``exempt`` says why it need not match a series
     (empty when it must): it is the argument of ``absent()``, the side of ``or vector(…)``
-    that the fallback stands in for, or the right-hand side of ``unless``."""
+    that the fallback stands in for, or the right-hand side of ``unless``.
+    ``presence_only`` is true when every place the expression selects it is inside
+    ``absent()``/``absent_over_time()``: only whether it has series is read, never a value.
+    (The other exempt places still read values: ``x or vector(0)`` yields ``x`` whenever it
+    exists, and ``a unless b > 0`` filters ``b`` by its value.)"""
 
     selector: Selector
     exempt: str = ""
+    presence_only: bool = False
 
 
 def parse_selector(text: str) -> Selector:
@@ -803,23 +859,26 @@ def rule_selectors(expr: str) -> list[RuleSelector]:
     import promql_parser as pp
 
     found: dict[Selector, str] = {}
+    presence: dict[Selector, bool] = {}
 
-    def walk(node: Any, exempt: str) -> None:
+    def walk(node: Any, exempt: str, absence: bool) -> None:
         if isinstance(node, pp.VectorSelector):
             sel = _selector(node)
             # A selector that must match somewhere in the expression must match.
             found[sel] = exempt if found.get(sel, exempt) else ""
+            # A selector whose value is read somewhere is read.
+            presence[sel] = absence and presence.get(sel, absence)
         elif isinstance(node, pp.MatrixSelector):
-            walk(node.vector_selector, exempt)
+            walk(node.vector_selector, exempt, absence)
         elif isinstance(node, pp.Call):
             name = node.func.name
             inner = exempt or (f"inside {name}()" if name in _ABSENCE_FUNCTIONS else "")
             for arg in node.args:
-                walk(arg, inner)
+                walk(arg, inner, absence or name in _ABSENCE_FUNCTIONS)
         elif isinstance(node, pp.AggregateExpr):
             if isinstance(node.param, pp.Expr):
-                walk(node.param, exempt)
-            walk(node.expr, exempt)
+                walk(node.param, exempt, absence)
+            walk(node.expr, exempt, absence)
         elif isinstance(node, pp.BinaryExpr):
             op = str(node.op).lower()
             lhs_exempt = rhs_exempt = exempt
@@ -827,13 +886,13 @@ def rule_selectors(expr: str) -> list[RuleSelector]:
                 lhs_exempt = exempt or f"falls back to {_short(str(node.rhs))}"
             if op == "unless":
                 rhs_exempt = exempt or "right-hand side of unless"
-            walk(node.lhs, lhs_exempt)
-            walk(node.rhs, rhs_exempt)
+            walk(node.lhs, lhs_exempt, absence)
+            walk(node.rhs, rhs_exempt, absence)
         elif isinstance(node, pp.ParenExpr | pp.UnaryExpr | pp.SubqueryExpr):
-            walk(node.expr, exempt)
+            walk(node.expr, exempt, absence)
 
-    walk(_parse(expr), "")
-    return [RuleSelector(sel, why) for sel, why in found.items()]
+    walk(_parse(expr), "", False)
+    return [RuleSelector(sel, why, presence[sel]) for sel, why in found.items()]
 
 
 def _parse(text: str) -> Any:
