@@ -78,7 +78,9 @@ FAULTS = (
     Fault("rules-not-loaded",
           "Prometheus has no alert rules loaded (the SLO recording rules stay)",
           frozenset({"P0-001", "P2-004", "P3-002"})),
-    Fault("no-slo-rules", "the SLO recording rules are not loaded", frozenset({"P3-001"})),
+    # The error-budget burn alerts read the SLO recording rules' series: without the rules
+    # they can never fire, so the alerting part of P0-001 opens too.
+    Fault("no-slo-rules", "the SLO recording rules are not loaded", frozenset({"P3-001", "P0-001"})),
     Fault("alert-without-runbook",
           f"the {RULE_WITHOUT_RUNBOOK} alert rule has no runbook_url annotation",
           frozenset({"P3-002"})),
@@ -304,6 +306,11 @@ class PrometheusPart(BasePart):
                 f"{resp.text[:200]}); see {ctx.logs / 'prometheus.log'}"
             )
         self._wait_rules(ctx, time.monotonic() + 15.0)
+        if "no-slo-rules" in ctx.faults():
+            # Prometheus marks a removed group's series stale only after a few evaluation
+            # intervals; until then a query still finds them.
+            wait_until(lambda: not _series(url, '{__name__=~"slo:.+"}'), time.monotonic() + 15.0,
+                       "the SLO recording rules' series to go stale", interval=0.25)
 
     def stop(self, ctx: StackContext) -> None:
         kill_pidfile(ctx.pids / "prometheus.pid")
@@ -410,6 +417,12 @@ def _finite(prometheus: str, query: str) -> bool:
         return False
     value = float(result[0]["value"][1])
     return value == value and abs(value) != float("inf")
+
+
+def _series(prometheus: str, selector: str) -> bool:
+    """Whether an instant query of ``selector`` finds any series now."""
+    resp = httpx.get(prometheus + "/api/v1/query", params={"query": selector}, timeout=2.0)
+    return bool(resp.json()["data"]["result"])
 
 
 def wait_scraped(prometheus: str, deadline: float) -> None:
