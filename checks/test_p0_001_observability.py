@@ -37,24 +37,9 @@ from opsready.probes.grafana import resolve_datasources
 if TYPE_CHECKING:
     from opsready.evidence import Evidence
     from opsready.probes.grafana import GrafanaProbe
-    from opsready.probes.prometheus import PrometheusProbe, Rule
+    from opsready.probes.prometheus import PrometheusProbe
 
 pytestmark = [pytest.mark.ticket("P0-001")]
-
-
-_HEALTH_ORDER = {"ok": 0, "unknown": 1}
-
-
-def _least_healthy(rules: list[Rule]) -> dict[str, Rule]:
-    """One rule per name, the least healthy of those sharing it: names need not be unique
-    (a warning and a critical tier of one alert, say), and a healthy namesake must not hide
-    a broken rule."""
-    found: dict[str, Rule] = {}
-    for rule in rules:
-        held = found.get(rule.name)
-        if held is None or _HEALTH_ORDER.get(rule.health, 2) > _HEALTH_ORDER.get(held.health, 2):
-            found[rule.name] = rule
-    return found
 
 
 def test_alert_rules_loaded(prometheus: PrometheusProbe, evidence: Evidence) -> None:
@@ -65,11 +50,11 @@ def test_alert_rules_loaded(prometheus: PrometheusProbe, evidence: Evidence) -> 
     build = prometheus.buildinfo()
     evidence.record("prometheus", {"url": prometheus.url, "version": build.get("version")})
     rules = prometheus.scoped_rules("alert")
-    loaded = _least_healthy(rules)
+    names = {r.name for r in rules}
     evidence.record("alert_rules", [r.summary() for r in rules if r.name in wanted] +
-                    [{"name": n, "loaded": False} for n in wanted if n not in loaded])
+                    [{"name": n, "loaded": False} for n in wanted if n not in names])
     rules_loaded_and_healthy(
-        f"Prometheus at {prometheus.url}", "alert", loaded, wanted,
+        f"Prometheus at {prometheus.url}", "alert", rules, wanted,
         "add the rule file to rule_files in prometheus.yml and reload Prometheus",
     )
 

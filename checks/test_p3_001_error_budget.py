@@ -59,11 +59,12 @@ def test_slo_recording_rules_loaded(prometheus: PrometheusProbe, evidence: Evide
     wanted = prometheus.cfg.slo_recording_rules
     if not wanted:
         opsready.not_covered("not configured: prometheus.slo_recording_rules")
-    loaded = {r.name: r for r in prometheus.recording_rules()}
-    evidence.record("recording_rules", [loaded[n].summary() if n in loaded else
-                                        {"name": n, "loaded": False} for n in wanted])
+    rules = prometheus.recording_rules()
+    names = {r.name for r in rules}
+    evidence.record("recording_rules", [r.summary() for r in rules if r.name in wanted] +
+                    [{"name": n, "loaded": False} for n in wanted if n not in names])
     rules_loaded_and_healthy(
-        f"Prometheus at {prometheus.url}", "recording", loaded, wanted,
+        f"Prometheus at {prometheus.url}", "recording", rules, wanted,
         "add the SLO rule file to rule_files in prometheus.yml and reload Prometheus",
     )
 

@@ -6,7 +6,7 @@ found, what was expected and what to do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from opsready._coverage import not_covered
@@ -16,15 +16,25 @@ if TYPE_CHECKING:
 
 __all__ = ["rules_loaded_and_healthy", "selectors_match_series"]
 
+# Worst last: a broken rule outranks one not evaluated yet, which outranks a healthy one.
+_HEALTH_ORDER = {"ok": 0, "unknown": 1}
 
-def rules_loaded_and_healthy(where: str, kind: str, loaded: Mapping[str, Rule], wanted: Sequence[str],
+
+def rules_loaded_and_healthy(where: str, kind: str, rules: Sequence[Rule], wanted: Sequence[str],
                              fix: str) -> None:
-    """Every ``wanted`` rule is among ``loaded`` with health ``ok``.
+    """Every ``wanted`` rule is among ``rules`` with health ``ok``. Names need not be unique
+    (a warning and a critical tier of one alert): every rule of a wanted name must be
+    healthy, so a healthy namesake never hides a broken one.
 
     ``kind`` names the rules in messages ("alert", "recording"); ``fix`` is what to do when
     some are missing.
     """
     __tracebackhide__ = True
+    loaded: dict[str, Rule] = {}
+    for rule in rules:
+        held = loaded.get(rule.name)
+        if held is None or _HEALTH_ORDER.get(rule.health, 2) > _HEALTH_ORDER.get(held.health, 2):
+            loaded[rule.name] = rule
     missing = [n for n in wanted if n not in loaded]
     assert not missing, (
         f"{where}: {kind} rules {', '.join(missing)} are not loaded ({len(loaded)} {kind} rules "
