@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 import opsready
+from opsready.assertions import all_targets_up
 from opsready.fixtures import per_instance_prometheus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from opsready.config import Environment
     from opsready.evidence import Evidence
     from opsready.probes.http import ServiceProbe
-    from opsready.probes.prometheus import PrometheusProbe, Target
+    from opsready.probes.prometheus import PrometheusProbe
 
 pytestmark = [pytest.mark.ticket("P2-003")]
 
@@ -86,7 +87,7 @@ def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment
             f"Prometheus at {prometheus.url}: {name}: {'; '.join(wrong)}; expected a counter on "
             f"every instance; export it with the counter type so rate() and increase() work"
         )
-        _all_instances_scraped(f"Prometheus at {prometheus.url}, job '{job}'", targets)
+        all_targets_up(f"Prometheus at {prometheus.url}, job '{job}'", targets)
         return
     snapshot = service.metrics()
     family = snapshot.family(name)
@@ -107,16 +108,6 @@ def test_breach_counter_exposed(service: ServiceProbe, opsready_env: Environment
         f"GET {url}: {name} is a {family.type} ({snapshot.format}), expected a counter; export "
         f"it with the counter type so rate() and increase() work"
     )
-
-
-def _all_instances_scraped(where: str, targets: Mapping[str, Target]) -> None:
-    """Not covered when a target of the job is down: what it exports cannot be read."""
-    down = [f"{i} ({t.health}{': ' + t.last_error if t.last_error else ''})"
-            for i, t in sorted(targets.items()) if t.health != "up"]
-    if down:
-        opsready.not_covered(
-            f"{where}: target(s) {', '.join(down)} are not up, so what they export cannot be "
-            f"read; run again once Prometheus scrapes them")
 
 
 def test_breach_counted(service: ServiceProbe, opsready_env: Environment,

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 import opsready
+from opsready.assertions import all_targets_up
 from opsready.fixtures import per_instance_prometheus
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from opsready.config import Environment
     from opsready.evidence import Evidence
@@ -74,16 +74,6 @@ def _instance_targets(prometheus: PrometheusProbe, url: str) -> dict[str, Target
     return targets
 
 
-def _all_instances_scraped(where: str, targets: Mapping[str, Target]) -> None:
-    """Not covered when a target of the job is down: what it exports cannot be read."""
-    down = [f"{i} ({t.health}{': ' + t.last_error if t.last_error else ''})"
-            for i, t in sorted(targets.items()) if t.health != "up"]
-    if down:
-        opsready.not_covered(
-            f"{where}: target(s) {', '.join(down)} are not up, so what they export cannot be "
-            f"read; run again once Prometheus scrapes them")
-
-
 def test_pool_gauges_exposed(service: ServiceProbe, opsready_env: Environment,
                              request: pytest.FixtureRequest, evidence: Evidence) -> None:
     """/metrics exposes the db_connection_pool_* gauges"""
@@ -111,7 +101,7 @@ def test_pool_gauges_exposed(service: ServiceProbe, opsready_env: Environment,
         wrong = [f"{m.instance}: {n} is a {m.type or 'untyped'}"
                  for n, found in declared.items() for m in found if m.type != "gauge"]
         assert not wrong, f"{where}: {'; '.join(wrong)}, expected gauges"
-        _all_instances_scraped(where, targets)
+        all_targets_up(where, targets)
         return
     snapshot = service.metrics()
     found = {n: snapshot.family(n) for n in names.values()}
@@ -162,7 +152,7 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
                 readings.setdefault("", {})[role] = value
     evidence.record("pool_gauge_values", readings)
     if not readings and targets:
-        _all_instances_scraped(where, targets)
+        all_targets_up(where, targets)
     assert readings, (
         f"{where}: none of {', '.join(names.values())} has a value; expected the pool gauges; "
         f"export them"
@@ -217,7 +207,7 @@ def test_pool_gauges_sane(service: ServiceProbe, opsready_env: Environment,
             f"size is its current count (service.pool_gauges.size_is: current) reads the same "
             f"as a stub, so there is nothing to compare; run again under load, or export the "
             f"pool's maximum as size")
-    _all_instances_scraped(where, targets)
+    all_targets_up(where, targets)
 
 
 def test_prometheus_has_pool_series(prometheus: PrometheusProbe, service: ServiceProbe,

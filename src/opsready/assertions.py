@@ -6,15 +6,15 @@ found, what was expected and what to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from opsready._coverage import not_covered
 
 if TYPE_CHECKING:
-    from opsready.probes.prometheus import Rule, SelectorStatus
+    from opsready.probes.prometheus import Rule, SelectorStatus, Target
 
-__all__ = ["rules_loaded_and_healthy", "selectors_match_series"]
+__all__ = ["all_targets_up", "rules_loaded_and_healthy", "selectors_match_series"]
 
 # Worst last: a broken rule outranks one not evaluated yet, which outranks a healthy one.
 _HEALTH_ORDER = {"ok": 0, "unknown": 1}
@@ -68,3 +68,14 @@ def selectors_match_series(where: str, kind: str, statuses: Sequence[SelectorSta
         f"it reads; fix the metric or label names in the expression (or the scrape), or list "
         f"a selector that is legitimately empty under prometheus.series_may_be_empty"
     )
+
+
+def all_targets_up(where: str, targets: Mapping[str, Target]) -> None:
+    """Not covered when a scrape target (instance -> target) is down: what it exports
+    cannot be read."""
+    down = [f"{i} ({t.health}{': ' + t.last_error if t.last_error else ''})"
+            for i, t in sorted(targets.items()) if t.health != "up"]
+    if down:
+        not_covered(
+            f"{where}: target(s) {', '.join(down)} are not up, so what they export cannot be "
+            f"read; run again once Prometheus scrapes them")
