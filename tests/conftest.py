@@ -301,6 +301,16 @@ class Project:
         return result, data
 
 
+def refusing_transport() -> Any:
+    """An httpx transport whose every connection is refused, as an unreachable target's."""
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    return httpx.MockTransport(handler)
+
+
 def load_check(name: str) -> ModuleType:
     """A check module of ``checks/`` loaded on its own, for calling its criteria directly with
     probes on mocked or fake servers."""

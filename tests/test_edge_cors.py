@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import load_check
+from conftest import load_check, refusing_transport
 from opsready._errors import ProbeError
 from opsready.config import CorsConfig, ServiceConfig
 from opsready.evidence import Evidence
@@ -88,10 +88,7 @@ def test_with_no_other_origin_to_compare_a_fixed_answer_needs_vary() -> None:
 
 
 def test_an_unreachable_service_is_not_judged() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
     service = ServiceProbe(ServiceConfig(base_url="http://api.test"), timeout=2,
-                           transport=httpx.MockTransport(handler))
+                           transport=refusing_transport())
     with pytest.raises(ProbeError):
         CORS.hostile_exchanges.__wrapped__(service, CFG, [])

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import load_check
+from conftest import load_check, refusing_transport
 from opsready._errors import ProbeError
 from opsready.config import ServiceConfig
 from opsready.evidence import Evidence
@@ -50,10 +50,7 @@ def test_an_error_status_or_an_unhealthy_report_fails(status: int, body: Any, sa
 
 
 def test_an_unreachable_service_is_not_judged() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
     service = ServiceProbe(ServiceConfig(base_url="http://svc.test"), timeout=2,
-                           transport=httpx.MockTransport(handler))
+                           transport=refusing_transport())
     with pytest.raises(ProbeError):
         EDGE.test_health_ok(service, Evidence())

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import load_check
+from conftest import load_check, refusing_transport
 from opsready._errors import ProbeError
 from opsready.config import RateLimitConfig, ServiceConfig
 from opsready.evidence import Evidence
@@ -211,10 +211,7 @@ def test_a_ratelimit_window_below_the_minimum_is_open() -> None:
 
 
 def test_an_unreachable_service_is_not_judged() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
     cfg = ServiceConfig(base_url="http://svc.test",
                         rate_limit=RateLimitConfig(path="/api/v1/actions", max_requests=5))
     with pytest.raises(ProbeError):
-        _judge(ServiceProbe(cfg, timeout=2, transport=httpx.MockTransport(handler)))
+        _judge(ServiceProbe(cfg, timeout=2, transport=refusing_transport()))

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import load_check
+from conftest import load_check, refusing_transport
 from opsready._coverage import NotCovered
 from opsready._errors import AccessRefused, ProbeError, TargetUnreachable
 from opsready.config import (
@@ -748,10 +748,7 @@ def test_service_trace_bound_counts_from_the_request_however_early_it_went() -> 
 
 
 def test_service_trace_of_an_unreachable_service_is_not_judged() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
     service = ServiceProbe(ServiceConfig(base_url="http://svc.test"), timeout=2,
-                           transport=httpx.MockTransport(handler))
+                           transport=refusing_transport())
     with pytest.raises(ProbeError):
         P2_1.test_service_trace(_jaeger({}, []), service, Evidence())
