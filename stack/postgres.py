@@ -303,8 +303,10 @@ class PostgresPart(BasePart):
             "restore_drill": {
                 # The maintenance database of the same server, as the CREATEDB-only drill
                 # role: the drill proves by system identifier that it writes only its own
-                # new opsready_drill_<ts> database there, never `relay`.
+                # new opsready_drill_<ts> database there, never `relay`. The stack has one
+                # cluster, so the source's own cluster is allowed by name.
                 "scratch_dsn": self._dsn(ctx, "postgres", DRILL_ROLE),
+                "allow_source_cluster": True,
                 "source_dsn": self._dsn(ctx, SOURCE_DB, READER_ROLE),
                 "expected_tables": list(TABLES),
                 # What `--rows` seeds, halved, as floors: a bigger --rows still passes.

@@ -68,7 +68,9 @@ def _admin(stack: StartedStack, db: str = "relay") -> psycopg.Connection[Any]:
 def _server(stack: StartedStack, **cfg: Any) -> ScratchServer:
     base: dict[str, Any] = {"scratch_dsn": _dsn(stack), "source_dsn": _dsn(stack, "relay_reader",
                                                                             "relay"),
-                            "expected_tables": ["workspaces"], "jobs": 1}
+                            "expected_tables": ["workspaces"], "jobs": 1,
+                            # The stack has one cluster: scratch and source share it.
+                            "allow_source_cluster": True}
     return ScratchServer(RestoreDrillConfig.model_validate({**base, **cfg}), timeout=10)
 
 
@@ -269,6 +271,16 @@ def test_ipv4_mapped_ipv6_spelling_of_the_source_is_refused(stack: StartedStack)
     ok = _server(stack, scratch_dsn=_kv(stack, host="::ffff:127.0.0.1", port=str(_port(stack)),
                                         dbname="postgres")).check_target()
     assert ok.same_cluster_as == ("restore_drill.source_dsn",)
+
+
+def test_the_sources_own_cluster_is_refused_unless_allowed_by_name(stack: StartedStack) -> None:
+    """A scratch database beside the source shares its server's disk, WAL and replicas: the
+    drill refuses that cluster unless restore_drill.allow_source_cluster says otherwise."""
+    with pytest.raises(DrillRefused) as exc:
+        _server(stack, allow_source_cluster=False).check_target()
+    assert "the same as restore_drill.source_dsn" in str(exc.value)
+    assert "restore_drill.allow_source_cluster: true" in str(exc.value)
+    assert _server(stack).check_target().same_cluster_as == ("restore_drill.source_dsn",)
 
 
 def test_service_file_spelling_of_the_source_is_refused(stack: StartedStack, tmp_path: Path,

@@ -525,6 +525,9 @@ class RestoreDrillConfig(_Section):
     tolerated_errors: list[str] = [r"\bOWNER TO\b", r"^COMMENT ON EXTENSION\b"]
     # A superuser (or pg_execute_server_program member) restores only when named here.
     allow_privileged_role: str | None = None
+    # A scratch server that is the source's own cluster (or a protected one's) shares its
+    # disk, WAL and replicas: the drill refuses it unless allowed here.
+    allow_source_cluster: bool = False
     rto_target_s: float = Field(default=600.0, gt=0)
     jobs: int = Field(default=2, ge=1, le=16)
     pg_restore: str = "pg_restore"

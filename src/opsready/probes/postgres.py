@@ -7,8 +7,10 @@ backup is untrusted input, so before anything is written:
    connects to the scratch server and to the source (and to every ``protected_dsns`` entry)
    and compares ``pg_control_system().system_identifier`` and ``current_database()``. No
    spelling of a DSN (``::ffff:127.0.0.1``, a ``service=`` entry, a multi-host list) can hide
-   a server from that. On the source's own cluster the drill may only create its new
-   ``opsready_drill_*`` database, never use the source's database. The tools are then pinned
+   a server from that. The source's own cluster (or a protected one's) is refused as the
+   scratch server, since a restore there shares its disk, WAL and replicas, unless
+   ``restore_drill.allow_source_cluster`` allows it; even then the drill only creates its new
+   ``opsready_drill_*`` database, never uses the source's database. The tools are then pinned
    to the very host and port that were checked. Without ``source_dsn``, or without the right
    to call ``pg_control_system()``, the drill refuses and says what to configure.
 2. **The drill role holds no server-side powers.** A superuser, or a member of
@@ -577,6 +579,13 @@ class ScratchServer:
                 raise DrillRefused(
                     f"restore drill refused: {other.label} is named {other.database}, like the "
                     f"drill's own databases, on the same cluster as the scratch target")
+        if same and not self.cfg.allow_source_cluster:
+            raise DrillRefused(
+                f"restore drill refused: restore_drill.scratch_dsn is on the cluster with system "
+                f"identifier {scratch.system_identifier}, the same as {', '.join(same)}; a "
+                f"restore there would fill that server's disk and write through its WAL and "
+                f"replicas; point restore_drill.scratch_dsn at a separate scratch server, or "
+                f"allow this one with restore_drill.allow_source_cluster: true")
         allowed = self._privileges(scratch)
         return TargetCheck(scratch=scratch, others=tuple(others), same_cluster_as=tuple(same),
                            privileged_allowed=allowed, pinned_dsn=self._pinned(scratch))
