@@ -21,11 +21,15 @@ What each criterion can tell, and what it cannot:
   frame magic and left unverified, for both validity and the drill: only gzip is unwrapped
   here. Its sidecar is still compared.
 - The drill (intrusive: ``restore_drill``) first proves, by asking both servers for their
-  ``system_identifier``, that the scratch target is not the source, and refuses a role that
+  ``system_identifier``, that the scratch target is not the source (nor, unless
+  ``restore_drill.allow_source_cluster``, on the source's own cluster), and refuses a role that
   could run programs on the scratch host. It restores into its own database (pg_restore, or
   psql with ``ON_ERROR_STOP`` and only ``restore_drill.tolerated_errors`` tolerated), then
-  checks the expected tables: ``min_rows`` exactly, no empty table unless allowed, and never
-  more rows than the live source nor fewer than its growth since the backup allows. Without
+  checks the expected tables (a quoted mixed-case name as SQL reads it): ``min_rows``
+  exactly, no empty table unless allowed, and neither more nor fewer rows than the live source
+  by more than it may have moved since the backup (``restore_drill.row_growth_per_day``, both
+  ways: sources lose rows too). A source count that row-level security filters for the
+  counting role is not compared, and the evidence names the table. Without
   ``source_dsn`` or ``expected_tables`` it is not covered. Missing or too old client tools make
   it unverified, not open: the backup is not to blame.
 - In one process the drill starts with the run, in the background, while the read-only

@@ -208,6 +208,50 @@ def test_backslashes_in_data_are_data(stack: StartedStack, tmp_path: Path) -> No
     assert _drill_databases(stack) == []
 
 
+def test_rows_are_compared_with_a_source_that_moved_since_the_backup(stack: StartedStack) -> None:
+    """The source loses rows after a backup too (purges, drained queues): within the daily
+    allowance that is no missing data, beyond it the backup holds rows the source never had.
+    A source count that row-level security filters for the counting role is not compared.
+    An ORM's quoted mixed-case table is counted as written."""
+    db = "opsready_moving_source"
+    with _admin(stack, "postgres") as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        conn.execute(f'CREATE DATABASE "{db}"')
+        conn.execute(f'GRANT CONNECT ON DATABASE "{db}" TO relay_reader')
+    try:
+        with _admin(stack, db) as conn:
+            conn.execute("CREATE TABLE jobs (id int PRIMARY KEY)")
+            conn.execute("INSERT INTO jobs SELECT generate_series(1, 100)")
+            conn.execute('CREATE TABLE "User" (id int PRIMARY KEY)')
+            conn.execute('INSERT INTO "User" SELECT generate_series(1, 30)')
+            conn.execute("CREATE TABLE secrets (id int PRIMARY KEY, owner text)")
+            conn.execute("INSERT INTO secrets SELECT i, 'someone' FROM generate_series(1, 20) i")
+            conn.execute("ALTER TABLE secrets ENABLE ROW LEVEL SECURITY")
+            conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO relay_reader")
+        data = dump_bytes(_dsn(stack, "relay_admin", db), "custom", "--no-owner")
+        with _admin(stack, db) as conn:
+            conn.execute("DELETE FROM jobs WHERE id > 95")  # drained since the backup
+        source = _dsn(stack, "relay_reader", db)
+        tables = ["jobs", "User", "secrets"]
+        result = _server(stack, source_dsn=source, expected_tables=tables).restore_drill(
+            BytesSource(data, key="backups/2025-03-01/moving.dump"))
+        assert result.verified, result.problems
+        assert result.tables == {"jobs": 100, "User": 30, "secrets": 20}
+        assert result.source_counts == {"jobs": 95, "User": 30, "secrets": 0}
+        assert result.source_filtered == ["secrets"]
+        with _admin(stack, db) as conn:
+            conn.execute("DELETE FROM jobs WHERE id > 50")  # far beyond a day's allowance
+        result = _server(stack, source_dsn=source, expected_tables=tables).restore_drill(
+            BytesSource(data, key="backups/2025-03-01/moving.dump"))
+        assert not result.verified
+        assert any("table jobs has 100 rows restored but 50 in the live source" in p
+                   for p in result.problems), result.problems
+    finally:
+        with _admin(stack, "postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    assert _drill_databases(stack) == []
+
+
 # ---- a role with server-side powers ------------------------------------------------------------
 
 

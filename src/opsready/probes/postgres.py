@@ -221,6 +221,9 @@ class DrillResult:
     rto_seconds: float | None = None
     tables: dict[str, int | None] = field(default_factory=dict)  # None: missing
     source_counts: dict[str, int | None] | None = None
+    # Tables whose source count row-level security filters for the counting role: their
+    # restored rows are not compared with it.
+    source_filtered: list[str] = field(default_factory=list)
     backup_age_hours: float | None = None
     problems: list[str] = field(default_factory=list)
     # Set when the backup itself was refused (a psql meta-command in a plain script).
@@ -254,6 +257,7 @@ class DrillResult:
             "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
             "rto_seconds": None if self.rto_seconds is None else round(self.rto_seconds, 3),
             "rows": self.tables, "source_rows": self.source_counts,
+            "source_rows_filtered_by_row_security": self.source_filtered,
             "restore_exit_code": self.restore_exit_code,
             "restore_errors": self.restore_errors[:10], "tolerated": self.tolerated[:10],
             "problems": self.problems, "refused": self.refused,
@@ -702,7 +706,7 @@ class ScratchServer:
                 on_phase(name, result.phases[name])
 
         result.swept = self.sweep(dsn)
-        result.source_counts = self._source_counts()
+        result.source_counts = self._source_counts(result.source_filtered)
         checkpoint()
         tools = _Children(cancel)
         say = progress if progress is not None else self.progress
@@ -780,15 +784,19 @@ class ScratchServer:
                     f"(restore_drill.min_rows)")
                 continue
             src = (result.source_counts or {}).get(table)
-            if src is None:
+            if src is None or table in result.source_filtered:
                 continue
-            if rows > src:
+            # The source moves both ways after the backup: rows added, and rows deleted
+            # (purges, drained queues), by up to the same share per day.
+            allowance = math.ceil(max(src, rows) * cfg.row_growth_per_day * age_days)
+            if rows > src + allowance:
                 result.problems.append(
-                    f"table {table} has {rows} rows restored but {src} in the live source: a "
-                    f"backup cannot hold rows the source never had; check that the backup "
-                    f"job dumps this database")
+                    f"table {table} has {rows} rows restored but {src} in the live source, "
+                    f"more than the {allowance} rows it may have lost since the backup "
+                    f"({cfg.row_growth_per_day:.0%} per day, restore_drill.row_growth_per_day, "
+                    f"over {age_days:.1f} days): a backup cannot hold rows the source never "
+                    f"had; check that the backup job dumps this database")
                 continue
-            allowance = math.ceil(src * cfg.row_growth_per_day * age_days)
             if rows < src - allowance:
                 result.problems.append(
                     f"table {table} has {rows} rows restored, the live source has {src}; the "
@@ -796,13 +804,15 @@ class ScratchServer:
                     f"({cfg.row_growth_per_day:.0%} per day, restore_drill.row_growth_per_day, "
                     f"over {age_days:.1f} days), so the backup is missing rows")
 
-    def _source_counts(self) -> dict[str, int | None] | None:
+    def _source_counts(self, filtered: list[str] | None = None) -> dict[str, int | None] | None:
+        """The live source's row counts; ``filtered`` gets the tables whose count row-level
+        security filters for the counting role."""
         if self._source_dsn is None:
             return None
         # Read-only by construction: the session refuses writes.
         with self._connect(self._source_dsn, read_only=True,
                            shown=f"restore_drill.source_dsn ({_shown(self._source_dsn)})") as conn:
-            return _count_tables(conn, self.cfg.expected_tables)
+            return _count_tables(conn, self.cfg.expected_tables, filtered=filtered)
 
     # ---- connections and tools ----------------------------------------------------------
 
@@ -1263,19 +1273,41 @@ def _connect_error(exc: Exception, shown: str) -> ProbeError:
                              f"DSN's host and port")
 
 
-def _count_tables(conn: Any, tables: list[str],
-                  into: dict[str, int | None] | None = None) -> dict[str, int | None]:
-    """Row counts (``None``: no such table), filled in ``into`` table by table as they come."""
+# Whether row-level security hides rows of a table from the current role: enabled on it, and
+# the role neither bypasses it nor owns the table (an owner is exempt unless it is forced).
+_RLS_FILTERS = """
+SELECT c.relrowsecurity
+       AND NOT (r.rolsuper OR r.rolbypassrls)
+       AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+FROM pg_class c, pg_roles r WHERE c.oid = %s AND r.rolname = current_user
+"""
+
+
+def _count_tables(conn: Any, tables: list[str], into: dict[str, int | None] | None = None,
+                  filtered: list[str] | None = None) -> dict[str, int | None]:
+    """Row counts (``None``: no such table), filled in ``into`` table by table as they come.
+    A name is read as SQL reads it (``public."User"``); one with capitals and no quotes is
+    also tried as written, since ORMs create such tables quoted. With ``filtered``, the tables
+    whose rows row-level security hides from this role are listed there."""
     from psycopg import sql
 
     counts: dict[str, int | None] = {} if into is None else into
     for table in tables:
-        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+        oid = conn.execute("SELECT to_regclass(%s)::oid", (table,)).fetchone()[0]
+        if oid is None and '"' not in table and table != table.lower():
+            quoted = ".".join('"' + part + '"' for part in table.split(".", 1))
+            oid = conn.execute("SELECT to_regclass(%s)::oid", (quoted,)).fetchone()[0]
+        if oid is None:
             counts[table] = None
             continue
-        ident = sql.Identifier(*table.split(".", 1))
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
+        schema, name = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,)).fetchone()
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(schema, name))).fetchone()
         counts[table] = int(row[0])
+        if filtered is not None and conn.execute(_RLS_FILTERS, (oid,)).fetchone()[0]:
+            filtered.append(table)
     return counts
 
 
