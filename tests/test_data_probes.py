@@ -575,3 +575,29 @@ def test_a_drill_records_outcome_keeps_its_json_spelling(stubbed: Any, written: 
         "LastModified": NOW})
     record = store.drill_record()
     assert record is not None and record.outcome == read
+
+
+def test_pg_restore_errors_pair_with_their_command_past_hint_and_detail_lines() -> None:
+    """libpq reports an error with its DETAIL, HINT and CONTEXT lines; the statement that
+    failed comes after them, and tolerating it depends on pairing the two."""
+    from opsready.probes.postgres import _pg_restore_errors
+
+    stderr = [
+        "pg_restore: error: could not execute query: ERROR:  permission denied to create "
+        "extension \"pg_stat_statements\"",
+        "HINT:  Must be superuser to create this extension.",
+        "Command was: CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public;",
+        "pg_restore: error: could not execute query: ERROR:  relation \"x\" already exists",
+        "DETAIL:  something",
+        "CONTEXT:  somewhere",
+        "Command was: CREATE TABLE public.x (",
+        "    id integer",
+        ");",
+        "pg_restore: error: could not execute query: ERROR:  out of memory",
+        "pg_restore: warning: errors ignored on restore: 3",
+    ]
+    assert [(e.split("ERROR:")[1].strip()[:20], c) for e, c in _pg_restore_errors(stderr)] == [
+        ("permission denied to", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public;"),
+        ('relation "x" already', "CREATE TABLE public.x ( id integer );"),
+        ("out of memory", None),
+    ]

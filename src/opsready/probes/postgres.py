@@ -1318,7 +1318,8 @@ def _tolerated(statement: str, patterns: list[str]) -> bool:
 
 def _pg_restore_errors(lines: list[str]) -> Iterator[tuple[str, str | None]]:
     """``(error, statement)`` pairs from pg_restore's stderr: each ``error: ...`` line and
-    the ``Command was: ...`` that follows it (possibly over several lines)."""
+    the ``Command was: ...`` that follows it (possibly over several lines), past the DETAIL,
+    HINT and CONTEXT lines libpq puts between them."""
     current: str | None = None
     command: list[str] | None = None
     for line in lines:
@@ -1327,6 +1328,9 @@ def _pg_restore_errors(lines: list[str]) -> Iterator[tuple[str, str | None]]:
             continue
         if command is not None and line and not line.startswith("pg_restore:"):
             command.append(line.strip())
+            continue
+        if current is not None and command is None and line and not line.startswith("pg_restore:"):
+            # The error's own DETAIL:, HINT:, CONTEXT: or LINE lines, before its Command was:.
             continue
         if current is not None:
             yield current, " ".join(command) if command else None
