@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from conftest import StartedStack
+from opsready._errors import MissingInput
 from opsready.config import RestoreDrillConfig
 from opsready.probes import postgres as postgres_probe
 from opsready.probes.postgres import DRILL_PREFIX, DrillRefused, ScratchServer
@@ -150,6 +151,24 @@ def test_a_created_database_named_like_the_source_keeps_psql_in_the_scratch_data
     _server(stack).restore_drill(BytesSource(gzip.compress(hostile.encode())))
     with _admin(stack) as conn:
         assert conn.execute("SELECT to_regclass('public.opsready_pwned')").fetchone() == (None,)
+    assert _drill_databases(stack) == []
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("-- Dumped by pg_dump version ", "was written by pg_dump 99"),
+    ("-- Dumped from database version ", "comes from a PostgreSQL 99 server"),
+])
+def test_a_dump_newer_than_the_scratch_server_is_not_judged(stack: StartedStack, plain: str,
+                                                            line: str, says: str) -> None:
+    """pg_dump's output is not promised to load into an older server (pg_dump 17 sets
+    transaction_timeout, unknown to 16): a scratch server older than the dump's source or its
+    pg_dump cannot judge the backup, which is not to blame."""
+    import re
+
+    newer = re.sub(re.escape(line) + r"\S+", line + "99.0", plain, count=1)
+    assert newer != plain
+    with pytest.raises(MissingInput, match=says + r", newer than the scratch server"):
+        _server(stack).restore_drill(BytesSource(gzip.compress(newer.encode())))
     assert _drill_databases(stack) == []
 
 

@@ -1092,7 +1092,7 @@ class _Load:
                     f"{guard.line}) without the '-- PostgreSQL database dump complete' "
                     f"trailer: the backup is truncated")
                 return
-            self._check_server_version(guard.dumped_from)
+            self._check_server_version(guard.dumped_from, guard.dumped_by)
             self.phase("download", t)
             t = time.monotonic()
             conninfo, env = self.server.tool_target(self.dsn, self.db)
@@ -1144,16 +1144,20 @@ class _Load:
                 f"restore drill: {self.source.key} was written by pg_dump {dumped_by} (archive "
                 f"{header.version_text}), newer than {self.cfg.pg_restore} {version[0]}; "
                 f"install PostgreSQL {dumped_by} client tools to judge this backup")
-        self._check_server_version(header.server_version)
+        self._check_server_version(header.server_version, header.pg_dump_version)
 
-    def _check_server_version(self, dumped_from: str | None) -> None:
-        source_major = major_version(dumped_from)
+    def _check_server_version(self, dumped_from: str | None, dumped_by: str | None) -> None:
+        """A scratch server older than the source, or than the pg_dump that wrote the dump,
+        may not load it (pg_dump's output is not promised to load into an older server:
+        pg_dump 17 sets transaction_timeout, which 16 does not know)."""
         scratch_major = self.scratch.server_version_num // 10000
-        if source_major is not None and source_major >= 10 and source_major > scratch_major:
-            raise ToolTooOld(
-                f"restore drill: {self.source.key} comes from a PostgreSQL {source_major} "
-                f"server, newer than the scratch server ({scratch_major}); use a scratch server "
-                f"of version {source_major} or later")
+        for major, what in ((major_version(dumped_from), "comes from a PostgreSQL {} server"),
+                            (major_version(dumped_by), "was written by pg_dump {}")):
+            if major is not None and major >= 10 and major > scratch_major:
+                raise ToolTooOld(
+                    f"restore drill: {self.source.key} {what.format(major)}, newer than the "
+                    f"scratch server ({scratch_major}); use a scratch server of version "
+                    f"{major} or later")
 
     # ---- feeding the tools --------------------------------------------------------------
 
