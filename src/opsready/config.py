@@ -373,7 +373,9 @@ class OtelConfig(_Section):
     trace_api_url: HttpEndpoint | None = None
     service_name: str = "relay-api"
     traced_path: str = "/api/v1/actions"
-    read_back_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # The tail-sampling processor holds spans for its decision_wait (30 s by default) before
+    # they move on: a healthy pipeline may take that long to show a trace.
+    read_back_timeout_s: float = Field(default=45.0, gt=0, le=300)
 
 
 class GithubConfig(_Section):
