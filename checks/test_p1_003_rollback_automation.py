@@ -63,22 +63,24 @@ def test_previous_deployment_can_roll_back(railway: RailwayProbe, evidence: Evid
     """The service has a previous deployment that can be rolled back to"""
     latest = railway.latest_deployment()
     active = railway.active_deployment()
-    deployments = railway.deployments()
+    deployments = railway.deployments(first=10)
+    candidates = railway.rollback_candidates()
     evidence.record("deployments", {
         "latest": None if latest is None else latest.summary(),
         "active": None if active is None else active.summary(),
-        "newest": [d.summary() for d in deployments[:10]]})
+        "newest": [d.summary() for d in deployments],
+        "once_served": [d.summary() for d in candidates[:10]]})
     assert active is not None, (
         f"Railway service {railway.cfg.service_id}: nothing serves it (its latest deployment "
         f"is {latest.status if latest else 'missing'}); expected an active deployment to roll "
         f"back from; fix the service's latest deploy first"
     )
-    target = pick_rollback_target(active, deployments)
+    target = pick_rollback_target(active, candidates)
     assert target is not None, (
-        f"Railway service {railway.cfg.service_id}: of its {len(deployments)} newest "
-        f"deployments, none besides the active {active.id} ({active.source}) once served, has "
-        f"canRollback=true and runs other code; expected a previous deployment to roll back "
-        f"to; deploy twice, and keep rollback images within Railway's retention"
+        f"Railway service {railway.cfg.service_id}: of its {len(candidates)} newest "
+        f"deployments that once served, none besides the active {active.id} ({active.source}) "
+        f"has canRollback=true and runs other code; expected a previous deployment to roll "
+        f"back to; deploy twice, and keep rollback images within Railway's retention"
     )
     evidence.record("rollback_target", target.summary())
 

@@ -301,9 +301,14 @@ class RailwayProbe:
                    if d.created_at < latest.created_at]
         return earlier[0] if earlier else None
 
+    def rollback_candidates(self, first: int = 50) -> list[Deployment]:
+        """The newest deployments that once served, newest first: asked for by status, so
+        skipped (watch paths) and failed deployments, however many, hide none of them."""
+        return self.deployments(sorted(ROLLBACK_STATUSES), first=first)
+
     def rollback_target(self, active: Deployment) -> Deployment | None:
         """The deployment a rollback would return to (see ``pick_rollback_target``)."""
-        return pick_rollback_target(active, self.deployments())
+        return pick_rollback_target(active, self.rollback_candidates())
 
     def rollback(self, deployment_id: str) -> bool:
         """Call ``deploymentRollback``; Railway answers a bare Boolean."""
