@@ -85,6 +85,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 # Whether any pattern above can match: most evidence strings (keys, statuses, names) match
 # none, and one search is cheaper than a substitution per pattern. When this finds nothing,
 # no substitution would change the text, so skipping them all changes nothing.
+assert all(not pattern.flags & ~(re.I | re.U) for pattern, _ in _PATTERNS), \
+    "the combined search below carries over IGNORECASE only"
 _ANY_PATTERN = re.compile("|".join(
     ("(?i:{})" if pattern.flags & re.I else "(?:{})").format(pattern.pattern.replace("(?P<keep>", "("))
     for pattern, _ in _PATTERNS))
