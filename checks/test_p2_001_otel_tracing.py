@@ -4,9 +4,12 @@ trace backend, and the service's own spans arrive there under its service name.
 What each criterion can and cannot tell:
 - Collector: its health_check extension answers available. It cannot tell whether the
   exporters behind it work; the next two criteria do.
-- Probe span (intrusive): one span sent over OTLP/HTTP is accepted and read back from the
-  trace backend within ``otel.read_back_timeout_s``. It proves the collector-to-backend path,
-  not that the service exports.
+- Probe span (intrusive): one span sent over OTLP/HTTP (JSON) is accepted and read back from
+  the trace backend within ``otel.read_back_timeout_s``. The answers OTLP calls retryable
+  (429, 502, 503, 504) get up to three tries, after their Retry-After (at most 5 s); a
+  collector that still throttles refuses the span, one still behind a gateway error is not
+  judged. It proves the collector-to-backend path, not that the service exports, and it
+  cannot reach a collector that accepts protobuf only.
 - Service trace: a GET of ``otel.traced_path`` carrying a new traceparent shows up in the
   backend with spans under ``otel.service_name``, within ``otel.read_back_timeout_s`` of the
   request. Where the run reads ahead, the request goes at session start, so the service's

@@ -476,6 +476,35 @@ def test_probe_span_behind_a_gateway_answer_cannot_be_judged(status: int) -> Non
         _otel(lambda r: httpx.Response(status, text="<html>Bad Gateway</html>")).send_probe_span()
 
 
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_probe_span_is_sent_again_after_a_retryable_answer(status: int) -> None:
+    """OTLP/HTTP makes 429, 502, 503 and 504 retryable: a collector that sheds load for a
+    moment accepts the span on a later try, after its Retry-After (bounded)."""
+    answers = [httpx.Response(status, headers={"Retry-After": "2"}, text="busy"),
+               httpx.Response(200, json={"partialSuccess": {}})]
+    waits: list[float] = []
+    cfg = OtelConfig(otlp_http_url="http://collector:4318", trace_api_url="http://traces:16686")
+    probe = OtelProbe(cfg, timeout=2, transport=httpx.MockTransport(lambda r: answers.pop(0)),
+                      sleep=waits.append)
+    assert probe.send_probe_span().accepted and waits == [2.0]
+
+
+def test_probe_span_throttled_on_every_try_is_not_accepted() -> None:
+    """A collector that throttles every try refuses the span: that is the finding."""
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return httpx.Response(429, headers={"Retry-After": "600"}, text="throttled")
+
+    waits: list[float] = []
+    cfg = OtelConfig(otlp_http_url="http://collector:4318", trace_api_url="http://traces:16686")
+    result = OtelProbe(cfg, timeout=2, transport=httpx.MockTransport(handler),
+                       sleep=waits.append).send_probe_span()
+    assert not result.accepted and result.status_code == 429
+    assert len(sent) == 3 and waits == [5.0, 5.0]
+
+
 @pytest.mark.parametrize(("status", "error"), [(401, AccessRefused), (403, AccessRefused),
                                                (404, UnexpectedResponse)])
 def test_probe_span_refused_or_misdirected_is_an_error(status: int, error: type[Exception]) -> None:

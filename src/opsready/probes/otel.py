@@ -97,6 +97,21 @@ class Trace:
         return [s for s in self.spans if s.service_name == service_name]
 
 
+# OTLP/HTTP's retryable answers, how many times a probe span is sent at most, and the
+# longest wait between two sends.
+_RETRYABLE = frozenset({429, 502, 503, 504})
+_EXPORT_TRIES = 3
+_MAX_RETRY_WAIT_S = 5.0
+
+
+def _retry_delay(retry_after: str | None, attempt: int) -> float:
+    """Retry-After's delay-seconds, bounded; without one, 0.5 s doubling per attempt."""
+    value = (retry_after or "").strip()
+    if value.isdigit():
+        return min(float(value), _MAX_RETRY_WAIT_S)
+    return min(0.5 * float(2 ** attempt), _MAX_RETRY_WAIT_S)
+
+
 class OtelProbe:
     """The configured collector and trace backend."""
 
@@ -153,7 +168,8 @@ class OtelProbe:
 
     def send_probe_span(self, context: TraceContext | None = None,
                         service_name: str = PROBE_SERVICE) -> ExportResult:
-        """Export one span over OTLP/HTTP JSON with a fresh random trace id."""
+        """Export one span over OTLP/HTTP JSON with a fresh random trace id, retrying the
+        answers OTLP calls retryable (429, 502, 503, 504) a few times, bounded."""
         ctx = context or TraceContext.new()
         now = time.time_ns()
         payload = {"resourceSpans": [{
@@ -176,10 +192,17 @@ class OtelProbe:
             }],
         }]}
         url = self.otlp_traces_url
-        resp = self._target("otel collector", url).request(
-            "POST", url, content=json.dumps(payload),
-            headers={"Content-Type": "application/json"},
-        )
+        target = self._target("otel collector", url)
+        # OTLP/HTTP: 429, 502, 503 and 504 are retryable, after Retry-After when given. A few
+        # bounded tries; then a throttling answer is the finding, a gateway one unverified.
+        for attempt in range(_EXPORT_TRIES):
+            last = attempt == _EXPORT_TRIES - 1
+            resp = target.request("POST", url, content=json.dumps(payload),
+                                  headers={"Content-Type": "application/json"},
+                                  gateway_as_data=not last)
+            if resp.status_code not in _RETRYABLE or last:
+                break
+            self._sleep(_retry_delay(resp.headers.get("retry-after"), attempt))
         detail = redactor.excerpt(resp.text, 200)
         # A refused credential or a wrong endpoint says nothing about the collector's pipeline:
         # those cannot be judged; a reachable collector refusing the span (503, 400) can.
