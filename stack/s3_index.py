@@ -152,18 +152,8 @@ class IndexedKeyStore(_KeyStoreBase):  # type: ignore[misc,valid-type]
             at = bisect.bisect_left(names, prefix)
             if after is not None:
                 at = max(at, bisect.bisect_right(names, after))
-            entries: Entries = []
-            found = 0
-            while at < len(names) and found < objects:
-                name = names[at]
-                if not name.startswith(prefix):
-                    break
-                versions = dict.__getitem__(self, name)
-                entries.append((name, versions))
-                if versions and not isinstance(versions[-1], _DeleteMarker):  # type: ignore[arg-type]
-                    found += 1
-                at += 1
-            return entries
+            return self._run(names, at, prefix, objects, lambda versions: int(
+                bool(versions) and not isinstance(versions[-1], _DeleteMarker)))
 
     def version_page(self, prefix: str, key_marker: str | None, versions: int) -> Entries:
         """The names (with their version lists) a version listing page can need.
@@ -183,16 +173,23 @@ class IndexedKeyStore(_KeyStoreBase):  # type: ignore[misc,valid-type]
                 if first < len(names):
                     entries.append((names[first], dict.__getitem__(self, names[first])))
                 at = max(at, first + 1)
-            found = 0
-            while at < len(names) and found < versions:
-                name = names[at]
-                if not name.startswith(prefix):
-                    break
-                listed = dict.__getitem__(self, name)
-                entries.append((name, listed))
-                found += len(listed)
-                at += 1
-            return entries
+            return entries + self._run(names, at, prefix, versions, len)
+
+    def _run(self, names: list[str], at: int, prefix: str, limit: int,
+             weight: Callable[[Any], int]) -> Entries:
+        """From ``names[at]`` on, the names starting with ``prefix`` (with their version
+        lists), until their ``weight`` adds up to ``limit``. The caller holds the lock."""
+        entries: Entries = []
+        found = 0
+        while at < len(names) and found < limit:
+            name = names[at]
+            if not name.startswith(prefix):
+                break
+            listed = dict.__getitem__(self, name)
+            entries.append((name, listed))
+            found += weight(listed)
+            at += 1
+        return entries
 
 
 class _BucketView:
