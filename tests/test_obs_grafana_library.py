@@ -21,11 +21,13 @@ DATASOURCES = [{"id": 1, "uid": "prom-1", "name": "Prometheus", "type": "prometh
 
 
 def _grafana(panels: list[dict[str, Any]], library: dict[str, Any], *,
-             library_status: int = 200) -> GrafanaProbe:
+             library_status: int = 200, asked: list[str] | None = None) -> GrafanaProbe:
     board = {"uid": "golden", "title": "Golden", "panels": panels}
 
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if asked is not None:
+            asked.append(path)
         if path == "/api/datasources":
             return httpx.Response(200, json=DATASOURCES)
         if path == "/api/dashboards/uid/golden":
@@ -60,6 +62,11 @@ def _render(grafana: GrafanaProbe) -> str:
 
 def test_a_library_panel_is_judged_by_its_model() -> None:
     assert _render(_grafana([_library_panel("errors")], {"errors": _model("prom-1")})) == "pass"
+    # Two panels of one library element: both judged, the element read once.
+    asked: list[str] = []
+    twice = _grafana([_library_panel("errors"), {**_library_panel("errors"), "id": 8}],
+                     {"errors": _model("deleted-ds")}, asked=asked)
+    assert _render(twice) == "fail" and asked.count("/api/library-elements/errors") == 1
     assert _render(_grafana([_library_panel("errors")], {"errors": _model("deleted-ds")})) == "fail"
 
 

@@ -188,6 +188,8 @@ class GrafanaProbe:
         panels whose library element Grafana no longer has."""
         models: list[dict[str, Any]] = []
         missing: list[str] = []
+        # One read per library element, however many panels of the dashboard use it.
+        read: dict[str, dict[str, Any] | None] = {}
         for panel in _panels(board):
             link = panel.get("libraryPanel")
             if not isinstance(link, dict):
@@ -196,19 +198,28 @@ class GrafanaProbe:
             if not isinstance(uid, str) or not uid or panel.get("targets"):
                 continue
             title = str(panel.get("title") or link.get("name") or uid)
-            path = f"/api/library-elements/{quote(uid, safe='')}"
-            resp = self.http.request("GET", path)
-            if resp.status_code == 404:
+            if uid not in read:
+                read[uid] = self._library_model(uid)
+            model = read[uid]
+            if model is None:
                 missing.append(f"{title} (library panel {uid})")
                 continue
-            data = self.http.decode(resp)
-            result = data.get("result") if isinstance(data, dict) else None
-            model = result.get("model") if isinstance(result, dict) else None
-            if not isinstance(model, dict):
-                raise UnexpectedResponse(
-                    f"grafana: {path} at {self.cfg.url} has no 'result.model' object")
             models.append({**model, "title": title, "id": panel.get("id")})
         return models, missing
+
+    def _library_model(self, uid: str) -> dict[str, Any] | None:
+        """A library panel's model, or ``None`` when the library no longer has it."""
+        path = f"/api/library-elements/{quote(uid, safe='')}"
+        resp = self.http.request("GET", path)
+        if resp.status_code == 404:
+            return None
+        data = self.http.decode(resp)
+        result = data.get("result") if isinstance(data, dict) else None
+        model = result.get("model") if isinstance(result, dict) else None
+        if not isinstance(model, dict):
+            raise UnexpectedResponse(
+                f"grafana: {path} at {self.cfg.url} has no 'result.model' object")
+        return model
 
     @shared_fact
     def datasources(self) -> list[Datasource]:
